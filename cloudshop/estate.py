@@ -1,0 +1,236 @@
+"""The estate: every data resource and the gateway route table, declared once.
+
+CDK (`cdk/`) builds the cloud from these declarations; the local runner and the test fixtures build
+the local estate (moto, DynamoDB, SQLite/PostgreSQL) from the very same objects. Nothing here talks to
+AWS: `cloudshop.local.provision` and the CDK constructs are the two realisations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+KeyType = Literal["S", "N"]
+ServiceName = Literal["user", "product", "order", "payment", "notification"]
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: KeyType = "S"
+
+
+@dataclass(frozen=True)
+class Index:
+    """A global secondary index (projection ALL)."""
+
+    name: str
+    partition_key: Key
+    sort_key: Key | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    """A DynamoDB table. `name` is logical; the physical name is `<prefix><name>`."""
+
+    name: str
+    partition_key: Key
+    sort_key: Key | None = None
+    indexes: tuple[Index, ...] = ()
+    ttl_attribute: str | None = None
+    # Tables whose loss loses money or orders get point-in-time recovery and are retained.
+    critical: bool = False
+    settings_field: str = ""
+
+    def attribute_definitions(self) -> list[Key]:
+        keys = [self.partition_key, self.sort_key]
+        for index in self.indexes:
+            keys += [index.partition_key, index.sort_key]
+        unique: dict[str, Key] = {}
+        for key in keys:
+            if key is not None:
+                unique.setdefault(key.name, key)
+        return list(unique.values())
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    versioned: bool = False
+    # Days after which objects expire; None keeps them.
+    expire_after_days: int | None = None
+    settings_field: str = ""
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    dead_letter_queue: str
+    max_receive_count: int = 3
+    visibility_timeout_seconds: int = 30
+    settings_field: str = ""
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int = 3
+    retention_hours: int = 168
+
+
+@dataclass(frozen=True)
+class Route:
+    """One gateway route. `path` uses API Gateway syntax (`{proxy+}` matches the rest of the path).
+
+    `public` routes need no token; every other route needs a valid access token at the gateway, and
+    the service checks roles and ownership again behind it.
+    """
+
+    method: str
+    path: str
+    service: ServiceName
+    public: bool = False
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A container service on EKS: its scaling bounds and autoscaling targets (percent of requests)."""
+
+    name: ServiceName
+    min_replicas: int
+    max_replicas: int
+    cpu_target_percent: int = 70
+    memory_target_percent: int = 80
+    port: int = 8080
+    namespace: str = "cloudshop"
+
+    @property
+    def service_account(self) -> str:
+        return f"{self.name}-service"
+
+
+@dataclass(frozen=True)
+class Estate:
+    tables: tuple[Table, ...]
+    buckets: tuple[Bucket, ...]
+    queues: tuple[Queue, ...]
+    topics: tuple[Topic, ...]
+    routes: tuple[Route, ...] = field(default_factory=tuple)
+    workloads: tuple[Workload, ...] = field(default_factory=tuple)
+
+    def table(self, name: str) -> Table:
+        return next(t for t in self.tables if t.name == name)
+
+    def queue(self, name: str) -> Queue:
+        return next(q for q in self.queues if q.name == name)
+
+    def bucket(self, name: str) -> Bucket:
+        return next(b for b in self.buckets if b.name == name)
+
+
+API_PREFIX = "/api/v1"
+
+TABLES = (
+    Table(
+        name="sessions",
+        partition_key=Key("pk"),
+        ttl_attribute="expires_at",
+        settings_field="sessions_table",
+    ),
+    Table(name="carts", partition_key=Key("user_id"), ttl_attribute="expires_at", settings_field="carts_table"),
+    Table(
+        name="orders",
+        partition_key=Key("order_id"),
+        indexes=(Index("by_user", Key("user_id"), Key("created_at")),),
+        critical=True,
+        settings_field="orders_table",
+    ),
+    Table(
+        # The transactional outbox. `pending` exists only until the relay has published the event,
+        # which makes `pending_events` a sparse index: the relay queries it, never scans the table.
+        name="outbox",
+        partition_key=Key("event_id"),
+        indexes=(Index("pending_events", Key("pending"), Key("occurred_at")),),
+        ttl_attribute="expires_at",
+        settings_field="outbox_table",
+    ),
+    Table(
+        name="payments",
+        partition_key=Key("payment_id"),
+        indexes=(Index("by_order", Key("order_id")),),
+        critical=True,
+        settings_field="payments_table",
+    ),
+    Table(
+        name="notifications",
+        partition_key=Key("user_id"),
+        sort_key=Key("sort_key"),
+        ttl_attribute="expires_at",
+        settings_field="notifications_table",
+    ),
+    Table(
+        # Powertools idempotency records (notification handler) and Idempotency-Key records.
+        name="idempotency",
+        partition_key=Key("id"),
+        ttl_attribute="expiration",
+        settings_field="idempotency_table",
+    ),
+)
+
+BUCKETS = (
+    Bucket(name="product-images", settings_field="product_images_bucket"),
+    Bucket(name="order-documents", versioned=True, settings_field="order_documents_bucket"),
+    Bucket(name="analytics-results", expire_after_days=365, settings_field="analytics_results_bucket"),
+)
+
+QUEUES = (
+    Queue(
+        name="order-events",
+        dead_letter_queue="order-events-dlq",
+        max_receive_count=3,
+        visibility_timeout_seconds=30,
+        settings_field="order_events_queue_url",
+    ),
+)
+
+TOPICS = (
+    Topic(name="orders", partitions=3),
+    Topic(name="analytics-results", partitions=1),
+)
+
+
+def _routes() -> tuple[Route, ...]:
+    p = API_PREFIX
+    return (
+        Route("POST", f"{p}/auth/register", "user", public=True),
+        Route("POST", f"{p}/auth/login", "user", public=True),
+        Route("POST", f"{p}/auth/refresh", "user", public=True),
+        Route("POST", f"{p}/auth/logout", "user", public=True),
+        Route("GET", f"{p}/users/me", "user"),
+        Route("PATCH", f"{p}/users/me", "user"),
+        Route("GET", f"{p}/products", "product", public=True),
+        Route("GET", f"{p}/products/{{proxy+}}", "product", public=True),
+        Route("POST", f"{p}/products", "product"),
+        Route("ANY", f"{p}/products/{{proxy+}}", "product"),
+        Route("ANY", f"{p}/cart", "order"),
+        Route("ANY", f"{p}/cart/{{proxy+}}", "order"),
+        Route("ANY", f"{p}/orders", "order"),
+        Route("ANY", f"{p}/orders/{{proxy+}}", "order"),
+        Route("ANY", f"{p}/payments/{{proxy+}}", "payment"),
+        Route("GET", f"{p}/notifications", "notification"),
+        Route("GET", f"{p}/analytics/windows", "order"),
+    )
+
+
+# The original demo targets (15% CPU, 30% memory) live in the `demo` kustomize overlay.
+WORKLOADS = (
+    Workload(name="order", min_replicas=2, max_replicas=10),
+    Workload(name="payment", min_replicas=2, max_replicas=8),
+)
+
+# Lambda-hosted services; `functions.<name>.handler.handler` is each one's entry point.
+LAMBDA_SERVICES: tuple[ServiceName, ...] = ("user", "product", "notification")
+
+ESTATE = Estate(
+    tables=TABLES, buckets=BUCKETS, queues=QUEUES, topics=TOPICS, routes=_routes(), workloads=WORKLOADS
+)

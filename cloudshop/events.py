@@ -1,0 +1,104 @@
+"""Event contract: the envelope and one versioned model per event type.
+
+Every order event travels as `{event_id, event_type, version, occurred_at, source, data}` on the
+Kafka topic `orders` (key = order id) and on the SQS queue `order-events`. The JSON Schemas under
+`cloudshop/schemas/` are generated from these models (`cloudshop schemas`) and checked in CI, so a
+change here that consumers have not seen fails the contract tests.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+
+OrderEventType = Literal[
+    "order.created",
+    "order.paid",
+    "order.payment_failed",
+    "order.cancelled",
+    "order.refunded",
+    "order.fulfilled",
+]
+ORDER_EVENT_TYPES: tuple[str, ...] = OrderEventType.__args__  # type: ignore[attr-defined]
+
+
+class Money(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: int = Field(ge=0, description="Integer minor units (paise, cents)")
+    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")
+
+
+class OrderLineV1(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: str
+    name: str
+    quantity: int = Field(ge=1)
+    unit_price: Money
+
+
+class OrderEventDataV1(BaseModel):
+    """The data of every `order.*` event, version 1: a snapshot of the order after the change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: str
+    user_id: str
+    status: str
+    total: Money
+    items: int = Field(ge=0, description="Units in the order (sum of line quantities)")
+    lines: list[OrderLineV1]
+    payment_id: str | None = None
+    refunded: Money | None = None
+
+
+class OrderEventV1(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str
+    event_type: OrderEventType
+    version: Literal[1] = 1
+    occurred_at: datetime
+    source: str = "order-service"
+    data: OrderEventDataV1
+
+    @classmethod
+    def new(cls, event_type: OrderEventType, data: OrderEventDataV1, *, occurred_at: datetime | None = None) -> OrderEventV1:
+        return cls(
+            event_id=str(uuid.uuid4()),
+            event_type=event_type,
+            occurred_at=occurred_at or datetime.now(UTC),
+            data=data,
+        )
+
+    @property
+    def key(self) -> str:
+        return self.data.order_id
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+EVENT_MODELS: dict[str, type[BaseModel]] = {"order_event.v1": OrderEventV1}
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    return {name: model.model_json_schema() for name, model in EVENT_MODELS.items()}
+
+
+def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in json_schemas().items():
+        path = directory / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written

@@ -1,0 +1,123 @@
+"""Settings: one pydantic-settings class, validated at start-up.
+
+The environment variable names are the contract: CDK sets them on the Lambdas and in the Kubernetes
+manifests, the local runner sets them on its child processes. Names are the upper-case field names
+(`DATABASE_URL`, `ORDERS_TABLE`, ...), with no prefix, so they read the same in every place.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloudshop.estate import ESTATE
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    service_name: str = "cloudshop"
+    environment: Literal["local", "test", "dev", "staging", "prod"] = "local"
+    log_level: str = "INFO"
+
+    # --- AWS ---------------------------------------------------------------------------------
+    aws_region: str = "eu-west-1"
+    # Endpoint for every AWS API (moto locally); unset in the cloud.
+    aws_endpoint_url: str | None = None
+    # DynamoDB may live elsewhere than the other APIs locally (DynamoDB on its own server).
+    dynamodb_endpoint_url: str | None = None
+
+    # Physical resource names. Defaults are the local names (`<prefix><logical name>`); CDK sets
+    # the real ones.
+    resource_prefix: str = "cloudshop-"
+    sessions_table: str = "cloudshop-sessions"
+    carts_table: str = "cloudshop-carts"
+    orders_table: str = "cloudshop-orders"
+    outbox_table: str = "cloudshop-outbox"
+    payments_table: str = "cloudshop-payments"
+    notifications_table: str = "cloudshop-notifications"
+    idempotency_table: str = "cloudshop-idempotency"
+    product_images_bucket: str = "cloudshop-product-images"
+    order_documents_bucket: str = "cloudshop-order-documents"
+    analytics_results_bucket: str = "cloudshop-analytics-results"
+    order_events_queue_url: str = ""
+    ses_sender: str = "orders@cloudshop.local"
+
+    # --- SQL -----------------------------------------------------------------------------------
+    database_url: str = "sqlite:///.cloudshop/cloudshop.db"
+    db_pool_size: int = Field(default=10, ge=1, le=100)
+
+    # --- Event stream ----------------------------------------------------------------------------
+    # Kafka when set; otherwise the embedded file log under `event_log_dir`.
+    kafka_bootstrap_servers: str | None = None
+    kafka_security_protocol: str = "PLAINTEXT"
+    event_log_dir: str = ".cloudshop/events"
+    orders_topic: str = "orders"
+    analytics_topic: str = "analytics-results"
+
+    # --- Auth ------------------------------------------------------------------------------------
+    # PEM keys. Only the user service holds the private key.
+    jwt_private_key: SecretStr | None = None
+    jwt_public_key: str = ""
+    jwt_issuer: str = "cloudshop"
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
+    refresh_token_ttl_seconds: int = Field(default=14 * 86400, ge=300)
+    # Shared secret for service-to-service tokens (Secrets Manager in the cloud).
+    internal_token_secret: SecretStr = SecretStr("")
+    login_max_failures: int = Field(default=5, ge=1)
+    login_failure_window_seconds: int = Field(default=900, ge=1)
+    admin_email: str | None = Field(default=None, alias="CLOUDSHOP_ADMIN_EMAIL")
+    admin_password: SecretStr | None = Field(default=None, alias="CLOUDSHOP_ADMIN_PASSWORD")
+
+    # --- Service discovery -------------------------------------------------------------------------
+    user_service_url: str = "http://127.0.0.1:8001"
+    product_service_url: str = "http://127.0.0.1:8002"
+    order_service_url: str = "http://127.0.0.1:8003"
+    payment_service_url: str = "http://127.0.0.1:8004"
+    notification_service_url: str = "http://127.0.0.1:8005"
+    service_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    service_retries: int = Field(default=2, ge=0, le=5)
+
+    # --- Checkout ----------------------------------------------------------------------------------
+    currency: str = Field(default="INR", pattern=r"^[A-Z]{3}$")
+    cart_ttl_seconds: int = 7 * 86400
+    # Start the outbox relay thread inside the order service process.
+    outbox_relay_enabled: bool = True
+    outbox_relay_interval_seconds: float = Field(default=0.5, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_postgres_driver(cls, value: str) -> str:
+        # `postgresql://` (what RDS secrets and pg tools hand out) means psycopg 3 here.
+        if value.startswith("postgresql://") or value.startswith("postgres://"):
+            return "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @property
+    def dynamodb_endpoint(self) -> str | None:
+        return self.dynamodb_endpoint_url or self.aws_endpoint_url
+
+    def table_name(self, logical: str) -> str:
+        table = ESTATE.table(logical)
+        return str(getattr(self, table.settings_field))
+
+    def bucket_name(self, logical: str) -> str:
+        return str(getattr(self, ESTATE.bucket(logical).settings_field))
+
+
+def resource_settings(prefix: str) -> dict[str, str]:
+    """The physical names of every table and bucket for a resource prefix, as environment variables."""
+    env: dict[str, str] = {"RESOURCE_PREFIX": prefix}
+    for table in ESTATE.tables:
+        env[table.settings_field.upper()] = prefix + table.name
+    for bucket in ESTATE.buckets:
+        env[bucket.settings_field.upper()] = prefix + bucket.name
+    return env
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

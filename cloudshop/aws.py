@@ -1,0 +1,65 @@
+"""boto3 clients built from settings: one long-lived client per API per process.
+
+Endpoints come from settings (moto or DynamoDB on loopback locally, nothing in the cloud), so the same
+adapter code talks to every realisation of the estate.
+"""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from typing import Any
+
+import boto3
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.config import Config
+
+from cloudshop.settings import Settings
+
+_CLIENT_CONFIG = Config(
+    retries={"max_attempts": 3, "mode": "standard"},
+    connect_timeout=2,
+    read_timeout=10,
+    max_pool_connections=64,
+    tcp_keepalive=True,
+)
+_lock = threading.Lock()
+_clients: dict[tuple[str, str | None, str], Any] = {}
+
+
+def client(api: str, settings: Settings) -> Any:
+    endpoint = settings.dynamodb_endpoint if api == "dynamodb" else settings.aws_endpoint_url
+    key = (api, endpoint, settings.aws_region)
+    with _lock:
+        if key not in _clients:
+            # boto3.client() on the default session is not thread-safe; build under the lock.
+            session = boto3.session.Session(region_name=settings.aws_region)
+            _clients[key] = session.client(api, endpoint_url=endpoint, config=_CLIENT_CONFIG)
+        return _clients[key]
+
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+def to_item(data: dict[str, Any]) -> dict[str, Any]:
+    """Python values to a DynamoDB item; None values are left out."""
+    return {k: _serializer.serialize(v) for k, v in data.items() if v is not None}
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def to_value(value: Any) -> dict[str, Any]:
+    return _serializer.serialize(value)

@@ -1,0 +1,158 @@
+"""HTTP transport of the product service: public catalog, admin writes, internal reservations."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloudshop.estate import API_PREFIX
+from cloudshop.web import AdminPrincipal, InternalCaller
+from functions.product.model import (
+    CATEGORY,
+    DESCRIPTION_MAX,
+    LINES_MAX,
+    NAME_MAX,
+    PRICE_MAX,
+    QUANTITY_MAX,
+    STOCK_MAX,
+    Product,
+    ReservationLine,
+)
+from functions.product.service import CatalogService
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class MoneyIn(Strict):
+    amount: int = Field(ge=1, le=PRICE_MAX, strict=True)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+
+
+class ProductIn(Strict):
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    description: str = Field(default="", max_length=DESCRIPTION_MAX)
+    category: str = Field(pattern=CATEGORY.pattern)
+    price: MoneyIn
+    stock: int = Field(ge=0, le=STOCK_MAX, strict=True)
+
+
+class ProductPatch(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=NAME_MAX)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
+    category: str | None = Field(default=None, pattern=CATEGORY.pattern)
+    price: MoneyIn | None = None
+    stock_adjustment: int | None = Field(default=None, ge=-STOCK_MAX, le=STOCK_MAX, strict=True,
+                                         description="Relative change: +20 restocks, -3 writes off")
+
+
+class ImageIn(Strict):
+    content_type: Literal["image/jpeg", "image/png", "image/webp"]
+
+
+class Money(BaseModel):
+    amount: int
+    currency: str
+
+
+class ProductOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    category: str
+    price: Money
+    stock: int
+    image_url: str | None
+    created_at: str
+    updated_at: str
+
+
+class ProductPage(BaseModel):
+    items: list[ProductOut]
+    next_cursor: str | None
+
+
+class LineIn(Strict):
+    product_id: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=QUANTITY_MAX, strict=True)
+
+
+class ReservationIn(Strict):
+    order_id: str = Field(min_length=1, max_length=64)
+    lines: list[LineIn] = Field(min_length=1, max_length=LINES_MAX)
+
+
+def router() -> APIRouter:
+    api = APIRouter(prefix=API_PREFIX)
+
+    def catalog(request: Request) -> CatalogService:
+        return request.app.state.catalog  # type: ignore[no-any-return]
+
+    def out(request: Request, product: Product) -> dict[str, Any]:
+        data = product.as_dict()
+        data["image_url"] = catalog(request).image_url(data.pop("image_key"))  # type: ignore[arg-type]
+        return data
+
+    @api.get("/products", response_model=ProductPage, tags=["catalog"])
+    def list_products(
+        request: Request,
+        q: Annotated[str | None, Query(max_length=100)] = None,
+        category: Annotated[str | None, Query(pattern=CATEGORY.pattern)] = None,
+        sort: Literal["newest", "price_asc", "price_desc", "name"] = "newest",
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
+    ) -> dict[str, Any]:
+        items, next_cursor = catalog(request).products.search(
+            q=q.strip() if q else None, category=category, sort=sort, limit=limit, cursor=cursor
+        )
+        return {"items": [out(request, p) for p in items], "next_cursor": next_cursor}
+
+    @api.get("/products/{product_id}", response_model=ProductOut, tags=["catalog"])
+    def get_product(product_id: str, request: Request) -> dict[str, Any]:
+        return out(request, catalog(request).products.get(product_id))
+
+    @api.post("/products", status_code=201, response_model=ProductOut, tags=["catalog"])
+    def create_product(body: ProductIn, admin: AdminPrincipal, request: Request) -> dict[str, Any]:
+        product = catalog(request).create(
+            name=body.name, description=body.description, category=body.category,
+            price_amount=body.price.amount, currency=body.price.currency, stock=body.stock,
+        )
+        return out(request, product)
+
+    @api.patch("/products/{product_id}", response_model=ProductOut, tags=["catalog"])
+    def patch_product(product_id: str, body: ProductPatch, admin: AdminPrincipal, request: Request) -> dict[str, Any]:
+        return out(request, catalog(request).update(product_id, body.model_dump(exclude_unset=True)))
+
+    @api.delete("/products/{product_id}", status_code=204, tags=["catalog"])
+    def delete_product(product_id: str, admin: AdminPrincipal, request: Request) -> Response:
+        catalog(request).products.delete(product_id)
+        return Response(status_code=204)
+
+    @api.post("/products/{product_id}/image", status_code=201, tags=["catalog"])
+    def upload_image(product_id: str, body: ImageIn, admin: AdminPrincipal, request: Request) -> dict[str, Any]:
+        return catalog(request).image_upload(product_id, content_type=body.content_type)
+
+    # --- internal: called by the order service with a service token -----------------------------
+    @api.post("/internal/reservations", tags=["internal"])
+    def reserve(body: ReservationIn, caller: InternalCaller, request: Request, response: Response) -> dict[str, Any]:
+        lines, created = catalog(request).reserve(
+            body.order_id, [ReservationLine(x.product_id, x.quantity) for x in body.lines]
+        )
+        response.status_code = 201 if created else 200
+        return {"order_id": body.order_id, "lines": [line.as_dict() for line in lines]}
+
+    @api.post("/internal/reservations/{order_id}/release", tags=["internal"])
+    def release(order_id: str, caller: InternalCaller, request: Request) -> dict[str, Any]:
+        released = catalog(request).products.release(order_id)
+        return {"order_id": order_id, "status": catalog(request).products.reservation_status(order_id),
+                "released_now": released}
+
+    @api.post("/internal/reservations/{order_id}/commit", tags=["internal"])
+    def commit(order_id: str, caller: InternalCaller, request: Request) -> dict[str, Any]:
+        catalog(request).products.commit(order_id)
+        return {"order_id": order_id, "status": catalog(request).products.reservation_status(order_id)}
+
+    return api

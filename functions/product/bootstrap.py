@@ -1,0 +1,52 @@
+"""Wire the product service once: uvicorn, the Lambda handler and the tests all call `build_app`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from sqlalchemy import Engine, text
+
+from cloudshop import aws
+from cloudshop.auth import InternalTokens, TokenVerifier
+from cloudshop.settings import Settings
+from cloudshop.sql import make_engine, migrate
+from cloudshop.web import create_app
+from functions.product.api import router
+from functions.product.repository import SqlProductRepository
+from functions.product.service import CatalogService
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def migrate_schema(engine: Engine) -> None:
+    migrate(engine, script_location=MIGRATIONS, version_table="alembic_version_product")
+
+
+def build_catalog(settings: Settings, engine: Engine | None = None) -> CatalogService:
+    engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    return CatalogService(
+        products=SqlProductRepository(engine),
+        s3=aws.client("s3", settings),
+        images_bucket=settings.product_images_bucket,
+        currency=settings.currency,
+    )
+
+
+def build_app(settings: Settings) -> FastAPI:
+    catalog = build_catalog(settings)
+    engine = catalog.products.engine
+
+    def database_ready() -> None:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    return create_app(
+        service="product",
+        settings=settings,
+        routers=[router()],
+        readiness={"database": database_ready},
+        verifier=TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer),
+        internal_tokens=InternalTokens(settings.internal_token_secret.get_secret_value(), service="product"),
+        state={"catalog": catalog},
+    )

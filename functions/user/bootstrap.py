@@ -1,0 +1,65 @@
+"""Wire the user service once: the uvicorn app, the Lambda handler and the tests all call `build_app`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from fastapi import FastAPI
+from sqlalchemy import Engine, text
+
+from cloudshop import aws
+from cloudshop.auth import TokenIssuer, TokenVerifier
+from cloudshop.settings import Settings
+from cloudshop.sql import make_engine, migrate
+from cloudshop.web import create_app
+from functions.user.api import router
+from functions.user.repository import DynamoDBSessionStore, SqlUserRepository
+from functions.user.service import UserService
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def migrate_schema(engine: Engine) -> None:
+    migrate(engine, script_location=MIGRATIONS, version_table="alembic_version_user")
+
+
+def build_service(settings: Settings, engine: Engine | None = None) -> UserService:
+    engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    private_key = settings.jwt_private_key.get_secret_value() if settings.jwt_private_key else ""
+    issuer = (
+        TokenIssuer(private_key, issuer=settings.jwt_issuer, access_ttl_seconds=settings.access_token_ttl_seconds)
+        if private_key
+        else None
+    )
+    return UserService(
+        users=SqlUserRepository(engine),
+        sessions=DynamoDBSessionStore(aws.client("dynamodb", settings), table=settings.sessions_table),
+        issuer=issuer,
+        hasher=PasswordHasher(),
+        refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+        max_login_failures=settings.login_max_failures,
+        failure_window_seconds=settings.login_failure_window_seconds,
+    )
+
+
+def build_app(settings: Settings) -> FastAPI:
+    service = build_service(settings)
+    engine = service.users.engine
+    dynamodb = service.sessions.client
+
+    def database_ready() -> None:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    return create_app(
+        service="user",
+        settings=settings,
+        routers=[router()],
+        readiness={
+            "database": database_ready,
+            "sessions": lambda: dynamodb.describe_table(TableName=settings.sessions_table),
+        },
+        verifier=TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer),
+        state={"users": service, "session_revoked": lambda sid: not service.sessions.is_active(sid)},
+    )

@@ -58,6 +58,8 @@ class OrderEventDataV1(BaseModel):
     lines: list[OrderLineV1]
     payment_id: str | None = None
     refunded: Money | None = None
+    # Where the notification service sends the order email; analytics ignores it.
+    customer_email: str | None = None
 
 
 class OrderEventV1(BaseModel):

@@ -1,0 +1,830 @@
+"""Real local servers for the `full` profile (`cloudshop up --profile full`) and the test fixtures.
+
+Each server is a separate OS process that this module starts, waits for and stops:
+
+- `PostgresServer` -- the Debian PostgreSQL binaries (`initdb`, `postgres`), trust auth on loopback.
+- `KafkaServer` -- Apache Kafka in KRaft mode (one node, broker and controller combined), run from the
+  Maven Central jars `org.apache.kafka:kafka_2.13`, fetched once with Maven into the cache directory
+  (`$CLOUDSHOP_CACHE_DIR`, default `~/.cache/cloudshop`).
+- `MotoServer` -- the moto server, standing in for the AWS APIs (S3, SQS, SES, ...).
+
+DynamoDB in the full profile is a *second, dedicated* `MotoServer`, not DynamoDB Local: DynamoDB
+Local's artifacts are published under the vendor's own terms rather than an open-source licence, and
+this project does not use them. The DynamoDB adapter is the same boto3 code either way; only the
+endpoint (`DYNAMODB_ENDPOINT_URL`) differs.
+
+Common rules, so that servers never leak or collide:
+- everything binds 127.0.0.1 only, on a free port picked at construction unless one is given;
+- a server writes its log to `<data_dir>/<name>.log`; if it does not become ready within its
+  timeout, start() stops it and raises `ServerStartError` carrying the tail of that log;
+- each server runs in its own process group (its own session); stop() asks the main process to
+  shut down cleanly, then SIGKILLs the whole group, so no child outlives it;
+- a server can be started again after stop() on the same data directory and port;
+- servers still running when the interpreter exits are stopped by an atexit hook.
+
+`python -m cloudshop.local.servers fetch` downloads the Kafka jars ahead of time (used by `make`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import fcntl
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self
+
+HOST = "127.0.0.1"
+KAFKA_VERSION = "4.4.0"
+KAFKA_SCALA_ARTIFACT = "org.apache.kafka:kafka_2.13"
+# Kafka 4.x logs through SLF4J to log4j2, as its own distribution does. Kafka's pom still names
+# slf4j-api 1.7, which cannot find log4j2's SLF4J-2 binding, so the API is pinned to 2.x (it keeps
+# the 1.7 calling interface) and the broker's log reaches kafka.log.
+LOG4J_VERSION = "2.26.1"
+SLF4J_VERSION = "2.0.17"
+MAVEN_DEPENDENCY_PLUGIN_VERSION = "3.8.1"
+
+_LOG_TAIL_LINES = 40
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now.
+
+    The OS picks it (bind to port 0); there is a small race until the server binds it, acceptable
+    for local tooling, and far less likely to collide than a fixed port.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def cache_dir() -> Path:
+    """The download cache shared by every checkout on the machine (`$CLOUDSHOP_CACHE_DIR`)."""
+    configured = os.environ.get("CLOUDSHOP_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "cloudshop"
+
+
+def _progress(message: str) -> None:
+    """Long steps report to stderr so that `make` and pytest -s users see why they wait."""
+    print(f"[cloudshop.local] {message}", file=sys.stderr, flush=True)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+class ServerStartError(RuntimeError):
+    """A local server did not come up; the message says why and quotes the end of its log."""
+
+
+_RUNNING: set[ManagedServer] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    # A crashed test run or an interrupted runner must not leave databases and brokers behind.
+    for server in list(_RUNNING):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+class ManagedServer:
+    """One server process: start it, wait until it answers, stop it (whole process group).
+
+    Subclasses give the command line (`_command`), one-off preparation of the data directory
+    (`_prepare`) and a readiness probe (`_is_ready`). The process inherits a log file opened here,
+    so its output survives the process and can be quoted when start-up fails.
+    """
+
+    name: ClassVar[str] = "server"
+    startup_timeout: ClassVar[float] = 60.0
+    stop_timeout: ClassVar[float] = 20.0
+    # Sent to the main process only; the rest of the group gets SIGKILL once it has gone.
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port if port is not None else free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+        # Seconds the last start() took until ready (preparation included); worth reporting.
+        self.startup_seconds: float | None = None
+
+    # -- subclass hooks -------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        """Make the data directory usable (idempotent: runs before every start)."""
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def _is_ready(self) -> bool:
+        raise NotImplementedError
+
+    def _after_ready(self) -> None:
+        """One-off set-up that needs the running server (e.g. creating a database)."""
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"{self.name}.log"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> Self:
+        """Start the server and block until it is ready; raise ServerStartError otherwise."""
+        if self.running:
+            return self
+        requested = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare()
+        if _port_open(self.port):
+            raise ServerStartError(f"{self.name}: port {HOST}:{self.port} is already in use")
+        # The readiness timeout counts from the spawn: a first-time jar fetch must not eat into it.
+        started = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== cloudshop: starting {self.name} on {HOST}:{self.port} ===\n".encode())
+            log.flush()
+            self._process = subprocess.Popen(  # noqa: S603 - fixed argv built by this module
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                env=self._environment(),
+                start_new_session=True,
+            )
+        _RUNNING.add(self)
+        try:
+            self._wait_ready(started)
+            self._after_ready()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - requested
+        return self
+
+    def _wait_ready(self, started: float) -> None:
+        deadline = started + self.startup_timeout
+        assert self._process is not None
+        while True:
+            code = self._process.poll()
+            if code is not None:
+                raise ServerStartError(
+                    f"{self.name} exited with code {code} before it was ready\n{self._log_tail()}"
+                )
+            try:
+                if self._is_ready():
+                    return
+            except Exception:  # noqa: S110 - a probe failing just means "not yet"
+                pass
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"{self.name} was not ready on {HOST}:{self.port} within "
+                    f"{self.startup_timeout:.0f}s\n{self._log_tail()}"
+                )
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Ask the server to shut down, wait, then SIGKILL whatever is left of its process group."""
+        process = self._process
+        _RUNNING.discard(self)
+        if process is None:
+            return
+        self._process = None
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(self.stop_signal)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=self.stop_timeout)
+        # The group id is the leader's pid (start_new_session); children may outlive the leader.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError as exc:
+            return f"(no log at {self.log_path}: {exc})"
+        tail = "\n".join(lines[-_LOG_TAIL_LINES:])
+        return f"--- last {_LOG_TAIL_LINES} lines of {self.log_path} ---\n{tail}"
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<{type(self).__name__} {HOST}:{self.port} {state} data_dir={self.data_dir}>"
+
+
+# ---------------------------------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------------------------------
+
+
+def find_postgres_bin_dir() -> Path:
+    """The directory holding `initdb` and `postgres` (Debian keeps them off PATH, per version)."""
+    versioned = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda path: int(Path(path).parent.name) if Path(path).parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    for candidate in versioned:
+        if (Path(candidate) / "initdb").exists() and (Path(candidate) / "postgres").exists():
+            return Path(candidate)
+    on_path = shutil.which("initdb")
+    if on_path:
+        bin_dir = Path(on_path).resolve().parent
+        if (bin_dir / "postgres").exists():
+            return bin_dir
+    raise ServerStartError(
+        "PostgreSQL binaries not found (looked in /usr/lib/postgresql/*/bin and PATH); "
+        "install them with: apt-get install -y postgresql"
+    )
+
+
+def _unprivileged_user() -> pwd.struct_passwd:
+    """initdb and postgres refuse to run as root, so as root they run as this user instead."""
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise ServerStartError("running as root, but neither a 'postgres' nor a 'nobody' user exists")
+
+
+def _make_traversable(path: Path) -> None:
+    """Give 'others' search (x) permission on every ancestor of `path` that lacks it.
+
+    As root, the cluster runs as an unprivileged user, who must reach the data directory; pytest's
+    temporary directories are mode 0700. Search permission alone lets that user pass through a
+    directory without listing it, the smallest widening that works.
+    """
+    for ancestor in reversed(path.parents):
+        mode = ancestor.stat().st_mode
+        if not mode & 0o001:
+            _progress(f"allowing other users to traverse {ancestor} (o+x) so PostgreSQL can reach its data")
+            os.chmod(ancestor, mode | 0o001)
+
+
+class PostgresServer(ManagedServer):
+    """A throw-away PostgreSQL cluster on 127.0.0.1 with a `cloudshop` database.
+
+    Built for tests and local runs, not durability: trust auth on loopback only, fsync off, no unix
+    socket (so several clusters never collide on a socket path). The cluster lives in
+    `<data_dir>/pgdata` and is kept between starts. `url` is a SQLAlchemy/psycopg URL.
+    """
+
+    name = "postgres"
+    startup_timeout = 60.0
+    # SIGINT is PostgreSQL's "fast shutdown": it ends open sessions instead of waiting for them.
+    stop_signal = signal.SIGINT
+    database = "cloudshop"
+    # The services' pools plus concurrency tests reach ~100 connections; leave headroom.
+    max_connections = 300
+
+    def __init__(self, data_dir: str | os.PathLike[str], port: int | None = None) -> None:
+        super().__init__(data_dir, port=port)
+        self.bin_dir = find_postgres_bin_dir()
+        if os.geteuid() == 0:
+            self._run_as: pwd.struct_passwd | None = _unprivileged_user()
+            self.user = self._run_as.pw_name
+        else:
+            self._run_as = None
+            self.user = pwd.getpwuid(os.geteuid()).pw_name
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@{HOST}:{self.port}/{self.database}"
+
+    def url_for(self, database: str) -> str:
+        """URL of another database on this cluster (e.g. one per test run)."""
+        return f"postgresql://{self.user}@{HOST}:{self.port}/{database}"
+
+    def _as_server_user(self, argv: list[str]) -> list[str]:
+        if self._run_as is None:
+            return argv
+        # setpriv execs in place (no extra parent process as with runuser/su), so the process we
+        # signal on stop() is the postmaster itself.
+        return [
+            "setpriv",
+            f"--reuid={self._run_as.pw_uid}",
+            f"--regid={self._run_as.pw_gid}",
+            "--init-groups",
+            "--",
+            *argv,
+        ]
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(LC_ALL="C", LANG="C")
+        if self._run_as is not None:
+            env.update(HOME=self._run_as.pw_dir, USER=self._run_as.pw_name, LOGNAME=self._run_as.pw_name)
+        return env
+
+    def _prepare(self) -> None:
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        if self._run_as is not None:
+            _make_traversable(self.data_dir)
+            os.chown(self.data_dir, self._run_as.pw_uid, self._run_as.pw_gid)
+            for root, dirs, files in os.walk(self.pgdata):
+                os.chown(root, self._run_as.pw_uid, self._run_as.pw_gid)
+                for entry in (*dirs, *files):
+                    os.lchown(Path(root) / entry, self._run_as.pw_uid, self._run_as.pw_gid)
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        initdb = self._as_server_user(
+            [
+                str(self.bin_dir / "initdb"),
+                f"--pgdata={self.pgdata}",
+                f"--username={self.user}",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            ]
+        )
+        with open(self.log_path, "ab") as log:
+            result = subprocess.run(  # noqa: S603 - fixed argv
+                initdb,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                env=self._environment(),
+                check=False,
+            )
+        if result.returncode != 0:
+            raise ServerStartError(f"initdb failed with code {result.returncode}\n{self._log_tail()}")
+
+    def _command(self) -> list[str]:
+        settings = {
+            "listen_addresses": HOST,
+            "port": str(self.port),
+            "unix_socket_directories": "",
+            "max_connections": str(self.max_connections),
+            "shared_buffers": "128MB",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "log_min_messages": "warning",
+        }
+        argv = [str(self.bin_dir / "postgres"), "-D", str(self.pgdata)]
+        for key, value in settings.items():
+            argv += ["-c", f"{key}={value}"]
+        return self._as_server_user(argv)
+
+    def _connect(self, database: str):  # type: ignore[no-untyped-def]
+        import psycopg
+
+        return psycopg.connect(self.url_for(database), connect_timeout=2, autocommit=True)
+
+    def _is_ready(self) -> bool:
+        if not _port_open(self.port):
+            return False
+        with self._connect("postgres") as conn:
+            conn.execute("SELECT 1")
+        return True
+
+    def _after_ready(self) -> None:
+        self.create_database(self.database)
+
+    def create_database(self, name: str) -> None:
+        """Create database `name` unless it exists (the `cloudshop` one is created on start)."""
+        from psycopg import sql
+
+        with self._connect("postgres") as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Apache Kafka (KRaft)
+# ---------------------------------------------------------------------------------------------------
+
+_KAFKA_POM = """<?xml version="1.0" encoding="UTF-8"?>
+<!-- Generated by cloudshop.local.servers: resolves the Kafka broker's runtime classpath. -->
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.cloudshop</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>{kafka_version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>{kafka_group}</groupId>
+      <artifactId>{kafka_artifact}</artifactId>
+      <version>{kafka_version}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.slf4j</groupId>
+      <artifactId>slf4j-api</artifactId>
+      <version>{slf4j_version}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j2-impl</artifactId>
+      <version>{log4j_version}</version>
+    </dependency>
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-core</artifactId>
+      <version>{log4j_version}</version>
+    </dependency>
+  </dependencies>
+  <build>
+    <plugins>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-dependency-plugin</artifactId>
+        <version>{plugin_version}</version>
+      </plugin>
+    </plugins>
+  </build>
+</project>
+"""
+
+_KAFKA_LOG4J2 = """\
+# Generated by cloudshop.local.servers: broker logs to stdout, which goes to kafka.log.
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = INFO
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+def kafka_libs_dir(version: str = KAFKA_VERSION) -> Path:
+    return cache_dir() / "kafka" / version / "libs"
+
+
+def fetch_kafka(version: str = KAFKA_VERSION) -> Path:
+    """Download the Kafka broker jars and their runtime dependencies once; return the jar directory.
+
+    Maven resolves the classpath from a generated pom (no hand-kept jar list to drift). The jars land
+    in a temporary directory that is renamed into place only when complete, under a file lock, so an
+    interrupted or concurrent fetch never leaves a half-filled cache behind.
+    """
+    libs = kafka_libs_dir(version)
+    if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ServerStartError("Maven (`mvn`) is needed to fetch the Kafka jars; apt-get install -y maven")
+    version_dir = libs.parent
+    version_dir.mkdir(parents=True, exist_ok=True)
+    with open(version_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
+            return libs
+        group, artifact = KAFKA_SCALA_ARTIFACT.split(":")
+        work = Path(tempfile.mkdtemp(prefix="fetch-", dir=version_dir))
+        try:
+            (work / "pom.xml").write_text(
+                _KAFKA_POM.format(
+                    kafka_group=group,
+                    kafka_artifact=artifact,
+                    kafka_version=version,
+                    log4j_version=LOG4J_VERSION,
+                    slf4j_version=SLF4J_VERSION,
+                    plugin_version=MAVEN_DEPENDENCY_PLUGIN_VERSION,
+                )
+            )
+            staged = work / "libs"
+            _progress(f"fetching Apache Kafka {version} jars with Maven into {libs} (first time only)")
+            started = time.monotonic()
+            _run_maven(
+                [
+                    mvn,
+                    "-B",
+                    "-f",
+                    str(work / "pom.xml"),
+                    "dependency:copy-dependencies",
+                    "-DincludeScope=runtime",
+                    f"-DoutputDirectory={staged}",
+                ],
+                log_path=work / "maven.log",
+            )
+            jars = sorted(staged.glob("*.jar"))
+            if not any(jar.name.startswith("kafka_2.13-") for jar in jars):
+                raise ServerStartError(f"Maven finished but no kafka_2.13 jar is in {staged}")
+            staged.rename(libs)
+            _progress(f"fetched {len(jars)} jars in {time.monotonic() - started:.0f}s")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return libs
+
+
+def _run_maven(argv: list[str], *, log_path: Path) -> None:
+    """Run Maven, echoing a progress line every few downloads; on failure quote its output."""
+    downloads = 0
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(  # noqa: S603 - fixed argv
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            if "Downloaded from" in line:
+                downloads += 1
+                if downloads % 25 == 0:
+                    _progress(f"  ... {downloads} files downloaded")
+        code = process.wait()
+    if code != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:])
+        raise ServerStartError(f"Maven failed with code {code} fetching the Kafka jars:\n{tail}")
+
+
+def _kafka_cluster_id() -> str:
+    """A random cluster id in Kafka's format: 16 bytes, URL-safe base64 without padding."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # Kafka's own generator avoids a leading '-', which tools would read as an option.
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+class KafkaServer(ManagedServer):
+    """A single-node Apache Kafka broker in KRaft mode (broker and controller in one process).
+
+    The broker listens on `127.0.0.1:<port>` (PLAINTEXT); the controller on a second free port.
+    Storage is formatted once in `<data_dir>/kraft-logs`, so stop() then start() keeps every topic
+    and message: the tests use that to simulate a broker outage.
+    """
+
+    name = "kafka"
+    # A cold JVM on two cores; the broker usually needs 5-15s.
+    startup_timeout = 180.0
+    stop_timeout = 30.0
+    heap = "512m"
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        port: int | None = None,
+        *,
+        controller_port: int | None = None,
+        version: str = KAFKA_VERSION,
+    ) -> None:
+        super().__init__(data_dir, port=port)
+        self.controller_port = controller_port if controller_port is not None else free_port()
+        self.version = version
+        self._libs: Path | None = None
+
+    @classmethod
+    def fetch(cls, version: str = KAFKA_VERSION) -> Path:
+        """Only download the jars (for `make` prefetch); return their directory."""
+        return fetch_kafka(version)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def log_dirs(self) -> Path:
+        return self.data_dir / "kraft-logs"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    def _server_properties(self) -> str:
+        properties = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{HOST}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.log_dirs),
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "auto.create.topics.enable": "true",
+            "group.initial.rebalance.delay.ms": "0",
+            # Small segments keep a test broker's disk use and start-up recovery small.
+            "log.segment.bytes": str(8 * 1024 * 1024),
+            "log.retention.check.interval.ms": "60000",
+        }
+        return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+    def _java(self, main_class: str, *args: str) -> list[str]:
+        assert self._libs is not None
+        java = shutil.which("java")
+        if java is None:
+            raise ServerStartError("a Java 17+ runtime (`java`) is needed for Kafka")
+        return [
+            java,
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.data_dir}",
+            "-cp",
+            f"{self._libs}/*",
+            main_class,
+            *args,
+        ]
+
+    def _prepare(self) -> None:
+        self._libs = fetch_kafka(self.version)
+        # Rewritten on every start: the ports are the object's, the storage is what persists.
+        self.config_path.write_text(self._server_properties())
+        (self.data_dir / "log4j2.properties").write_text(_KAFKA_LOG4J2)
+        if (self.log_dirs / "meta.properties").exists():
+            return
+        argv = self._java(
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            _kafka_cluster_id(),
+            "--config",
+            str(self.config_path),
+            "--ignore-formatted",
+        )
+        with open(self.log_path, "ab") as log:
+            result = subprocess.run(  # noqa: S603 - fixed argv
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=False
+            )
+        if result.returncode != 0:
+            raise ServerStartError(
+                f"formatting Kafka storage failed with code {result.returncode}\n{self._log_tail()}"
+            )
+
+    def _command(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.config_path))
+
+    def _is_ready(self) -> bool:
+        if not _port_open(self.port):
+            return False
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000, client_id="cloudshop-probe"
+        )
+        try:
+            cluster = admin.describe_cluster()
+            return bool(cluster.get("brokers"))
+        finally:
+            admin.close()
+
+    def create_topics(self, names: Iterable[str], partitions: int = 1) -> None:
+        """Create the topics that do not exist yet (replication factor 1: there is one broker)."""
+        from kafka import KafkaAdminClient
+        from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id="cloudshop-admin")
+        try:
+            existing = set(admin.list_topics())
+            wanted = [
+                NewTopic(name=name, num_partitions=partitions, replication_factor=1)
+                for name in names
+                if name not in existing
+            ]
+            if wanted:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    admin.create_topics(wanted)
+        finally:
+            admin.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# moto (AWS APIs; also DynamoDB in the full profile, see the module docstring)
+# ---------------------------------------------------------------------------------------------------
+
+# Run through a tiny launcher rather than `python -m moto.server` so werkzeug's one-line-per-request
+# log is silenced; the server itself is moto's own CLI entry point.
+_MOTO_LAUNCHER = (
+    "import logging, sys\n"
+    "logging.getLogger('werkzeug').setLevel(logging.WARNING)\n"
+    "from moto.server import main\n"
+    "main(sys.argv[1:])\n"
+)
+
+
+class MotoServer(ManagedServer):
+    """The moto server on 127.0.0.1, a separate process serving the AWS APIs at `endpoint_url`.
+
+    Without a `data_dir` its log goes to a fresh temporary directory (moto keeps state in memory).
+    """
+
+    name = "moto"
+    startup_timeout = 60.0
+
+    def __init__(self, port: int | None = None, *, data_dir: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(data_dir or tempfile.mkdtemp(prefix="cloudshop-moto-"), port=port)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-c", _MOTO_LAUNCHER, "-H", HOST, "-p", str(self.port)]
+
+    def _is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=2):  # noqa: S310
+                return True
+        except urllib.error.HTTPError:
+            return True  # any HTTP answer means the server is up
+
+    def reset(self) -> None:
+        """Drop every resource moto holds (between tests that need a clean account)."""
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+            pass
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m cloudshop.local.servers fetch`: prefetch the Kafka jars (run by `make`)."""
+    parser = argparse.ArgumentParser(prog="python -m cloudshop.local.servers", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch = commands.add_parser("fetch", help="download the Apache Kafka jars into the cache")
+    fetch.add_argument("--kafka-version", default=KAFKA_VERSION)
+    args = parser.parse_args(argv)
+    if args.command == "fetch":
+        try:
+            libs = fetch_kafka(args.kafka_version)
+        except ServerStartError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        _progress(f"Kafka {args.kafka_version} jars ready in {libs}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     # Start the outbox relay thread inside the order service process.
     outbox_relay_enabled: bool = True
     outbox_relay_interval_seconds: float = Field(default=0.5, gt=0)
+    # The simulated payment provider: how long the `pm_card_slow` test token takes to capture.
+    payment_slow_charge_seconds: float = Field(default=2.0, ge=0, le=30)
 
     @field_validator("database_url")
     @classmethod

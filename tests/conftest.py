@@ -25,7 +25,7 @@ from cloudshop.auth import generate_key_pair  # noqa: E402
 from cloudshop.provision import provision  # noqa: E402
 from cloudshop.settings import Settings, resource_settings  # noqa: E402
 
-pytest_plugins = ["tests.fixtures.servers"]
+pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.platform"]
 
 ADMIN_EMAIL = "admin@cloudshop.test"
 ADMIN_PASSWORD = "admin-pass-123"

@@ -193,7 +193,15 @@ class SqlProductRepository:
 
     def delete(self, product_id: str) -> None:
         # Soft delete: reservations and orders keep pointing at the product.
-        self.update(product_id, {"deleted_at": datetime.now(UTC)})
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(products)
+                .where(products.c.id == product_id, products.c.deleted_at.is_(None))
+                .values(deleted_at=now, updated_at=now)
+            )
+        if result.rowcount == 0:
+            raise NotFound(f"No product {product_id}.")
 
     # --- reservations --------------------------------------------------------------------------
     def reserve(self, order_id: str, lines: list[ReservationLine]) -> tuple[list[ReservedLine], bool]:

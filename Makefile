@@ -1,0 +1,75 @@
+# cloudshop — every command a developer and CI need. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export SPARK_LOCAL_IP := 127.0.0.1
+export PATH := $(CURDIR)/.cache/bin:$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help run run-full test test-fast lint typecheck build synth bench schemas system-deps tools clean
+
+help: ## list the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.run: pyproject.toml
+	@echo "[make] creating $(VENV) and installing the runtime (first run takes a minute) ..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e '.[local]'
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.run
+	@echo "[make] installing the development, CDK and analytics tools ..."
+	@$(BIN)/pip install -q -e '.[local,dev,cdk,analytics]'
+	@touch $@
+
+run: $(VENV)/.run ## start the whole platform locally (embedded profile) on 127.0.0.1:8000
+	@$(BIN)/cloudshop up
+
+run-full: $(VENV)/.run system-deps ## start it on real PostgreSQL, Kafka and a DynamoDB server
+	@$(BIN)/cloudshop up --profile full
+
+system-deps: ## install the system packages the real local servers need (PostgreSQL, Java, Maven)
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql-15"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  echo "[make] apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+tools: $(VENV)/.dev system-deps ## install test tools (kustomize, kubeconform, actionlint, checkov) and Kafka jars
+	@bash .ci/install-tools.sh
+	@$(BIN)/python -m cloudshop.local.servers fetch
+
+test: tools ## run the whole suite (starts PostgreSQL, Kafka, moto itself)
+	@$(BIN)/python -m pytest -p no:cacheprovider
+
+test-fast: $(VENV)/.dev ## the quick tier: no Spark, no infra, no end-to-end
+	@$(BIN)/python -m pytest -m "not slow and not infra and not spark and not e2e"
+
+lint: $(VENV)/.dev ## ruff
+	@$(BIN)/ruff check .
+
+typecheck: $(VENV)/.dev ## mypy over the services and the core
+	@$(BIN)/mypy
+
+schemas: $(VENV)/.run ## regenerate the committed event JSON Schemas
+	@$(BIN)/cloudshop schemas
+
+build: $(VENV)/.dev ## build the Lambda assets under build/lambda (no Docker)
+	@$(BIN)/python -m cloudshop.build
+
+synth: build ## synthesize every CloudFormation template into cdk.out (no Docker, no AWS)
+	@$(BIN)/python app.py
+
+bench: $(VENV)/.dev system-deps ## benchmarks; results in bench-results/
+	@mkdir -p bench-results
+	@$(BIN)/python -m cloudshop.bench --out bench-results/checkout.json
+	@$(BIN)/python -m analytics.bench --out bench-results/analytics.json
+
+clean: ## remove local state, caches and build output (keeps .venv)
+	rm -rf .cloudshop build cdk.out bench-results .pytest_cache .mypy_cache .ruff_cache

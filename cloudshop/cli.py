@@ -1,0 +1,47 @@
+"""The `cloudshop` command: run the platform locally and the project's own chores."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cloudshop", description="cloudshop: run and develop the platform locally")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start the whole platform on 127.0.0.1 (Ctrl-C stops it)")
+    up.add_argument("--profile", choices=["embedded", "full"], default="embedded",
+                    help="embedded: moto + SQLite + file log; full: PostgreSQL + Kafka + DynamoDB server")
+    up.add_argument("--state-dir", type=Path, default=Path(".cloudshop"), help="where data, keys and logs live")
+    up.add_argument("--base-port", type=int, default=8000,
+                    help="gateway port; services use the next ports (default 8000 → 8001-8010)")
+
+    commands.add_parser("schemas", help="write the event JSON Schemas to cloudshop/schemas/")
+
+    analytics = commands.add_parser("analytics", help="run the Spark job against the running platform",
+                                    add_help=False)
+    analytics.add_argument("rest", nargs=argparse.REMAINDER)
+
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        from cloudshop.local.runner import up as run_up
+
+        return run_up(profile=args.profile, state_dir=args.state_dir, base_port=args.base_port)
+    if args.command == "schemas":
+        from cloudshop.events import write_schemas
+
+        for path in write_schemas():
+            print(path)
+        return 0
+    if args.command == "analytics":
+        from analytics.local import main as analytics_main  # type: ignore[import-not-found]
+
+        return int(analytics_main(args.rest) or 0)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""`cloudshop up`: the whole platform on one machine, from the same estate declarations as the cloud.
+
+Profiles change endpoints and which servers start, never service code:
+- embedded (default): moto for every AWS API, SQLite under the state dir, the file event log;
+- full: PostgreSQL, Apache Kafka (KRaft) and a dedicated DynamoDB server, all started here.
+
+Every service runs as its own uvicorn process, with the environment CDK would give it in the cloud.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from cloudshop.auth import generate_key_pair
+from cloudshop.local.servers import HOST, KafkaServer, ManagedServer, MotoServer, PostgresServer, _port_open
+from cloudshop.settings import Settings, resource_settings
+
+DEFAULT_ADMIN_EMAIL = "admin@cloudshop.local"
+DEFAULT_ADMIN_PASSWORD = "cloudshop-admin-1"  # noqa: S105 - the documented local default, never used in the cloud
+
+# name → (offset from the base port, ASGI target, is it a factory?)
+SERVICES: dict[str, tuple[int, str, bool]] = {
+    "user": (1, "functions.user.app:app", False),
+    "product": (2, "functions.product.app:app", False),
+    "order": (3, "eks_services.order.app:app", False),
+    "payment": (4, "eks_services.payment.app:app", False),
+    "notification": (5, "functions.notification.app:app", False),
+    "gateway": (0, "cloudshop.gateway:build_gateway_from_settings", True),
+}
+MOTO_OFFSET, DYNAMODB_OFFSET, POSTGRES_OFFSET, KAFKA_OFFSET, KAFKA_CONTROLLER_OFFSET = 6, 7, 8, 9, 10
+
+
+def say(message: str) -> None:
+    print(f"[cloudshop] {message}", file=sys.stderr, flush=True)
+
+
+class ServiceProcess(ManagedServer):
+    """One cloudshop service under uvicorn, ready when its /healthz answers."""
+
+    startup_timeout: ClassVar[float] = 60.0
+    stop_timeout: ClassVar[float] = 10.0
+
+    def __init__(self, name: str, *, target: str, factory: bool, port: int, env: dict[str, str], logs: Path) -> None:
+        super().__init__(logs, port=port)
+        self.service = name
+        self.target = target
+        self.factory = factory
+        self.env = env
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"{self.service}.log"
+
+    def _command(self) -> list[str]:
+        command = [sys.executable, "-m", "uvicorn", self.target, "--host", HOST, "--port", str(self.port),
+                   "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
+        return command + (["--factory"] if self.factory else [])
+
+    def _environment(self) -> dict[str, str]:
+        return {**os.environ, **self.env, "SERVICE_NAME": self.service, "PYTHONUNBUFFERED": "1"}
+
+    def _is_ready(self) -> bool:
+        with urllib.request.urlopen(f"http://{HOST}:{self.port}/healthz", timeout=2) as answer:  # noqa: S310
+            return bool(answer.status == 200)
+
+
+class PollerProcess(ManagedServer):
+    """The local stand-in for the Lambda SQS event source: hands queue batches to the handler."""
+
+    startup_timeout: ClassVar[float] = 30.0
+    stop_timeout: ClassVar[float] = 10.0
+    name: ClassVar[str] = "notification-poller"
+
+    def __init__(self, *, env: dict[str, str], logs: Path) -> None:
+        super().__init__(logs, port=0)
+        self.env = env
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "functions.notification.poller"]
+
+    def _environment(self) -> dict[str, str]:
+        return {**os.environ, **self.env, "SERVICE_NAME": "notification-poller", "PYTHONUNBUFFERED": "1"}
+
+    def _is_ready(self) -> bool:
+        return True
+
+
+@dataclass
+class Platform:
+    profile: str
+    state_dir: Path
+    base_port: int
+    resource_prefix: str = "cloudshop-"
+    servers: list[ManagedServer] = field(default_factory=list)
+    processes: list[ManagedServer] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def port(self, offset: int) -> int:
+        return self.base_port + offset
+
+    def check_ports(self) -> None:
+        wanted = {name: self.port(offset) for name, (offset, _, _) in SERVICES.items()}
+        wanted["moto"] = self.port(MOTO_OFFSET)
+        if self.profile == "full":
+            wanted |= {"dynamodb": self.port(DYNAMODB_OFFSET), "postgres": self.port(POSTGRES_OFFSET),
+                       "kafka": self.port(KAFKA_OFFSET), "kafka-controller": self.port(KAFKA_CONTROLLER_OFFSET)}
+        taken = [f"{port} ({name})" for name, port in wanted.items() if _port_open(port)]
+        if taken:
+            raise SystemExit(
+                "[cloudshop] port already in use: " + ", ".join(taken)
+                + f"\n[cloudshop] stop whatever holds it, or pick other ports with --base-port (now {self.base_port})."
+            )
+
+    def keys(self) -> tuple[str, str]:
+        directory = self.state_dir / "keys"
+        private, public = directory / "jwt-private.pem", directory / "jwt-public.pem"
+        if not private.exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            new_private, new_public = generate_key_pair()
+            private.write_text(new_private)
+            private.chmod(0o600)
+            public.write_text(new_public)
+            (directory / "internal-token-secret").write_text(os.urandom(32).hex())
+        return private.read_text(), public.read_text()
+
+    def start_servers(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        moto = MotoServer(self.port(MOTO_OFFSET), data_dir=self.state_dir / "moto")
+        self._start(moto, "moto (S3, SQS, SES, DynamoDB)" if self.profile == "embedded" else "moto (S3, SQS, SES)")
+        env["AWS_ENDPOINT_URL"] = moto.endpoint_url
+        if self.profile == "embedded":
+            env["DATABASE_URL"] = os.environ.get("DATABASE_URL") or f"sqlite:///{self.state_dir / 'cloudshop.db'}"
+            env["EVENT_LOG_DIR"] = str(self.state_dir / "events")
+            return env
+        dynamodb = MotoServer(self.port(DYNAMODB_OFFSET), data_dir=self.state_dir / "dynamodb")
+        self._start(dynamodb, "DynamoDB (dedicated moto server)")
+        postgres = PostgresServer(self.state_dir / "postgres", port=self.port(POSTGRES_OFFSET))
+        self._start(postgres, "PostgreSQL")
+        say("Apache Kafka: fetching jars on first run (cached afterwards) ...")
+        kafka = KafkaServer(self.state_dir / "kafka", port=self.port(KAFKA_OFFSET),
+                            controller_port=self.port(KAFKA_CONTROLLER_OFFSET))
+        self._start(kafka, "Apache Kafka (KRaft)")
+        from cloudshop.estate import ESTATE
+
+        for topic in ESTATE.topics:
+            kafka.create_topics([topic.name], partitions=topic.partitions)
+        env |= {"DYNAMODB_ENDPOINT_URL": dynamodb.endpoint_url, "DATABASE_URL": postgres.url,
+                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+        return env
+
+    def _start(self, server: ManagedServer, label: str) -> None:
+        started = time.monotonic()
+        server.start()
+        self.servers.append(server)
+        say(f"{label} ready on {HOST}:{server.port} ({time.monotonic() - started:.1f}s)")
+
+    def settings_env(self, server_env: dict[str, str]) -> dict[str, str]:
+        private, public = self.keys()
+        env = {
+            "ENVIRONMENT": "local",
+            "AWS_REGION": os.environ.get("AWS_REGION", "eu-west-1"),
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_REGION", "eu-west-1"),
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+            "JWT_PRIVATE_KEY": private,
+            "JWT_PUBLIC_KEY": public,
+            "INTERNAL_TOKEN_SECRET": (self.state_dir / "keys" / "internal-token-secret").read_text(),
+            **resource_settings(self.resource_prefix),
+            **server_env,
+        }
+        for name, (offset, _, _) in SERVICES.items():
+            if name != "gateway":
+                env[f"{name.upper()}_SERVICE_URL"] = f"http://{HOST}:{self.port(offset)}"
+        return env
+
+    def prepare_data(self, env: dict[str, str]) -> None:
+        from cloudshop.provision import provision
+
+        settings = Settings(**{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields})
+        urls = provision(settings)
+        env["ORDER_EVENTS_QUEUE_URL"] = urls["order-events"]
+        settings.order_events_queue_url = urls["order-events"]
+        try:
+            from cloudshop.provision import provision_mail  # type: ignore[attr-defined]
+
+            provision_mail(settings)
+        except ImportError:
+            pass
+        from functions.product.bootstrap import build_catalog
+        from functions.product.bootstrap import migrate_schema as migrate_products
+        from functions.product.seed import seed_catalog
+        from functions.user.bootstrap import build_service
+        from functions.user.bootstrap import migrate_schema as migrate_users
+
+        users = build_service(settings)
+        migrate_users(users.users.engine)
+        catalog = build_catalog(settings, users.users.engine)
+        migrate_products(catalog.products.engine)
+        seeded = seed_catalog(catalog)
+        say(f"catalog: {seeded} demo products seeded" if seeded else "catalog: already seeded")
+        email = os.environ.get("CLOUDSHOP_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL)
+        users.ensure_admin(email=email, password=os.environ.get("CLOUDSHOP_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD))
+        users.users.engine.dispose()
+
+    def start_services(self, env: dict[str, str]) -> None:
+        logs = self.state_dir / "logs"
+        processes = [
+            ServiceProcess(name, target=target, factory=factory, port=self.port(offset), env=env, logs=logs)
+            for name, (offset, target, factory) in SERVICES.items()
+        ]
+        processes.append(PollerProcess(env=env, logs=logs))
+        # Python start-up dominates; starting the processes side by side halves the wait.
+        with ThreadPoolExecutor(max_workers=len(processes)) as pool:
+            futures = [pool.submit(p.start) for p in processes]
+            self.processes.extend(processes)
+            for future in futures:
+                future.result()
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        for server in reversed(self.servers):
+            server.stop()
+
+    def watch(self, stop: threading.Event) -> str | None:
+        """Block until Ctrl-C (or SIGTERM); return the name of a child that died, if one did."""
+        while not stop.wait(1.0):
+            for process in self.processes:
+                if not process.running:
+                    return getattr(process, "service", process.name)
+        return None
+
+
+def banner(platform: Platform, env: dict[str, str]) -> str:
+    gateway = f"http://{HOST}:{platform.base_port}"
+    docs = "\n".join(
+        f"  {name:<13} http://{HOST}:{platform.port(offset)}/docs"
+        for name, (offset, _, _) in SERVICES.items() if name != "gateway"
+    )
+    return (
+        f"\ncloudshop is up ({platform.profile} profile)\n"
+        f"  gateway       {gateway}/api/v1   (try: curl {gateway}/api/v1/products)\n"
+        f"  health        {gateway}/healthz   metrics: <service>/metrics\n"
+        f"API docs (OpenAPI) per service:\n{docs}\n"
+        f"  admin         {os.environ.get('CLOUDSHOP_ADMIN_EMAIL', DEFAULT_ADMIN_EMAIL)}"
+        f" / {'(CLOUDSHOP_ADMIN_PASSWORD)' if 'CLOUDSHOP_ADMIN_PASSWORD' in os.environ else DEFAULT_ADMIN_PASSWORD}\n"
+        f"  logs          {platform.state_dir / 'logs'}\n"
+        f"  events        {env.get('KAFKA_BOOTSTRAP_SERVERS') or env.get('EVENT_LOG_DIR')}\n"
+        "Press Ctrl-C to stop.\n"
+    )
+
+
+def up(*, profile: str, state_dir: Path, base_port: int) -> int:
+    platform = Platform(profile=profile, state_dir=state_dir.resolve(), base_port=base_port)
+    platform.check_ports()
+    platform.state_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    try:
+        env = platform.settings_env(platform.start_servers())
+        platform.prepare_data(env)
+        say("starting services: " + ", ".join(SERVICES) + ", notification-poller ...")
+        platform.start_services(env)
+        print(banner(platform, env), flush=True)
+        say(f"ready in {time.monotonic() - started:.1f}s")
+        died = platform.watch(stop)
+        if died:
+            say(f"{died} stopped unexpectedly; see {platform.state_dir / 'logs'}. Shutting down.")
+            return 1
+        return 0
+    finally:
+        say("stopping ...")
+        platform.stop()
+        say("stopped.")

@@ -1,0 +1,51 @@
+"""Invoices: an HTML document per paid order in the `order-documents` bucket, shared by presigned URL."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from eks_services.order.model import Order
+
+
+def _money(amount: int, currency: str) -> str:
+    return f"{currency} {amount // 100:,}.{amount % 100:02d}"
+
+
+def render_invoice(order: Order) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(line.name)}</td><td>{line.quantity}</td>"
+        f"<td>{_money(line.unit_price, line.currency)}</td><td>{_money(line.total, line.currency)}</td></tr>"
+        for line in order.lines
+    )
+    address = order.shipping_address
+    ship_to = ", ".join(html.escape(str(address[k])) for k in ("name", "line1", "line2", "city", "state",
+                                                                "postal_code", "country") if address.get(k))
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Invoice</title></head><body>"
+        f"<h1>Invoice for order {html.escape(order.id)}</h1>"
+        f"<p>Date: {order.created_at.date().isoformat()}<br>Payment: {html.escape(order.payment_id or '')}</p>"
+        f"<p>Ship to: {ship_to}</p>"
+        "<table><tr><th>Item</th><th>Qty</th><th>Unit price</th><th>Total</th></tr>"
+        f"{rows}</table><p><strong>Total: {_money(order.total, order.currency)}</strong></p></body></html>"
+    )
+
+
+class InvoiceWriter:
+    url_ttl_seconds = 900
+
+    def __init__(self, s3: Any, *, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+
+    def write(self, order: Order) -> str:
+        key = f"invoices/{order.user_id}/{order.id}.html"
+        self.s3.put_object(
+            Bucket=self.bucket, Key=key, Body=render_invoice(order).encode(), ContentType="text/html; charset=utf-8"
+        )
+        return key
+
+    def url(self, key: str) -> str:
+        return str(self.s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl_seconds
+        ))

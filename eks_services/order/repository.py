@@ -1,0 +1,272 @@
+"""DynamoDB storage of carts, orders and the transactional outbox.
+
+Every order write goes with its event in ONE `TransactWriteItems`: the order item (conditioned on the
+version it was read at, so two writers cannot both move an order) and the outbox item. The relay
+publishes from the outbox; nothing is published from the request path.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from cloudshop.aws import from_item, to_item, to_value
+from cloudshop.errors import BadRequest, Conflict, NotFound
+from cloudshop.events import OrderEventV1
+from eks_services.order.model import Line, Order, OrderStatus
+
+PENDING = "1"
+
+
+class OrderExists(Conflict):
+    pass
+
+
+class StaleOrder(Conflict):
+    """The order changed since it was read; the caller re-reads and decides again."""
+
+
+def _order_item(order: Order) -> dict[str, Any]:
+    return to_item({
+        "order_id": order.id,
+        "user_id": order.user_id,
+        "status": str(order.status),
+        "lines": [asdict(line) for line in order.lines],
+        "currency": order.currency,
+        "total": order.total,
+        "shipping_address": order.shipping_address,
+        "payment_method": order.payment_method,
+        "request_hash": order.request_hash,
+        "customer_email": order.customer_email or None,
+        "payment_id": order.payment_id,
+        "failure_reason": order.failure_reason,
+        "invoice_key": order.invoice_key,
+        "version": order.version,
+        "created_at": order.created_at.isoformat(),
+        "updated_at": order.updated_at.isoformat(),
+    })
+
+
+def _order(item: dict[str, Any]) -> Order:
+    data = from_item(item)
+    return Order(
+        id=data["order_id"],
+        user_id=data["user_id"],
+        status=OrderStatus(data["status"]),
+        lines=tuple(Line(**line) for line in data["lines"]),
+        currency=data["currency"],
+        shipping_address=data["shipping_address"],
+        payment_method=data["payment_method"],
+        request_hash=data["request_hash"],
+        customer_email=data.get("customer_email", ""),
+        payment_id=data.get("payment_id"),
+        failure_reason=data.get("failure_reason"),
+        invoice_key=data.get("invoice_key"),
+        version=int(data["version"]),
+        created_at=datetime.fromisoformat(data["created_at"]),
+        updated_at=datetime.fromisoformat(data["updated_at"]),
+    )
+
+
+def _encode_cursor(key: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(key, dict):
+            raise ValueError
+    except ValueError as exc:
+        raise BadRequest("The cursor is not valid.") from exc
+    return key
+
+
+class DynamoDBOrderRepository:
+    def __init__(self, client: Any, *, orders_table: str, outbox_table: str) -> None:
+        self.client = client
+        self.orders_table = orders_table
+        self.outbox_table = outbox_table
+
+    def _outbox_put(self, event: OrderEventV1) -> dict[str, Any]:
+        return {
+            "Put": {
+                "TableName": self.outbox_table,
+                "Item": to_item({
+                    "event_id": event.event_id,
+                    "pending": PENDING,
+                    "occurred_at": event.occurred_at.isoformat(),
+                    "order_id": event.key,
+                    "event_type": event.event_type,
+                    "payload": event.to_json(),
+                }),
+                "ConditionExpression": "attribute_not_exists(event_id)",
+            }
+        }
+
+    def create(self, order: Order, event: OrderEventV1) -> None:
+        try:
+            self.client.transact_write_items(TransactItems=[
+                {"Put": {"TableName": self.orders_table, "Item": _order_item(order),
+                         "ConditionExpression": "attribute_not_exists(order_id)"}},
+                self._outbox_put(event),
+            ])
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                raise OrderExists(f"Order {order.id} exists.") from exc
+            raise
+
+    def save(self, order: Order, event: OrderEventV1) -> None:
+        """Write a transition: only if nobody else moved the order since `version - 1`."""
+        try:
+            self.client.transact_write_items(TransactItems=[
+                {"Put": {"TableName": self.orders_table, "Item": _order_item(order),
+                         "ConditionExpression": "version = :previous",
+                         "ExpressionAttributeValues": {":previous": to_value(order.version - 1)}}},
+                self._outbox_put(event),
+            ])
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                raise StaleOrder(f"Order {order.id} changed meanwhile.") from exc
+            raise
+
+    def set_invoice(self, order_id: str, key: str) -> None:
+        # Not a state change: no event, no version bump.
+        self.client.update_item(
+            TableName=self.orders_table, Key={"order_id": {"S": order_id}},
+            UpdateExpression="SET invoice_key = :k", ExpressionAttributeValues={":k": {"S": key}},
+        )
+
+    def get(self, order_id: str) -> Order | None:
+        item = self.client.get_item(
+            TableName=self.orders_table, Key={"order_id": {"S": order_id}}, ConsistentRead=True
+        ).get("Item")
+        return _order(item) if item else None
+
+    def require(self, order_id: str) -> Order:
+        order = self.get(order_id)
+        if order is None:
+            raise NotFound("No such order.")
+        return order
+
+    def by_user(self, user_id: str, *, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
+        query: dict[str, Any] = {
+            "TableName": self.orders_table,
+            "IndexName": "by_user",
+            "KeyConditionExpression": "user_id = :u",
+            "ExpressionAttributeValues": {":u": {"S": user_id}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            start = _decode_cursor(cursor)
+            if start.get("user_id", {}).get("S") != user_id:
+                raise BadRequest("The cursor is not valid.")
+            query["ExclusiveStartKey"] = start
+        answer = self.client.query(**query)
+        last = answer.get("LastEvaluatedKey")
+        return [_order(i) for i in answer.get("Items", [])], _encode_cursor(last) if last else None
+
+    # --- outbox ---------------------------------------------------------------------------------
+    def pending_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        answer = self.client.query(
+            TableName=self.outbox_table,
+            IndexName="pending_events",
+            KeyConditionExpression="pending = :p",
+            ExpressionAttributeValues={":p": {"S": PENDING}},
+            ScanIndexForward=True,
+            Limit=limit,
+        )
+        return [from_item(i) for i in answer.get("Items", [])]
+
+    def mark_sent(self, event_id: str, *, keep_days: int = 7) -> None:
+        try:
+            self.client.update_item(
+                TableName=self.outbox_table,
+                Key={"event_id": {"S": event_id}},
+                UpdateExpression="REMOVE pending SET sent_at = :now, expires_at = :exp",
+                ConditionExpression="attribute_exists(pending)",
+                ExpressionAttributeValues={
+                    ":now": {"S": datetime.now(UTC).isoformat()},
+                    ":exp": {"N": str(int(time.time()) + keep_days * 86400)},
+                },
+            )
+        except ClientError as exc:
+            # Another relay (another replica) marked it first: fine, it was published.
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+
+class DynamoDBCartRepository:
+    """One item per user: `lines` maps product id → {quantity, name, unit_price, currency}.
+
+    Names and prices are a snapshot for display only; checkout always re-prices from the catalog.
+    """
+
+    def __init__(self, client: Any, *, table: str, ttl_seconds: int) -> None:
+        self.client = client
+        self.table = table
+        self.ttl_seconds = ttl_seconds
+
+    def get(self, user_id: str) -> dict[str, dict[str, Any]]:
+        item = self.client.get_item(
+            TableName=self.table, Key={"user_id": {"S": user_id}}, ConsistentRead=True
+        ).get("Item")
+        return dict(from_item(item).get("lines", {})) if item else {}
+
+    def set_line(self, user_id: str, product_id: str, line: dict[str, Any], *, max_lines: int) -> None:
+        lines = self.get(user_id)
+        if product_id not in lines and len(lines) >= max_lines:
+            raise Conflict(f"A cart holds at most {max_lines} different products.")
+        self.client.update_item(
+            TableName=self.table,
+            Key={"user_id": {"S": user_id}},
+            UpdateExpression="SET #lines = if_not_exists(#lines, :empty), updated_at = :now, expires_at = :exp",
+            ExpressionAttributeNames={"#lines": "lines"},
+            ExpressionAttributeValues={
+                ":empty": {"M": {}},
+                ":now": {"S": datetime.now(UTC).isoformat()},
+                ":exp": {"N": str(int(time.time()) + self.ttl_seconds)},
+            },
+        )
+        self.client.update_item(
+            TableName=self.table,
+            Key={"user_id": {"S": user_id}},
+            UpdateExpression="SET #lines.#pid = :line",
+            ExpressionAttributeNames={"#lines": "lines", "#pid": product_id},
+            ExpressionAttributeValues={":line": to_value(line)},
+        )
+
+    def remove_line(self, user_id: str, product_id: str) -> None:
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"user_id": {"S": user_id}},
+                UpdateExpression="REMOVE #lines.#pid",
+                ConditionExpression="attribute_exists(user_id)",
+                ExpressionAttributeNames={"#lines": "lines", "#pid": product_id},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def clear(self, user_id: str) -> None:
+        self.client.delete_item(TableName=self.table, Key={"user_id": {"S": user_id}})
+
+
+def _cancelled_by_condition(exc: ClientError) -> bool:
+    error = exc.response.get("Error", {})
+    if error.get("Code") == "ConditionalCheckFailedException":
+        return True
+    if error.get("Code") != "TransactionCanceledException":
+        return False
+    reasons = exc.response.get("CancellationReasons") or []
+    if reasons:
+        return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
+    return "ConditionalCheckFailed" in str(error.get("Message", ""))

@@ -1,0 +1,205 @@
+"""Product service API: the public catalog, admin writes, presigned image uploads and the
+all-or-nothing, idempotent stock reservation — on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from cloudshop.auth import InternalTokens, TokenIssuer
+from cloudshop.settings import Settings
+from functions.product.bootstrap import build_app, build_catalog, migrate_schema
+from functions.product.seed import seed_catalog
+from tests.conftest import client_for
+from tests.services.test_user_api import assert_problem
+
+PRODUCT = {"name": "Tea Kettle", "description": "Steel", "category": "home",
+           "price": {"amount": 149900, "currency": "INR"}, "stock": 5}
+
+
+@pytest.fixture
+def catalog_app(make_settings: Callable[..., Settings], database_url: str) -> Iterator[TestClient]:
+    settings = make_settings(database_url=database_url)
+    catalog = build_catalog(settings)
+    migrate_schema(catalog.products.engine)
+    seed_catalog(catalog)
+    yield from client_for(build_app(settings))
+
+
+@pytest.fixture(scope="session")
+def tokens(key_pair: tuple[str, str], internal_secret: str) -> dict[str, dict[str, str]]:
+    issuer = TokenIssuer(key_pair[0], issuer="cloudshop", access_ttl_seconds=600)
+
+    def bearer(role: str) -> dict[str, str]:
+        token = issuer.access_token(user_id=f"{role}-1", role=role, email=f"{role}@x.io", session_id="s")
+        return {"Authorization": f"Bearer {token}"}
+
+    service = InternalTokens(internal_secret, service="order").token()
+    return {"admin": bearer("admin"), "customer": bearer("customer"), "service": {"x-service-token": service}}
+
+
+def test_catalog_is_seeded_listed_and_paginated_without_repeats(catalog_app: TestClient) -> None:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 7, "sort": "price_asc"}
+        if cursor:
+            params["cursor"] = cursor
+        page = catalog_app.get("/api/v1/products", params=params).json()
+        seen += [p["id"] for p in page["items"]]
+        prices = [p["price"]["amount"] for p in page["items"]]
+        assert prices == sorted(prices)
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) >= 50
+
+
+def test_search_and_category_filter(catalog_app: TestClient) -> None:
+    books = catalog_app.get("/api/v1/products", params={"category": "books", "limit": 100}).json()["items"]
+    assert books and all(p["category"] == "books" for p in books)
+    found = catalog_app.get("/api/v1/products", params={"q": "KAFKA"}).json()["items"]
+    assert [p["name"] for p in found] == ["Kafka: The Definitive Guide"]
+    # LIKE wildcards in the query are literal characters, not patterns.
+    assert catalog_app.get("/api/v1/products", params={"q": "%"}).json()["items"] == []
+
+
+def test_admin_creates_updates_and_deletes(catalog_app: TestClient, tokens: dict[str, dict[str, str]]) -> None:
+    created = catalog_app.post("/api/v1/products", json=PRODUCT, headers=tokens["admin"])
+    assert created.status_code == 201, created.text
+    product = created.json()
+    assert product["price"] == {"amount": 149900, "currency": "INR"} and product["stock"] == 5
+
+    patched = catalog_app.patch(f"/api/v1/products/{product['id']}", json={"stock_adjustment": 3, "name": "Kettle"},
+                                headers=tokens["admin"])
+    assert patched.json()["stock"] == 8 and patched.json()["name"] == "Kettle"
+    assert_problem(catalog_app.patch(f"/api/v1/products/{product['id']}", json={"stock_adjustment": -9},
+                                     headers=tokens["admin"]), 409)
+
+    assert catalog_app.delete(f"/api/v1/products/{product['id']}", headers=tokens["admin"]).status_code == 204
+    assert_problem(catalog_app.get(f"/api/v1/products/{product['id']}"), 404)
+
+
+def test_customers_and_anonymous_cannot_write_the_catalog(catalog_app: TestClient, tokens: dict[str, dict[str, str]]) -> None:
+    assert_problem(catalog_app.post("/api/v1/products", json=PRODUCT, headers=tokens["customer"]), 403)
+    assert_problem(catalog_app.post("/api/v1/products", json=PRODUCT), 401)
+    some_id = catalog_app.get("/api/v1/products").json()["items"][0]["id"]
+    assert_problem(catalog_app.delete(f"/api/v1/products/{some_id}", headers=tokens["customer"]), 403)
+    # A customer token is no service token.
+    assert_problem(catalog_app.post("/api/v1/internal/reservations", headers=tokens["customer"],
+                                    json={"order_id": "o", "lines": [{"product_id": some_id, "quantity": 1}]}), 401)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"price": {"amount": -1, "currency": "INR"}},
+        {"price": {"amount": 10**12, "currency": "INR"}},
+        {"price": {"amount": 10.5, "currency": "INR"}},
+        {"price": {"amount": "100", "currency": "INR"}},
+        {"price": {"amount": 100, "currency": "USD"}},
+        {"stock": -1},
+        {"stock": 10**9},
+        {"name": "x" * 201},
+        {"category": "Bad Category!"},
+        {"colour": "red"},
+    ],
+)
+def test_bad_products_are_refused_and_nothing_is_written(
+    catalog_app: TestClient, tokens: dict[str, dict[str, str]], change: dict[str, Any]
+) -> None:
+    before = len(catalog_app.get("/api/v1/products", params={"limit": 100, "category": "home"}).json()["items"])
+    answer = catalog_app.post("/api/v1/products", json={**PRODUCT, **change}, headers=tokens["admin"])
+    assert_problem(answer, 422)
+    after = len(catalog_app.get("/api/v1/products", params={"limit": 100, "category": "home"}).json()["items"])
+    assert before == after
+
+
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1000}, {"cursor": "garbage"}, {"sort": "random"},
+                                    {"category": "UPPER"}, {"q": "x" * 101}])
+def test_bad_list_queries_get_4xx(catalog_app: TestClient, params: dict[str, Any]) -> None:
+    answer = catalog_app.get("/api/v1/products", params=params)
+    assert 400 <= answer.status_code < 500 and answer.headers["content-type"].startswith("application/problem+json")
+
+
+def test_image_upload_by_presigned_post(catalog_app: TestClient, tokens: dict[str, dict[str, str]]) -> None:
+    product = catalog_app.get("/api/v1/products").json()["items"][0]
+    answer = catalog_app.post(f"/api/v1/products/{product['id']}/image", json={"content_type": "image/png"},
+                              headers=tokens["admin"])
+    assert answer.status_code == 201, answer.text
+    upload = answer.json()["upload"]
+    posted = httpx.post(upload["url"], data=upload["fields"], files={"file": ("a.png", b"\x89PNG fake", "image/png")})
+    assert posted.status_code in (200, 204), posted.text
+    image_url = catalog_app.get(f"/api/v1/products/{product['id']}").json()["image_url"]
+    assert httpx.get(image_url).content == b"\x89PNG fake"
+    assert_problem(catalog_app.post(f"/api/v1/products/{product['id']}/image", json={"content_type": "text/html"},
+                                    headers=tokens["admin"]), 422)
+
+
+def reserve(app: TestClient, tokens: dict[str, dict[str, str]], order_id: str, lines: list[tuple[str, int]]) -> Any:
+    return app.post("/api/v1/internal/reservations", headers=tokens["service"],
+                    json={"order_id": order_id, "lines": [{"product_id": p, "quantity": q} for p, q in lines]})
+
+
+def new_product(app: TestClient, tokens: dict[str, dict[str, str]], stock: int) -> str:
+    return str(app.post("/api/v1/products", json={**PRODUCT, "stock": stock}, headers=tokens["admin"]).json()["id"])
+
+
+def stock_of(app: TestClient, product_id: str) -> int:
+    return int(app.get(f"/api/v1/products/{product_id}").json()["stock"])
+
+
+def test_reservation_is_all_or_nothing_and_names_the_short_products(
+    catalog_app: TestClient, tokens: dict[str, dict[str, str]]
+) -> None:
+    plenty, scarce = new_product(catalog_app, tokens, 10), new_product(catalog_app, tokens, 1)
+    answer = reserve(catalog_app, tokens, "ord-a", [(plenty, 2), (scarce, 2)])
+    body = assert_problem(answer, 409)
+    assert body["products"] == [scarce]
+    assert (stock_of(catalog_app, plenty), stock_of(catalog_app, scarce)) == (10, 1)
+
+    unknown = reserve(catalog_app, tokens, "ord-b", [(plenty, 1), ("no-such-product", 1)])
+    assert assert_problem(unknown, 422)["products"] == ["no-such-product"]
+    assert stock_of(catalog_app, plenty) == 10
+
+
+def test_reservation_is_idempotent_by_order_and_release_returns_stock_once(
+    catalog_app: TestClient, tokens: dict[str, dict[str, str]]
+) -> None:
+    product = new_product(catalog_app, tokens, 5)
+    first = reserve(catalog_app, tokens, "ord-1", [(product, 2)])
+    again = reserve(catalog_app, tokens, "ord-1", [(product, 2)])
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json() == again.json()
+    assert first.json()["lines"][0]["unit_price"] == {"amount": 149900, "currency": "INR"}
+    assert stock_of(catalog_app, product) == 3
+    assert_problem(reserve(catalog_app, tokens, "ord-1", [(product, 3)]), 409)
+
+    for _ in range(2):
+        catalog_app.post("/api/v1/internal/reservations/ord-1/release", headers=tokens["service"])
+    assert stock_of(catalog_app, product) == 5
+
+
+def test_concurrent_reservations_never_oversell(catalog_app: TestClient, tokens: dict[str, dict[str, str]]) -> None:
+    product = new_product(catalog_app, tokens, 7)
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def buy() -> None:
+        answer = reserve(catalog_app, tokens, f"ord-{uuid.uuid4().hex}", [(product, 1)])
+        with lock:
+            results.append(answer.status_code)
+
+    threads = [threading.Thread(target=buy) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [201] * 7 + [409] * 13
+    assert stock_of(catalog_app, product) == 0

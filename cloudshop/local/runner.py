@@ -39,6 +39,17 @@ SERVICES: dict[str, tuple[int, str, bool]] = {
 MOTO_OFFSET, DYNAMODB_OFFSET, POSTGRES_OFFSET, KAFKA_OFFSET, KAFKA_CONTROLLER_OFFSET = 6, 7, 8, 9, 10
 
 
+def free_port_range(span: int = 11) -> int:
+    """A base port whose next `span` ports are all free (tests and benchmarks run beside `make run`)."""
+    import random
+
+    for _ in range(200):
+        base = random.randint(20000, 40000)  # noqa: S311 - a port, not a secret
+        if not any(_port_open(base + i) for i in range(span)):
+            return base
+    raise RuntimeError("no free port range found")
+
+
 def say(message: str) -> None:
     print(f"[cloudshop] {message}", file=sys.stderr, flush=True)
 

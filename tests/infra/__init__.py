@@ -43,7 +43,8 @@ def kustomize_build_text(path: str) -> str:
 
 def kustomize_build(path: Path | str) -> list[dict[str, Any]]:
     """The objects `kustomize build` renders for a directory (relative to the repo or absolute)."""
-    text = kustomize_build_text(str(Path(path).relative_to(REPO) if Path(path).is_absolute() else path))
+    path = Path(path)
+    text = kustomize_build_text(str(path.relative_to(REPO) if path.is_relative_to(REPO) else path))
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 

@@ -30,10 +30,23 @@ DEMO_TARGETS = {"cpu": 15, "memory": 30}
 PLACEHOLDER_CIDR = "192.0.2.0/24"
 # What the order and payment services read from their environment (the settings contract).
 REQUIRED_ENV = {
-    "AWS_REGION", "ORDERS_TABLE", "OUTBOX_TABLE", "PAYMENTS_TABLE", "CARTS_TABLE", "IDEMPOTENCY_TABLE",
-    "ORDER_DOCUMENTS_BUCKET", "ANALYTICS_RESULTS_BUCKET", "ORDER_EVENTS_QUEUE_URL",
-    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "JWT_PUBLIC_KEY", "INTERNAL_TOKEN_SECRET",
-    "PRODUCT_SERVICE_URL", "PAYMENT_SERVICE_URL", "SERVICE_NAME", "ENVIRONMENT",
+    "AWS_REGION",
+    "ORDERS_TABLE",
+    "OUTBOX_TABLE",
+    "PAYMENTS_TABLE",
+    "CARTS_TABLE",
+    "IDEMPOTENCY_TABLE",
+    "ORDER_DOCUMENTS_BUCKET",
+    "ANALYTICS_RESULTS_BUCKET",
+    "ORDER_EVENTS_QUEUE_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_SECURITY_PROTOCOL",
+    "JWT_PUBLIC_KEY",
+    "INTERNAL_TOKEN_SECRET",
+    "PRODUCT_SERVICE_URL",
+    "PAYMENT_SERVICE_URL",
+    "SERVICE_NAME",
+    "ENVIRONMENT",
 }
 SECRET_ENV = {"JWT_PUBLIC_KEY", "INTERNAL_TOKEN_SECRET"}
 
@@ -67,8 +80,15 @@ def test_every_overlay_renders_objects_valid_against_the_kubernetes_schemas(over
     objects = render(overlay)
 
     assert {o["kind"] for o in objects} >= {
-        "Namespace", "ConfigMap", "ServiceAccount", "Deployment", "Service", "HorizontalPodAutoscaler",
-        "PodDisruptionBudget", "NetworkPolicy", "Ingress",
+        "Namespace",
+        "ConfigMap",
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Ingress",
     }
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -259,7 +279,7 @@ def test_config_keys_are_settings_fields_and_validate(overlay: str) -> None:
 
     unknown = {key for key in data if key.lower() not in Settings.model_fields}
     assert not unknown, f"not Settings fields: {unknown}"
-    settings = Settings(**{key.lower(): value for key, value in data.items()})
+    settings = Settings.model_validate({key.lower(): value for key, value in data.items()})
     assert settings.environment in {"dev", "prod"}
     assert settings.kafka_bootstrap_servers
 
@@ -382,7 +402,9 @@ def test_ingress_order_from_the_gateway_payment_from_order_and_both_from_prometh
     assert allowed(objects, "order", "Ingress") == {prometheus, *from_gateway}
     # /payments/{id} is a public route of the gateway, so payment takes the gateway path too.
     assert allowed(objects, "payment", "Ingress") == {
-        prometheus, *from_gateway, ("cloudshop/app.kubernetes.io/name=order", "TCP/8080"),
+        prometheus,
+        *from_gateway,
+        ("cloudshop/app.kubernetes.io/name=order", "TCP/8080"),
     }
 
 
@@ -399,7 +421,9 @@ def test_egress_only_to_dns_aws_msk_the_pod_identity_agent_and_order_to_payment(
     }
 
     assert allowed(objects, "payment", "Egress") == common
-    assert allowed(objects, "order", "Egress") == common | {("cloudshop/app.kubernetes.io/name=payment", "TCP/8080")}
+    assert allowed(objects, "order", "Egress") == common | {
+        ("cloudshop/app.kubernetes.io/name=payment", "TCP/8080")
+    }
 
 
 # --- monitoring ----------------------------------------------------------------------------------
@@ -481,7 +505,11 @@ def test_child_applications_sync_automatically_within_their_project(env: str) ->
     applications = find(objects, "Application")
 
     assert {a["metadata"]["name"] for a in applications} == {
-        "cloudshop-services", "cloudshop-monitoring", "kube-prometheus-stack", "loki", "alloy",
+        "cloudshop-services",
+        "cloudshop-monitoring",
+        "kube-prometheus-stack",
+        "loki",
+        "alloy",
     }
     for app in applications:
         spec = app["spec"]

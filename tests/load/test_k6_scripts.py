@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,7 +52,7 @@ class StandInGateway(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def _body(self) -> dict[str, object]:
+    def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"{}")
 
@@ -87,8 +88,15 @@ class StandInGateway(BaseHTTPRequestHandler):
             self._reply(201, {"id": "u-1", "email": body["email"], "name": body["name"], "role": "customer"})
         elif self.path == "/api/v1/auth/login":
             self.seen["login"] += 1
-            self._reply(200, {"access_token": "token-123", "refresh_token": "r", "token_type": "bearer",
-                              "expires_in": 900})
+            self._reply(
+                200,
+                {
+                    "access_token": "token-123",
+                    "refresh_token": "r",
+                    "token_type": "bearer",
+                    "expires_in": 900,
+                },
+            )
         elif self.path == "/api/v1/orders" and self._authorised() and self.headers.get("Idempotency-Key"):
             assert body["payment_method"] == "pm_card_ok"
             assert set(body["shipping_address"]) >= {"name", "line1", "city", "postal_code", "country"}
@@ -149,7 +157,10 @@ def test_load_script_ramps_virtual_users_to_the_peak() -> None:
 
 def test_smoke_journey_browses_and_checks_out_through_the_gateway(gateway: str) -> None:
     result = run_k6(
-        "run", "--no-usage-report", "--quiet", "smoke.js",
+        "run",
+        "--no-usage-report",
+        "--quiet",
+        "smoke.js",
         env={"BASE_URL": gateway, "THINK_SECONDS": "0", "ITERATIONS": "2"},
     )
 
@@ -164,7 +175,10 @@ def test_smoke_run_fails_when_payments_are_declined(gateway: str) -> None:
     StandInGateway.decline_payments = True
 
     result = run_k6(
-        "run", "--no-usage-report", "--quiet", "smoke.js",
+        "run",
+        "--no-usage-report",
+        "--quiet",
+        "smoke.js",
         env={"BASE_URL": gateway, "THINK_SECONDS": "0", "ITERATIONS": "1"},
     )
 

@@ -1,0 +1,279 @@
+"""Payment domain: a charge per order, its refunds, and the ports to the provider and the order
+service. No framework imports here.
+
+A `Payment` is immutable; every change (settling a charge, recording or dropping a refund) returns a
+new value with `version + 1`. The repository writes it only if the stored version is still the one
+read, so concurrent writers can never combine two stale views (two refunds exceeding the capture).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from cloudshop.errors import Conflict, ValidationFailed
+
+PAYMENT_METHOD = re.compile(r"^pm_[a-z0-9_]{1,60}$")
+AMOUNT_MAX = 10**12  # minor units; far above any basket, low enough to stay exact everywhere
+IDEMPOTENCY_KEY_MAX = 255
+# Stable namespace: payment ids derived from order ids must never change between releases.
+_PAYMENT_NAMESPACE = uuid.UUID("3c9d7e52-8a41-4f0b-9d3e-2b6f1a7c5e90")
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "PENDING"
+    CAPTURED = "CAPTURED"
+    DECLINED = "DECLINED"
+    FAILED = "FAILED"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    REFUNDED = "REFUNDED"
+
+
+REFUNDABLE = (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED)
+
+
+class PaymentInProgress(Conflict):
+    title, slug = "Payment in progress", "payment-in-progress"
+
+
+def payment_id_for(order_id: str) -> str:
+    """One payment per order: the id is derived from the order id, so a repeat charge finds it."""
+    return "pay_" + uuid.uuid5(_PAYMENT_NAMESPACE, order_id).hex
+
+
+def refund_id_for(payment_id: str, idempotency_key: str) -> str:
+    return "re_" + uuid.uuid5(_PAYMENT_NAMESPACE, f"{payment_id}/{idempotency_key}").hex
+
+
+def check_payment_method(payment_method: str) -> str:
+    if not PAYMENT_METHOD.match(payment_method):
+        raise ValidationFailed("A payment method is a token like 'pm_card_ok', never a card number.")
+    return payment_method
+
+
+# --- the provider port ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChargeResult:
+    captured: bool
+    reference: str
+    decline_code: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    reference: str
+
+
+class ProviderError(Exception):
+    """The provider failed (outage, timeout, unknown answer): nothing is known to be captured."""
+
+
+class PaymentProvider(Protocol):
+    """A card processor. `payment_id` and `refund_id` are the provider's idempotency keys, so a
+    charge or refund repeated after a crash is never taken twice."""
+
+    def verify(self, payment_method: str) -> None:
+        """Raise `ValidationFailed` when the provider does not know the payment method."""
+
+    def charge(self, *, payment_id: str, amount: int, currency: str, payment_method: str) -> ChargeResult:
+        """Capture or decline; raise `ProviderError` when the outcome is a failure."""
+
+    def refund(self, *, payment_id: str, refund_id: str, amount: int) -> RefundResult:
+        """Return `amount` of a captured payment; raise `ProviderError` when it could not."""
+
+
+# --- the order service port ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OrderSnapshot:
+    """What a charge is checked against: the order as the order service holds it."""
+
+    id: str
+    user_id: str
+    status: str
+    amount: int
+    currency: str
+
+
+class OrderLookup(Protocol):
+    def get_order(self, order_id: str) -> OrderSnapshot:
+        """The order, or `NotFound`."""
+
+
+class RefundCallback(Protocol):
+    def payment_refunded(self, *, order_id: str, payment_id: str) -> None:
+        """Tell the order service its payment is fully refunded."""
+
+
+# --- the payment ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    amount: int
+    idempotency_key: str
+    # What the caller asked for: None means "the rest". Compared on a repeat of the same key.
+    requested_amount: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    order_id: str
+    user_id: str
+    amount: int
+    currency: str
+    payment_method: str
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.amount <= AMOUNT_MAX:
+            raise ValidationFailed(f"An amount is between 1 and {AMOUNT_MAX} minor units.")
+        check_payment_method(self.payment_method)
+
+    def check_order(self, order: OrderSnapshot) -> None:
+        """A charge must be for exactly what the order says, by its owner, while it awaits payment."""
+        if order.user_id != self.user_id:
+            raise Conflict("The order belongs to another user.")
+        if (order.amount, order.currency) != (self.amount, self.currency):
+            raise Conflict("The amount does not match the order total.")
+        if order.status != "PENDING_PAYMENT":
+            raise Conflict(f"The order is {order.status}; only an order awaiting payment can be charged.")
+
+
+@dataclass(frozen=True)
+class Payment:
+    id: str
+    order_id: str
+    user_id: str
+    status: PaymentStatus
+    amount: int
+    currency: str
+    payment_method: str
+    created_at: datetime
+    updated_at: datetime
+    refunded: int = 0
+    refunds: tuple[Refund, ...] = ()
+    decline_code: str | None = None
+    failure_reason: str | None = None
+    provider_reference: str | None = None
+    # While PENDING: until when the claimant owns the charge (epoch seconds). A claim that outlives
+    # this died with its process, and a repeat call may take it over.
+    claimed_until: int | None = None
+    version: int = 1
+
+    @classmethod
+    def claim(cls, request: ChargeRequest, *, now: datetime, lease_seconds: float) -> Payment:
+        return cls(
+            id=payment_id_for(request.order_id), order_id=request.order_id, user_id=request.user_id,
+            status=PaymentStatus.PENDING, amount=request.amount, currency=request.currency,
+            payment_method=request.payment_method, created_at=now, updated_at=now,
+            claimed_until=int(now.timestamp() + lease_seconds),
+        )
+
+    # --- charge --------------------------------------------------------------------------------
+    def same_request(self, request: ChargeRequest) -> bool:
+        return (self.order_id, self.user_id, self.amount, self.currency, self.payment_method) == (
+            request.order_id, request.user_id, request.amount, request.currency, request.payment_method
+        )
+
+    def check_repeat(self, request: ChargeRequest) -> None:
+        if not self.same_request(request):
+            raise Conflict("This order was already charged with another amount, currency or payment method.")
+
+    @property
+    def pending(self) -> bool:
+        return self.status == PaymentStatus.PENDING
+
+    def claim_expired(self, now: datetime) -> bool:
+        return self.pending and (self.claimed_until or 0) < now.timestamp()
+
+    def reclaimed(self, *, now: datetime, lease_seconds: float) -> Payment:
+        return self._next(now, claimed_until=int(now.timestamp() + lease_seconds))
+
+    def captured(self, reference: str, *, now: datetime) -> Payment:
+        return self._settled(now, PaymentStatus.CAPTURED, provider_reference=reference)
+
+    def declined(self, decline_code: str, reference: str, *, now: datetime) -> Payment:
+        return self._settled(now, PaymentStatus.DECLINED, decline_code=decline_code,
+                             provider_reference=reference)
+
+    def failed(self, reason: str, *, now: datetime) -> Payment:
+        return self._settled(now, PaymentStatus.FAILED, failure_reason=reason)
+
+    def _settled(self, now: datetime, status: PaymentStatus, **changes: object) -> Payment:
+        if not self.pending:
+            raise Conflict(f"The payment is already {self.status}.")
+        return self._next(now, status=status, claimed_until=None, **changes)
+
+    # --- refunds -------------------------------------------------------------------------------
+    @property
+    def refundable(self) -> int:
+        return self.amount - self.refunded if self.status in REFUNDABLE else 0
+
+    def refund_by_key(self, idempotency_key: str) -> Refund | None:
+        return next((r for r in self.refunds if r.idempotency_key == idempotency_key), None)
+
+    def plan_refund(self, *, amount: int | None, idempotency_key: str, now: datetime) -> Refund:
+        """The refund this request makes, or the reason it cannot: never more than is left captured."""
+        if not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+            raise ValidationFailed(f"An idempotency key has 1 to {IDEMPOTENCY_KEY_MAX} characters.")
+        if self.status not in REFUNDABLE:
+            raise Conflict(f"A {self.status} payment cannot be refunded.")
+        value = self.refundable if amount is None else amount
+        if value < 1:
+            raise ValidationFailed("A refund is at least 1 minor unit.")
+        if value > self.refundable:
+            raise Conflict(
+                f"At most {self.refundable} {self.currency} minor units are left to refund.",
+                extra={"refundable": {"amount": self.refundable, "currency": self.currency}},
+            )
+        return Refund(id=refund_id_for(self.id, idempotency_key), amount=value,
+                      idempotency_key=idempotency_key, requested_amount=amount, created_at=now)
+
+    def with_refund(self, refund: Refund, *, now: datetime) -> Payment:
+        refunded = self.refunded + refund.amount
+        if refunded > self.amount:
+            raise Conflict("A refund cannot exceed the captured amount.")
+        status = PaymentStatus.REFUNDED if refunded == self.amount else PaymentStatus.PARTIALLY_REFUNDED
+        return self._next(now, status=status, refunded=refunded, refunds=(*self.refunds, refund))
+
+    def without_refund(self, refund_id: str, *, now: datetime) -> Payment:
+        """Undo a refund the provider refused, so the amount can be refunded again."""
+        kept = tuple(r for r in self.refunds if r.id != refund_id)
+        refunded = sum(r.amount for r in kept)
+        status = PaymentStatus.PARTIALLY_REFUNDED if refunded else PaymentStatus.CAPTURED
+        return self._next(now, status=status, refunded=refunded, refunds=kept)
+
+    def _next(self, now: datetime, **changes: object) -> Payment:
+        return replace(self, updated_at=now, version=self.version + 1, **changes)  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "order_id": self.order_id,
+            "user_id": self.user_id,
+            "status": str(self.status),
+            "amount": {"amount": self.amount, "currency": self.currency},
+            "refunded": {"amount": self.refunded, "currency": self.currency},
+            "payment_method": self.payment_method,
+            "decline_code": self.decline_code,
+            "failure_reason": self.failure_reason,
+            "refunds": [refund_dict(self, r) for r in self.refunds],
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def refund_dict(payment: Payment, refund: Refund) -> dict[str, object]:
+    """A refund as the API answers it. Only immutable facts, so a replay answers the same body."""
+    return {
+        "id": refund.id,
+        "payment_id": payment.id,
+        "order_id": payment.order_id,
+        "amount": {"amount": refund.amount, "currency": payment.currency},
+        "idempotency_key": refund.idempotency_key,
+        "created_at": refund.created_at.isoformat(),
+    }
+

@@ -1,0 +1,478 @@
+"""Payment service API on the real moto DynamoDB: charges once per order, refunds within the capture,
+idempotency keys, who may see and refund what, and the bad input around them.
+
+The order service is an in-memory fake behind the payment service's `OrderLookup` and
+`RefundCallback` ports; everything else is the production wiring.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cloudshop.auth import InternalTokens, TokenIssuer
+from cloudshop.errors import DependencyUnavailable, NotFound
+from cloudshop.settings import Settings
+from eks_services.payment.bootstrap import build_app, build_service
+from eks_services.payment.model import ChargeRequest, OrderSnapshot, Payment, ProviderError, RefundResult
+from eks_services.payment.provider import SimulatedProvider
+from tests.conftest import client_for
+
+AMOUNT = 129900
+
+
+@dataclass
+class InMemoryOrders:
+    """The order service as the payment service sees it: orders to check charges against, and the
+    refund callbacks it received."""
+
+    orders: dict[str, OrderSnapshot] = field(default_factory=dict)
+    refunded: list[tuple[str, str]] = field(default_factory=list)
+    callback_fails: bool = False
+
+    def add(self, *, user_id: str, amount: int = AMOUNT, currency: str = "INR",
+            status: str = "PENDING_PAYMENT") -> OrderSnapshot:
+        order = OrderSnapshot(id=f"ord-{uuid.uuid4().hex}", user_id=user_id, status=status, amount=amount,
+                              currency=currency)
+        self.orders[order.id] = order
+        return order
+
+    def get_order(self, order_id: str) -> OrderSnapshot:
+        if order_id not in self.orders:
+            raise NotFound("No such order.")
+        return self.orders[order_id]
+
+    def payment_refunded(self, *, order_id: str, payment_id: str) -> None:
+        if self.callback_fails:
+            raise DependencyUnavailable("The order service is unavailable; try again.")
+        self.refunded.append((order_id, payment_id))
+
+
+class CountingProvider(SimulatedProvider):
+    """The simulated provider, counting what reached it; refunds can be made to fail."""
+
+    def __init__(self, *, slow_charge_seconds: float) -> None:
+        super().__init__(slow_charge_seconds=slow_charge_seconds)
+        self.charges: list[str] = []
+        self.refunds: list[str] = []
+        self.refunds_fail = False
+
+    def charge(self, *, payment_id: str, amount: int, currency: str, payment_method: str) -> Any:
+        self.charges.append(payment_id)
+        return super().charge(payment_id=payment_id, amount=amount, currency=currency,
+                              payment_method=payment_method)
+
+    def refund(self, *, payment_id: str, refund_id: str, amount: int) -> RefundResult:
+        if self.refunds_fail:
+            raise ProviderError("simulated refund outage")
+        self.refunds.append(refund_id)
+        return super().refund(payment_id=payment_id, refund_id=refund_id, amount=amount)
+
+
+@dataclass
+class PaymentWorld:
+    client: TestClient
+    orders: InMemoryOrders
+    provider: CountingProvider
+    settings: Settings
+    issuer: TokenIssuer
+    service_token: str
+
+    def bearer(self, user_id: str, role: str = "customer") -> dict[str, str]:
+        token = self.issuer.access_token(user_id=user_id, role=role, email=f"{user_id}@example.com",
+                                         session_id="s1")
+        return {"Authorization": f"Bearer {token}"}
+
+    @property
+    def internal(self) -> dict[str, str]:
+        return {"x-service-token": self.service_token}
+
+    def charge(self, order: OrderSnapshot, *, payment_method: str = "pm_card_ok", **overrides: Any) -> Any:
+        body = {**charge_body(order, payment_method=payment_method), **overrides}
+        return self.client.post("/api/v1/internal/payments", json=body, headers=self.internal)
+
+    def read(self, payment_id: str, *, as_user: str = "admin-1") -> dict[str, Any]:
+        role = "admin" if as_user.startswith("admin") else "customer"
+        answer = self.client.get(f"/api/v1/payments/{payment_id}", headers=self.bearer(as_user, role))
+        assert answer.status_code == 200, answer.text
+        return answer.json()  # type: ignore[no-any-return]
+
+    def captured_payment(self, *, amount: int = AMOUNT) -> dict[str, Any]:
+        answer = self.charge(self.orders.add(user_id=new_user(), amount=amount))
+        assert answer.status_code == 201 and answer.json()["status"] == "CAPTURED", answer.text
+        return answer.json()  # type: ignore[no-any-return]
+
+    def admin_refund(self, payment_id: str, *, key: str, amount: int | None = None) -> Any:
+        body = {} if amount is None else {"amount": amount}
+        return self.client.post(f"/api/v1/payments/{payment_id}/refunds", json=body,
+                                headers={**self.bearer("admin-1", "admin"), "Idempotency-Key": key})
+
+
+def charge_body(order: OrderSnapshot, *, payment_method: str = "pm_card_ok") -> dict[str, Any]:
+    return {"order_id": order.id, "user_id": order.user_id,
+            "amount": {"amount": order.amount, "currency": order.currency}, "payment_method": payment_method}
+
+
+def new_user() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def world(
+    make_settings: Callable[..., Settings], key_pair: tuple[str, str], internal_secret: str
+) -> Iterator[PaymentWorld]:
+    settings = make_settings(payment_slow_charge_seconds=0.3)
+    orders = InMemoryOrders()
+    provider = CountingProvider(slow_charge_seconds=settings.payment_slow_charge_seconds)
+    app = build_app(settings, orders=orders, refund_callback=orders, provider=provider)
+    issuer = TokenIssuer(key_pair[0], issuer=settings.jwt_issuer, access_ttl_seconds=900)
+    token = InternalTokens(internal_secret, service="order").token()
+    for client in client_for(app):
+        yield PaymentWorld(client, orders, provider, settings, issuer, token)
+
+
+def assert_problem(answer: Any, status: int) -> dict[str, Any]:
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    body = answer.json()
+    assert body["status"] == status and body["title"] and "detail" in body
+    assert "Traceback" not in answer.text
+    return body  # type: ignore[no-any-return]
+
+
+# --- charges ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("token", "status", "decline_code", "failure_reason"),
+    [
+        ("pm_card_ok", "CAPTURED", None, None),
+        ("pm_card_slow", "CAPTURED", None, None),
+        ("pm_card_declined", "DECLINED", "card_declined", None),
+        ("pm_card_insufficient_funds", "DECLINED", "insufficient_funds", None),
+        ("pm_card_error", "FAILED", None, "provider_error"),
+    ],
+)
+def test_each_test_token_settles_the_charge_as_the_simulated_provider_says(
+    world: PaymentWorld, token: str, status: str, decline_code: str | None, failure_reason: str | None
+) -> None:
+    order = world.orders.add(user_id=new_user())
+    answer = world.charge(order, payment_method=token)
+
+    assert answer.status_code == 201, answer.text
+    payment = answer.json()
+    assert (payment["status"], payment["decline_code"], payment["failure_reason"]) == (
+        status, decline_code, failure_reason)
+    assert payment["order_id"] == order.id and payment["user_id"] == order.user_id
+    assert payment["amount"] == {"amount": AMOUNT, "currency": "INR"}
+    assert payment["refunded"] == {"amount": 0, "currency": "INR"} and payment["refunds"] == []
+    assert payment["id"].startswith("pay_") and payment["payment_method"] == token
+
+
+def test_a_repeat_charge_answers_the_first_one_without_charging_again(world: PaymentWorld) -> None:
+    order = world.orders.add(user_id=new_user())
+    first = world.charge(order)
+    # The order has moved on; a repeat must not need it to still await payment.
+    world.orders.orders[order.id] = replace(order, status="PAID")
+    again = world.charge(order)
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert world.provider.charges.count(first.json()["id"]) == 1
+
+
+def test_five_concurrent_identical_charges_make_one_charge_and_one_answer(world: PaymentWorld) -> None:
+    order = world.orders.add(user_id=new_user())
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        answers = list(pool.map(lambda _: world.charge(order, payment_method="pm_card_slow"), range(5)))
+
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 200, 201]
+    bodies = [a.json() for a in answers]
+    assert all(body == bodies[0] for body in bodies) and bodies[0]["status"] == "CAPTURED"
+    assert world.provider.charges.count(bodies[0]["id"]) == 1
+    service = world.client.app.state.payments  # type: ignore[attr-defined]
+    assert [p.id for p in service.payments.for_order(order.id)] == [bodies[0]["id"]]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"amount": {"amount": AMOUNT - 1, "currency": "INR"}},
+        {"amount": {"amount": AMOUNT, "currency": "USD"}},
+        {"user_id": "someone-else"},
+    ],
+)
+def test_a_charge_that_does_not_match_the_order_is_a_conflict(
+    world: PaymentWorld, change: dict[str, Any]
+) -> None:
+    order = world.orders.add(user_id=new_user())
+    assert_problem(world.charge(order, **change), 409)
+    assert world.provider.charges == []
+
+
+def test_the_same_order_with_another_amount_is_a_conflict(world: PaymentWorld) -> None:
+    order = world.orders.add(user_id=new_user())
+    assert world.charge(order).status_code == 201
+    assert_problem(world.charge(order, amount={"amount": AMOUNT + 1, "currency": "INR"}), 409)
+    assert_problem(world.charge(order, payment_method="pm_card_declined"), 409)
+
+
+@pytest.mark.parametrize("status", ["PAID", "CANCELLED", "PAYMENT_FAILED"])
+def test_only_an_order_awaiting_payment_is_charged(world: PaymentWorld, status: str) -> None:
+    order = world.orders.add(user_id=new_user(), status=status)
+    assert_problem(world.charge(order), 409)
+
+
+def test_charging_an_unknown_order_is_not_found(world: PaymentWorld) -> None:
+    ghost = OrderSnapshot(id="ord-missing", user_id="u1", status="PENDING_PAYMENT", amount=AMOUNT,
+                          currency="INR")
+    assert_problem(world.charge(ghost), 404)
+
+
+def test_a_charge_abandoned_by_a_dead_process_is_completed_by_the_repeat(world: PaymentWorld) -> None:
+    # Given a PENDING claim whose lease ran out (its process died between claim and settle)
+    order = world.orders.add(user_id=new_user())
+    request = ChargeRequest(order_id=order.id, user_id=order.user_id, amount=order.amount, currency="INR",
+                            payment_method="pm_card_ok")
+    stale = Payment.claim(request, now=datetime.now(UTC) - timedelta(minutes=5), lease_seconds=60)
+    world.client.app.state.payments.payments.claim(stale)  # type: ignore[attr-defined]
+
+    answer = world.charge(order)
+
+    assert answer.status_code == 200 and answer.json()["status"] == "CAPTURED"
+    assert answer.json()["id"] == stale.id
+
+
+def test_a_charge_still_in_progress_is_a_clear_conflict(
+    make_settings: Callable[..., Settings], internal_secret: str
+) -> None:
+    settings = make_settings()
+    orders = InMemoryOrders()
+    tokens = InternalTokens(internal_secret, service="payment")
+    service = build_service(settings, tokens=tokens, orders=orders, refund_callback=orders)
+    service.pending_wait_seconds = 0.2
+    order = orders.add(user_id=new_user())
+    request = ChargeRequest(order_id=order.id, user_id=order.user_id, amount=order.amount, currency="INR",
+                            payment_method="pm_card_ok")
+    service.payments.claim(Payment.claim(request, now=datetime.now(UTC), lease_seconds=60))
+    for client in client_for(build_app(settings, service=service)):
+        answer = client.post("/api/v1/internal/payments", json=charge_body(order),
+                             headers={"x-service-token": tokens.token()})
+        assert assert_problem(answer, 409)["type"].endswith("/payment-in-progress")
+
+
+# --- payment methods -----------------------------------------------------------------------------------
+def test_known_payment_methods_verify(world: PaymentWorld) -> None:
+    answer = world.client.post("/api/v1/internal/payment-methods/verify",
+                               json={"payment_method": "pm_card_ok"}, headers=world.internal)
+    assert answer.status_code == 200 and answer.json() == {"payment_method": "pm_card_ok", "valid": True}
+
+
+@pytest.mark.parametrize("token", ["pm_card_stolen", "4242424242424242", "pm_card ok", ""])
+def test_unknown_payment_methods_are_refused_before_anything_is_charged(
+    world: PaymentWorld, token: str
+) -> None:
+    verify = world.client.post("/api/v1/internal/payment-methods/verify", json={"payment_method": token},
+                               headers=world.internal)
+    assert_problem(verify, 422)
+    order = world.orders.add(user_id=new_user())
+    assert_problem(world.charge(order, payment_method=token), 422)
+    assert world.provider.charges == []
+
+
+# --- reading payments ----------------------------------------------------------------------------------
+def test_owner_and_admin_read_a_payment_and_nobody_else_can_tell_it_exists(world: PaymentWorld) -> None:
+    payment = world.captured_payment()
+    url = f"/api/v1/payments/{payment['id']}"
+
+    own = world.client.get(url, headers=world.bearer(payment["user_id"]))
+    assert own.status_code == 200 and own.json() == payment
+    assert world.client.get(url, headers=world.bearer("admin-1", "admin")).status_code == 200
+    stranger = assert_problem(world.client.get(url, headers=world.bearer(new_user())), 404)
+    missing = assert_problem(world.client.get("/api/v1/payments/pay_nope", headers=world.bearer("u")), 404)
+    assert stranger["detail"] == missing["detail"]
+    assert_problem(world.client.get(url), 401)
+
+
+def test_internal_endpoints_need_a_service_token_not_an_access_token(world: PaymentWorld) -> None:
+    order = world.orders.add(user_id=new_user())
+    body = charge_body(order)
+    assert_problem(world.client.post("/api/v1/internal/payments", json=body), 401)
+    as_admin = world.client.post("/api/v1/internal/payments", json=body,
+                                 headers={**world.bearer("admin-1", "admin"), "x-service-token": "forged"})
+    assert_problem(as_admin, 401)
+    assert world.provider.charges == []
+
+
+# --- refunds -------------------------------------------------------------------------------------------
+def test_partial_then_full_refund_and_the_order_hears_of_the_full_one(world: PaymentWorld) -> None:
+    payment = world.captured_payment(amount=1000)
+
+    partial = world.admin_refund(payment["id"], key="r1", amount=400)
+    assert partial.status_code == 201 and partial.json()["amount"] == {"amount": 400, "currency": "INR"}
+    assert world.orders.refunded == []
+    rest = world.admin_refund(payment["id"], key="r2")
+    assert rest.status_code == 201 and rest.json()["amount"]["amount"] == 600
+
+    after = world.read(payment["id"])
+    assert after["status"] == "REFUNDED" and after["refunded"]["amount"] == 1000
+    assert [r["id"] for r in after["refunds"]] == [partial.json()["id"], rest.json()["id"]]
+    assert world.orders.refunded == [(payment["order_id"], payment["id"])]
+
+
+def test_a_partial_refund_leaves_the_payment_partially_refunded(world: PaymentWorld) -> None:
+    payment = world.captured_payment(amount=1000)
+    world.admin_refund(payment["id"], key="r1", amount=1)
+    after = world.read(payment["id"], as_user=payment["user_id"])
+    assert after["status"] == "PARTIALLY_REFUNDED" and after["refunded"]["amount"] == 1
+
+
+def test_a_refund_never_exceeds_what_was_captured(world: PaymentWorld) -> None:
+    payment = world.captured_payment(amount=1000)
+    assert world.admin_refund(payment["id"], key="r1", amount=700).status_code == 201
+    body = assert_problem(world.admin_refund(payment["id"], key="r2", amount=301), 409)
+    assert body["refundable"] == {"amount": 300, "currency": "INR"}
+    assert world.admin_refund(payment["id"], key="r3", amount=300).status_code == 201
+    assert_problem(world.admin_refund(payment["id"], key="r4"), 409)
+
+
+def test_concurrent_refunds_together_never_exceed_the_capture(world: PaymentWorld) -> None:
+    payment = world.captured_payment(amount=1000)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda i: world.admin_refund(payment["id"], key=f"r{i}", amount=300),
+                                range(6)))
+
+    assert sorted(a.status_code for a in answers) == [201, 201, 201, 409, 409, 409]
+    after = world.read(payment["id"])
+    assert after["refunded"]["amount"] == 900 and len(after["refunds"]) == 3
+    assert after["status"] == "PARTIALLY_REFUNDED"
+
+
+def test_same_key_and_body_replays_the_refund_and_another_body_is_refused(world: PaymentWorld) -> None:
+    payment = world.captured_payment(amount=1000)
+    first = world.admin_refund(payment["id"], key="refund-once", amount=250)
+    replay = world.admin_refund(payment["id"], key="refund-once", amount=250)
+
+    assert (first.status_code, replay.status_code) == (201, 201)
+    assert replay.json() == first.json() and replay.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert world.provider.refunds == [first.json()["id"]]
+    assert_problem(world.admin_refund(payment["id"], key="refund-once", amount=300), 422)
+    assert_problem(world.admin_refund(payment["id"], key="refund-once"), 422)
+
+
+def test_replaying_a_full_refund_still_answers_the_first_response(world: PaymentWorld) -> None:
+    payment = world.captured_payment(amount=1000)
+    first = world.admin_refund(payment["id"], key="all")
+    replay = world.admin_refund(payment["id"], key="all")
+    assert (first.status_code, replay.status_code) == (201, 201) and replay.json() == first.json()
+
+
+def test_the_refund_stands_when_the_order_service_cannot_be_told(world: PaymentWorld) -> None:
+    world.orders.callback_fails = True
+    payment = world.captured_payment(amount=1000)
+    assert world.admin_refund(payment["id"], key="r1").status_code == 201
+    after = world.read(payment["id"])
+    assert after["status"] == "REFUNDED"
+
+
+def test_a_refund_the_provider_refuses_is_taken_back(world: PaymentWorld) -> None:
+    payment = world.captured_payment(amount=1000)
+    world.provider.refunds_fail = True
+    assert_problem(world.admin_refund(payment["id"], key="r1", amount=100), 503)
+
+    after = world.read(payment["id"])
+    assert after["status"] == "CAPTURED" and after["refunded"]["amount"] == 0 and after["refunds"] == []
+    world.provider.refunds_fail = False
+    assert world.admin_refund(payment["id"], key="r1", amount=100).status_code == 201
+
+
+def test_internal_refund_by_idempotency_key_for_order_cancel(world: PaymentWorld) -> None:
+    payment = world.captured_payment(amount=1000)
+    url = f"/api/v1/internal/payments/{payment['id']}/refunds"
+    body = {"idempotency_key": f"cancel-{payment['order_id']}"}
+    first = world.client.post(url, json=body, headers=world.internal)
+    again = world.client.post(url, json=body, headers=world.internal)
+
+    assert first.status_code == 201 and first.json()["amount"]["amount"] == 1000
+    assert again.status_code == 201 and again.json() == first.json()
+    # A cancel is the order's own doing: it is not called back.
+    assert world.orders.refunded == []
+
+
+@pytest.mark.parametrize("token", ["pm_card_declined", "pm_card_error"])
+def test_a_payment_that_took_no_money_cannot_be_refunded(world: PaymentWorld, token: str) -> None:
+    order = world.orders.add(user_id=new_user())
+    payment = world.charge(order, payment_method=token).json()
+    assert_problem(world.admin_refund(payment["id"], key="r1"), 409)
+
+
+def test_customers_cannot_refund_even_their_own_payment(world: PaymentWorld) -> None:
+    payment = world.captured_payment()
+    answer = world.client.post(f"/api/v1/payments/{payment['id']}/refunds", json={},
+                               headers={**world.bearer(payment["user_id"]), "Idempotency-Key": "k"})
+    assert_problem(answer, 403)
+    assert world.provider.refunds == []
+
+
+def test_refunding_an_unknown_payment_is_not_found(world: PaymentWorld) -> None:
+    assert_problem(world.admin_refund("pay_unknown", key="k"), 404)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        ({}, {}, 422),  # no Idempotency-Key
+        ({"amount": 0}, {"Idempotency-Key": "k"}, 422),
+        ({"amount": -5}, {"Idempotency-Key": "k"}, 422),
+        ({"amount": "100"}, {"Idempotency-Key": "k"}, 422),
+        ({"amount": 1.5}, {"Idempotency-Key": "k"}, 422),
+        ({"amount": 10, "currency": "USD"}, {"Idempotency-Key": "k"}, 422),
+        ({}, {"Idempotency-Key": "k" * 256}, 422),
+        ('{"amount": ', {"Idempotency-Key": "k"}, 400),
+    ],
+)
+def test_bad_refund_requests_get_a_problem_and_refund_nothing(
+    world: PaymentWorld, body: Any, headers: dict[str, str], status: int
+) -> None:
+    payment = world.captured_payment()
+    headers = {**world.bearer("admin-1", "admin"), **headers}
+    url = f"/api/v1/payments/{payment['id']}/refunds"
+    if isinstance(body, str):
+        answer = world.client.post(url, content=body, headers={**headers, "content-type": "application/json"})
+    else:
+        answer = world.client.post(url, json=body, headers=headers)
+    assert_problem(answer, status)
+    assert world.provider.refunds == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"amount": {"amount": 0, "currency": "INR"}},
+        {"amount": {"amount": "129900", "currency": "INR"}},
+        {"amount": {"amount": AMOUNT, "currency": "inr"}},
+        {"amount": AMOUNT},
+        {"order_id": "../orders/x"},
+        {"order_id": ""},
+        {"payment_method": "4111 1111 1111 1111"},
+        {"card_number": "4111111111111111"},
+    ],
+)
+def test_bad_charges_get_a_problem_and_charge_nothing(world: PaymentWorld, change: dict[str, Any]) -> None:
+    order = world.orders.add(user_id=new_user())
+    assert_problem(world.charge(order, **change), 422)
+    assert world.provider.charges == []
+
+
+def test_readiness_and_metrics(world: PaymentWorld) -> None:
+    world.captured_payment()
+    ready = world.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == ["payments"]
+    metrics = world.client.get("/metrics").text
+    assert 'payment_charges_total{status="CAPTURED"}' in metrics

@@ -1,0 +1,131 @@
+"""The simulated card processor and the payment rules, without any server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from cloudshop.errors import Conflict, ValidationFailed
+from eks_services.payment.model import (
+    ChargeRequest,
+    ChargeResult,
+    OrderSnapshot,
+    Payment,
+    PaymentStatus,
+    ProviderError,
+    payment_id_for,
+)
+from eks_services.payment.provider import SimulatedProvider
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def slept() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def provider(slept: list[float]) -> SimulatedProvider:
+    return SimulatedProvider(slow_charge_seconds=2.0, sleep=slept.append)
+
+
+def charge(provider: SimulatedProvider, payment_method: str) -> ChargeResult:
+    return provider.charge(payment_id="pay_1", amount=1000, currency="INR", payment_method=payment_method)
+
+
+def test_ok_card_captures(provider: SimulatedProvider) -> None:
+    result = charge(provider, "pm_card_ok")
+    assert result.captured and result.decline_code is None and result.reference
+
+
+@pytest.mark.parametrize(("token", "code"), [("pm_card_declined", "card_declined"),
+                                             ("pm_card_insufficient_funds", "insufficient_funds")])
+def test_declining_cards_decline_with_their_code(provider: SimulatedProvider, token: str, code: str) -> None:
+    result = charge(provider, token)
+    assert not result.captured and result.decline_code == code
+
+
+def test_error_card_is_a_provider_failure(provider: SimulatedProvider) -> None:
+    with pytest.raises(ProviderError):
+        charge(provider, "pm_card_error")
+
+
+def test_slow_card_captures_after_the_configured_delay(
+    provider: SimulatedProvider, slept: list[float]
+) -> None:
+    assert charge(provider, "pm_card_slow").captured
+    assert slept == [2.0]
+
+
+def test_a_repeated_charge_has_the_same_reference(provider: SimulatedProvider) -> None:
+    assert charge(provider, "pm_card_ok") == charge(provider, "pm_card_ok")
+
+
+@pytest.mark.parametrize("token", ["pm_card_unknown", "4242424242424242", "pm_CARD_OK", "pm_", "card_ok"])
+def test_unknown_or_malformed_tokens_are_invalid(provider: SimulatedProvider, token: str) -> None:
+    with pytest.raises(ValidationFailed):
+        provider.verify(token)
+
+
+def test_payment_ids_are_derived_from_the_order() -> None:
+    assert payment_id_for("order-1") == payment_id_for("order-1") != payment_id_for("order-2")
+
+
+def request(**overrides: object) -> ChargeRequest:
+    values: dict[str, object] = {"order_id": "o1", "user_id": "u1", "amount": 1000, "currency": "INR",
+                                 "payment_method": "pm_card_ok"}
+    values.update(overrides)
+    return ChargeRequest(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        OrderSnapshot(id="o1", user_id="u1", status="PENDING_PAYMENT", amount=999, currency="INR"),
+        OrderSnapshot(id="o1", user_id="u1", status="PENDING_PAYMENT", amount=1000, currency="USD"),
+        OrderSnapshot(id="o1", user_id="u2", status="PENDING_PAYMENT", amount=1000, currency="INR"),
+        OrderSnapshot(id="o1", user_id="u1", status="CANCELLED", amount=1000, currency="INR"),
+    ],
+)
+def test_a_charge_must_match_an_order_awaiting_payment(order: OrderSnapshot) -> None:
+    with pytest.raises(Conflict):
+        request().check_order(order)
+
+
+def captured(amount: int = 1000) -> Payment:
+    return Payment.claim(request(amount=amount), now=NOW, lease_seconds=60).captured("ref", now=NOW)
+
+
+def test_refunds_move_the_payment_to_partially_then_fully_refunded() -> None:
+    payment = captured()
+    first = payment.plan_refund(amount=400, idempotency_key="k1", now=NOW)
+    payment = payment.with_refund(first, now=NOW)
+    assert payment.status == PaymentStatus.PARTIALLY_REFUNDED
+    assert (payment.refunded, payment.refundable) == (400, 600)
+    rest = payment.plan_refund(amount=None, idempotency_key="k2", now=NOW)
+    payment = payment.with_refund(rest, now=NOW)
+    assert (rest.amount, payment.status, payment.refundable) == (600, PaymentStatus.REFUNDED, 0)
+
+
+def test_a_refund_never_exceeds_what_is_left() -> None:
+    payment = captured()
+    payment = payment.with_refund(payment.plan_refund(amount=700, idempotency_key="k1", now=NOW), now=NOW)
+    with pytest.raises(Conflict):
+        payment.plan_refund(amount=301, idempotency_key="k2", now=NOW)
+
+
+def test_taking_back_a_refund_restores_the_amount() -> None:
+    payment = captured()
+    refund = payment.plan_refund(amount=None, idempotency_key="k1", now=NOW)
+    restored = payment.with_refund(refund, now=NOW).without_refund(refund.id, now=NOW)
+    assert (restored.status, restored.refunded, restored.refunds) == (PaymentStatus.CAPTURED, 0, ())
+
+
+def test_unsettled_or_declined_payments_cannot_be_refunded() -> None:
+    pending = Payment.claim(request(), now=NOW, lease_seconds=60)
+    declined = pending.declined("card_declined", "ref", now=NOW)
+    for payment in (pending, declined):
+        with pytest.raises(Conflict):
+            payment.plan_refund(amount=None, idempotency_key="k", now=NOW)

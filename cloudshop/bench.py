@@ -30,8 +30,14 @@ import httpx
 
 from cloudshop.local.runner import DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_PASSWORD, Platform, free_port_range, say
 
-ADDRESS = {"name": "Bench", "line1": "1 Loop Road", "city": "Pune", "state": "MH", "postal_code": "411001",
-           "country": "IN"}
+ADDRESS = {
+    "name": "Bench",
+    "line1": "1 Loop Road",
+    "city": "Pune",
+    "state": "MH",
+    "postal_code": "411001",
+    "country": "IN",
+}
 
 
 def rss_bytes(pid: int) -> int:
@@ -55,7 +61,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def run_profile(profile: str, *, buyers: int, seconds: float, profile_cpu: bool, out_dir: Path) -> dict[str, Any]:
@@ -69,10 +75,20 @@ def run_profile(profile: str, *, buyers: int, seconds: float, profile_cpu: bool,
         gateway = f"http://127.0.0.1:{platform.base_port}"
         limits = httpx.Limits(max_connections=buyers * 2, max_keepalive_connections=buyers * 2)
         with httpx.Client(base_url=f"{gateway}/api/v1", timeout=30, limits=limits) as http:
-            admin = http.post("/auth/login", json={"email": DEFAULT_ADMIN_EMAIL, "password": DEFAULT_ADMIN_PASSWORD}).json()
-            product = http.post("/products", headers={"Authorization": f"Bearer {admin['access_token']}"}, json={
-                "name": "Bench widget", "description": "", "category": "bench",
-                "price": {"amount": 1000, "currency": "INR"}, "stock": 1_000_000}).json()["id"]
+            admin = http.post(
+                "/auth/login", json={"email": DEFAULT_ADMIN_EMAIL, "password": DEFAULT_ADMIN_PASSWORD}
+            ).json()
+            product = http.post(
+                "/products",
+                headers={"Authorization": f"Bearer {admin['access_token']}"},
+                json={
+                    "name": "Bench widget",
+                    "description": "",
+                    "category": "bench",
+                    "price": {"amount": 1000, "currency": "INR"},
+                    "stock": 1_000_000,
+                },
+            ).json()["id"]
             tokens = []
             for n in range(buyers):
                 email = f"bench-{n}-{uuid.uuid4().hex[:6]}@example.com"
@@ -94,8 +110,11 @@ def run_profile(profile: str, *, buyers: int, seconds: float, profile_cpu: bool,
                     try:
                         put = http.put(f"/cart/items/{product}", json={"quantity": 1}, headers=headers)
                         ordered_at = time.perf_counter()
-                        order = http.post("/orders", json={"shipping_address": ADDRESS, "payment_method": "pm_card_ok"},
-                                          headers=headers | {"Idempotency-Key": uuid.uuid4().hex})
+                        order = http.post(
+                            "/orders",
+                            json={"shipping_address": ADDRESS, "payment_method": "pm_card_ok"},
+                            headers=headers | {"Idempotency-Key": uuid.uuid4().hex},
+                        )
                         done = time.perf_counter()
                         ok = put.status_code == 200 and order.status_code == 201 and order.json()["status"] == "PAID"
                     except httpx.HTTPError as exc:
@@ -121,9 +140,23 @@ def run_profile(profile: str, *, buyers: int, seconds: float, profile_cpu: bool,
             if profile_cpu and shutil.which("py-spy"):
                 order_pid = next(p.pid for p in platform.processes if getattr(p, "service", "") == "order")
                 spy_out = out_dir / f"py-spy-order-{profile}.txt"
-                spy = subprocess.Popen(  # noqa: S603
-                    ["py-spy", "record", "-p", str(order_pid), "-d", str(int(min(seconds, 20))), "-f", "raw",
-                     "-o", str(spy_out), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                spy = subprocess.Popen(  # noqa: S603 - fixed argv
+                    [
+                        str(shutil.which("py-spy")),
+                        "record",
+                        "-p",
+                        str(order_pid),
+                        "-d",
+                        str(int(min(seconds, 20))),
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(spy_out),
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             began = time.monotonic()
             for thread in threads:
                 thread.start()
@@ -136,10 +169,14 @@ def run_profile(profile: str, *, buyers: int, seconds: float, profile_cpu: bool,
                 "seconds": round(elapsed, 1),
                 "checkouts": len(order_latency),
                 "checkouts_per_second": round(len(order_latency) / elapsed, 1),
-                "post_orders_ms": {q: round(percentile(order_latency, v) * 1000, 1)
-                                   for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
-                "cart_plus_order_ms": {q: round(percentile(loop_latency, v) * 1000, 1)
-                                       for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+                "post_orders_ms": {
+                    q: round(percentile(order_latency, v) * 1000, 1)
+                    for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+                },
+                "cart_plus_order_ms": {
+                    q: round(percentile(loop_latency, v) * 1000, 1)
+                    for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+                },
                 "mean_post_orders_ms": round(statistics.fmean(order_latency) * 1000, 1) if order_latency else None,
                 "errors": dict(errors),
                 "peak_platform_rss_mib": round(peak["rss"] / 2**20, 1),
@@ -181,10 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for profile in args.profiles:
-        result = run_profile(profile, buyers=args.buyers, seconds=args.seconds, profile_cpu=args.profile_cpu,
-                             out_dir=args.out.parent)
-        say(f"{profile}: {result['checkouts_per_second']} checkouts/s, POST /orders p95 "
-            f"{result['post_orders_ms']['p95']} ms, errors {result['errors']}, peak RSS {result['peak_platform_rss_mib']} MiB")
+        result = run_profile(
+            profile, buyers=args.buyers, seconds=args.seconds, profile_cpu=args.profile_cpu, out_dir=args.out.parent
+        )
+        say(
+            f"{profile}: {result['checkouts_per_second']} checkouts/s, POST /orders p95 "
+            f"{result['post_orders_ms']['p95']} ms, errors {result['errors']}, "
+            f"peak RSS {result['peak_platform_rss_mib']} MiB"
+        )
         results.append(result)
     args.out.write_text(json.dumps({"benchmark": "checkout", "results": results}, indent=2) + "\n")
     say(f"results written to {args.out}")

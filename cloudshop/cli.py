@@ -12,16 +12,23 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="start the whole platform on 127.0.0.1 (Ctrl-C stops it)")
-    up.add_argument("--profile", choices=["embedded", "full"], default="embedded",
-                    help="embedded: moto + SQLite + file log; full: PostgreSQL + Kafka + DynamoDB server")
+    up.add_argument(
+        "--profile",
+        choices=["embedded", "full"],
+        default="embedded",
+        help="embedded: moto + SQLite + file log; full: PostgreSQL + Kafka + DynamoDB server",
+    )
     up.add_argument("--state-dir", type=Path, default=Path(".cloudshop"), help="where data, keys and logs live")
-    up.add_argument("--base-port", type=int, default=8000,
-                    help="gateway port; services use the next ports (default 8000 → 8001-8010)")
+    up.add_argument(
+        "--base-port",
+        type=int,
+        default=8000,
+        help="gateway port; services use the next ports (default 8000 → 8001-8010)",
+    )
 
     commands.add_parser("schemas", help="write the event JSON Schemas to cloudshop/schemas/")
 
-    analytics = commands.add_parser("analytics", help="run the Spark job against the running platform",
-                                    add_help=False)
+    analytics = commands.add_parser("analytics", help="run the Spark job against the running platform", add_help=False)
     analytics.add_argument("rest", nargs=argparse.REMAINDER)
 
     args = parser.parse_args(argv)

@@ -44,7 +44,9 @@ class ServiceClient:
             transport=transport,
         )
 
-    def request(self, method: str, path: str, *, json: Any = None, params: Any = None, retry: bool | None = None) -> Any:
+    def request(
+        self, method: str, path: str, *, json: Any = None, params: Any = None, retry: bool | None = None
+    ) -> Any:
         retryable = method in ("GET", "PUT", "DELETE") if retry is None else retry
         attempts = 1 + (self.retries if retryable else 0)
         headers = {SERVICE_TOKEN_HEADER: self._tokens.token(), REQUEST_ID_HEADER: request_id_var.get()}

@@ -230,6 +230,4 @@ WORKLOADS = (
 # Lambda-hosted services; `functions.<name>.handler.handler` is each one's entry point.
 LAMBDA_SERVICES: tuple[ServiceName, ...] = ("user", "product", "notification")
 
-ESTATE = Estate(
-    tables=TABLES, buckets=BUCKETS, queues=QUEUES, topics=TOPICS, routes=_routes(), workloads=WORKLOADS
-)
+ESTATE = Estate(tables=TABLES, buckets=BUCKETS, queues=QUEUES, topics=TOPICS, routes=_routes(), workloads=WORKLOADS)

@@ -73,7 +73,9 @@ class OrderEventV1(BaseModel):
     data: OrderEventDataV1
 
     @classmethod
-    def new(cls, event_type: OrderEventType, data: OrderEventDataV1, *, occurred_at: datetime | None = None) -> OrderEventV1:
+    def new(
+        cls, event_type: OrderEventType, data: OrderEventDataV1, *, occurred_at: datetime | None = None
+    ) -> OrderEventV1:
         return cls(
             event_id=str(uuid.uuid4()),
             event_type=event_type,

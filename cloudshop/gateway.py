@@ -28,8 +28,18 @@ from cloudshop.observability import REQUEST_ID_HEADER, Metrics, configure_loggin
 
 log = logging.getLogger("cloudshop.gateway")
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-              "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,9 @@ def compile_routes(routes: tuple[Route, ...]) -> list[CompiledRoute]:
         regex = re.escape(route.path).replace(re.escape("{proxy+}"), ".+")
         greedy = "{proxy+}" in route.path
         # API Gateway's rule: an exact path beats a greedy one, a named method beats ANY.
-        compiled.append(CompiledRoute(route, re.compile(f"^{regex}$"), (0 if greedy else 1, 0 if route.method == "ANY" else 1)))
+        compiled.append(
+            CompiledRoute(route, re.compile(f"^{regex}$"), (0 if greedy else 1, 0 if route.method == "ANY" else 1))
+        )
     return sorted(compiled, key=lambda c: c.specificity, reverse=True)
 
 
@@ -101,8 +113,12 @@ def build_gateway(
             if not route.public:
                 await authorise(request)
         except CloudshopError as exc:
-            return JSONResponse(exc.problem(), status_code=exc.status, media_type="application/problem+json",
-                                headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                exc.problem(),
+                status_code=exc.status,
+                media_type="application/problem+json",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers[REQUEST_ID_HEADER] = request_id
         client_host = request.client.host if request.client else ""
@@ -110,7 +126,10 @@ def build_gateway(
         body = await request.body()
         try:
             upstream = await client_for(route.service).request(
-                request.method, request.url.path, params=request.query_params.multi_items(), content=body,
+                request.method,
+                request.url.path,
+                params=request.query_params.multi_items(),
+                content=body,
                 headers=headers,
             )
         except httpx.TimeoutException:

@@ -8,6 +8,7 @@ profile. Both publishers are at-least-once: `publish` returns only once every re
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -69,7 +70,9 @@ class KafkaEventPublisher:
     """One long-lived producer per process, created lazily so a broker that is down at start-up
     delays events instead of failing the service."""
 
-    def __init__(self, bootstrap_servers: str, *, security_protocol: str = "PLAINTEXT", timeout_seconds: float = 5.0) -> None:
+    def __init__(
+        self, bootstrap_servers: str, *, security_protocol: str = "PLAINTEXT", timeout_seconds: float = 5.0
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.security_protocol = security_protocol
         self.timeout_seconds = timeout_seconds
@@ -106,10 +109,9 @@ class KafkaEventPublisher:
 
     def _reset(self) -> None:
         if self._producer is not None:
-            try:
+            # A producer that is already broken may fail to close; there is nothing left to do then.
+            with contextlib.suppress(Exception):
                 self._producer.close(timeout=0)
-            except Exception:  # noqa: S110 - a producer already broken may fail to close; nothing to do
-                pass
         self._producer = None
 
     def close(self) -> None:

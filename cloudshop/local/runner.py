@@ -72,15 +72,28 @@ class ServiceProcess(ManagedServer):
         return self.data_dir / f"{self.service}.log"
 
     def _command(self) -> list[str]:
-        command = [sys.executable, "-m", "uvicorn", self.target, "--host", HOST, "--port", str(self.port),
-                   "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            self.target,
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--timeout-graceful-shutdown",
+            "5",
+        ]
         return command + (["--factory"] if self.factory else [])
 
     def _environment(self) -> dict[str, str]:
         return {**os.environ, **self.env, "SERVICE_NAME": self.service, "PYTHONUNBUFFERED": "1"}
 
     def _is_ready(self) -> bool:
-        with urllib.request.urlopen(f"http://{HOST}:{self.port}/healthz", timeout=2) as answer:  # noqa: S310
+        with urllib.request.urlopen(f"http://{HOST}:{self.port}/healthz", timeout=2) as answer:
             return bool(answer.status == 200)
 
 
@@ -122,12 +135,17 @@ class Platform:
         wanted = {name: self.port(offset) for name, (offset, _, _) in SERVICES.items()}
         wanted["moto"] = self.port(MOTO_OFFSET)
         if self.profile == "full":
-            wanted |= {"dynamodb": self.port(DYNAMODB_OFFSET), "postgres": self.port(POSTGRES_OFFSET),
-                       "kafka": self.port(KAFKA_OFFSET), "kafka-controller": self.port(KAFKA_CONTROLLER_OFFSET)}
+            wanted |= {
+                "dynamodb": self.port(DYNAMODB_OFFSET),
+                "postgres": self.port(POSTGRES_OFFSET),
+                "kafka": self.port(KAFKA_OFFSET),
+                "kafka-controller": self.port(KAFKA_CONTROLLER_OFFSET),
+            }
         taken = [f"{port} ({name})" for name, port in wanted.items() if _port_open(port)]
         if taken:
             raise SystemExit(
-                "[cloudshop] port already in use: " + ", ".join(taken)
+                "[cloudshop] port already in use: "
+                + ", ".join(taken)
                 + f"\n[cloudshop] stop whatever holds it, or pick other ports with --base-port (now {self.base_port})."
             )
 
@@ -157,15 +175,19 @@ class Platform:
         postgres = PostgresServer(self.state_dir / "postgres", port=self.port(POSTGRES_OFFSET))
         self._start(postgres, "PostgreSQL")
         say("Apache Kafka: fetching jars on first run (cached afterwards) ...")
-        kafka = KafkaServer(self.state_dir / "kafka", port=self.port(KAFKA_OFFSET),
-                            controller_port=self.port(KAFKA_CONTROLLER_OFFSET))
+        kafka = KafkaServer(
+            self.state_dir / "kafka", port=self.port(KAFKA_OFFSET), controller_port=self.port(KAFKA_CONTROLLER_OFFSET)
+        )
         self._start(kafka, "Apache Kafka (KRaft)")
         from cloudshop.estate import ESTATE
 
         for topic in ESTATE.topics:
             kafka.create_topics([topic.name], partitions=topic.partitions)
-        env |= {"DYNAMODB_ENDPOINT_URL": dynamodb.endpoint_url, "DATABASE_URL": postgres.url,
-                "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+        env |= {
+            "DYNAMODB_ENDPOINT_URL": dynamodb.endpoint_url,
+            "DATABASE_URL": postgres.url,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        }
         return env
 
     def _start(self, server: ManagedServer, label: str) -> None:
@@ -255,7 +277,8 @@ def banner(platform: Platform, env: dict[str, str]) -> str:
     gateway = f"http://{HOST}:{platform.base_port}"
     docs = "\n".join(
         f"  {name:<13} http://{HOST}:{platform.port(offset)}/docs"
-        for name, (offset, _, _) in SERVICES.items() if name != "gateway"
+        for name, (offset, _, _) in SERVICES.items()
+        if name != "gateway"
     )
     return (
         f"\ncloudshop is up ({platform.profile} profile)\n"

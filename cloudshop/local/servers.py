@@ -195,9 +195,7 @@ class ManagedServer:
         while True:
             code = self._process.poll()
             if code is not None:
-                raise ServerStartError(
-                    f"{self.name} exited with code {code} before it was ready\n{self._log_tail()}"
-                )
+                raise ServerStartError(f"{self.name} exited with code {code} before it was ready\n{self._log_tail()}")
             try:
                 if self._is_ready():
                     return
@@ -708,9 +706,7 @@ class KafkaServer(ManagedServer):
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=False
             )
         if result.returncode != 0:
-            raise ServerStartError(
-                f"formatting Kafka storage failed with code {result.returncode}\n{self._log_tail()}"
-            )
+            raise ServerStartError(f"formatting Kafka storage failed with code {result.returncode}\n{self._log_tail()}")
 
     def _command(self) -> list[str]:
         return self._java("kafka.Kafka", str(self.config_path))

@@ -45,9 +45,13 @@ def order_out(order: Order) -> dict[str, Any]:
         "user_id": order.user_id,
         "status": str(order.status),
         "lines": [
-            {"product_id": line.product_id, "name": line.name, "quantity": line.quantity,
-             "unit_price": {"amount": line.unit_price, "currency": line.currency},
-             "line_total": {"amount": line.total, "currency": line.currency}}
+            {
+                "product_id": line.product_id,
+                "name": line.name,
+                "quantity": line.quantity,
+                "unit_price": {"amount": line.unit_price, "currency": line.currency},
+                "line_total": {"amount": line.total, "currency": line.currency},
+            }
             for line in order.lines
         ],
         "total": {"amount": order.total, "currency": order.currency},
@@ -74,7 +78,9 @@ def router() -> APIRouter:
         return carts(request).view(principal.user_id)
 
     @api.put("/cart/items/{product_id}", tags=["cart"])
-    def put_item(product_id: ProductId, body: QuantityIn, principal: CurrentPrincipal, request: Request) -> dict[str, Any]:
+    def put_item(
+        product_id: ProductId, body: QuantityIn, principal: CurrentPrincipal, request: Request
+    ) -> dict[str, Any]:
         return carts(request).set_quantity(principal.user_id, product_id, body.quantity)
 
     @api.delete("/cart/items/{product_id}", tags=["cart"])

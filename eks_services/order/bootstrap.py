@@ -8,12 +8,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from cloudshop import aws
-from cloudshop.auth import InternalTokens
+from cloudshop.auth import InternalTokens, TokenVerifier
 from cloudshop.clients import ServiceClient
 from cloudshop.settings import Settings
 from cloudshop.stream import publisher_from_settings
 from cloudshop.web import create_app
-from cloudshop.auth import TokenVerifier
 from eks_services.order.api import router
 from eks_services.order.invoice import InvoiceWriter
 from eks_services.order.ports import Catalog, HttpCatalog, HttpPayments, Payments
@@ -23,18 +22,25 @@ from eks_services.order.service import CartService, CheckoutService
 
 
 def service_client(settings: Settings, *, name: str, base_url: str, tokens: InternalTokens) -> ServiceClient:
-    return ServiceClient(name=name, base_url=base_url, tokens=tokens,
-                         timeout_seconds=settings.service_timeout_seconds, retries=settings.service_retries)
+    return ServiceClient(
+        name=name,
+        base_url=base_url,
+        tokens=tokens,
+        timeout_seconds=settings.service_timeout_seconds,
+        retries=settings.service_retries,
+    )
 
 
 def build_app(settings: Settings, *, catalog: Catalog | None = None, payments: Payments | None = None) -> FastAPI:
     tokens = InternalTokens(settings.internal_token_secret.get_secret_value(), service="order")
     dynamodb = aws.client("dynamodb", settings)
     s3 = aws.client("s3", settings)
-    catalog = catalog or HttpCatalog(service_client(settings, name="product", base_url=settings.product_service_url,
-                                                    tokens=tokens))
-    payments = payments or HttpPayments(service_client(settings, name="payment",
-                                                       base_url=settings.payment_service_url, tokens=tokens))
+    catalog = catalog or HttpCatalog(
+        service_client(settings, name="product", base_url=settings.product_service_url, tokens=tokens)
+    )
+    payments = payments or HttpPayments(
+        service_client(settings, name="payment", base_url=settings.payment_service_url, tokens=tokens)
+    )
     orders = DynamoDBOrderRepository(dynamodb, orders_table=settings.orders_table, outbox_table=settings.outbox_table)
     carts = DynamoDBCartRepository(dynamodb, table=settings.carts_table, ttl_seconds=settings.cart_ttl_seconds)
     relay = OutboxRelay(
@@ -46,8 +52,12 @@ def build_app(settings: Settings, *, catalog: Catalog | None = None, payments: P
         interval_seconds=settings.outbox_relay_interval_seconds,
     )
     checkout = CheckoutService(
-        orders=orders, carts=carts, catalog=catalog, payments=payments,
-        invoices=InvoiceWriter(s3, bucket=settings.order_documents_bucket), on_event=relay.wake,
+        orders=orders,
+        carts=carts,
+        catalog=catalog,
+        payments=payments,
+        invoices=InvoiceWriter(s3, bucket=settings.order_documents_bucket),
+        on_event=relay.wake,
     )
     app = create_app(
         service="order",

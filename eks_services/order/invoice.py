@@ -19,8 +19,11 @@ def render_invoice(order: Order) -> str:
         for line in order.lines
     )
     address = order.shipping_address
-    ship_to = ", ".join(html.escape(str(address[k])) for k in ("name", "line1", "line2", "city", "state",
-                                                                "postal_code", "country") if address.get(k))
+    ship_to = ", ".join(
+        html.escape(str(address[k]))
+        for k in ("name", "line1", "line2", "city", "state", "postal_code", "country")
+        if address.get(k)
+    )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>Invoice</title></head><body>"
         f"<h1>Invoice for order {html.escape(order.id)}</h1>"
@@ -46,6 +49,8 @@ class InvoiceWriter:
         return key
 
     def url(self, key: str) -> str:
-        return str(self.s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl_seconds
-        ))
+        return str(
+            self.s3.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl_seconds
+            )
+        )

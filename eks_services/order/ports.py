@@ -24,7 +24,9 @@ class Catalog(Protocol):
 class Payments(Protocol):
     def verify(self, payment_method: str) -> None: ...
 
-    def charge(self, *, order_id: str, user_id: str, amount: int, currency: str, payment_method: str) -> dict[str, Any]: ...
+    def charge(
+        self, *, order_id: str, user_id: str, amount: int, currency: str, payment_method: str
+    ) -> dict[str, Any]: ...
 
     def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> dict[str, Any]: ...
 
@@ -64,8 +66,12 @@ class HttpPayments:
             self._verified.add(payment_method)
 
     def charge(self, *, order_id: str, user_id: str, amount: int, currency: str, payment_method: str) -> dict[str, Any]:
-        body = {"order_id": order_id, "user_id": user_id, "amount": {"amount": amount, "currency": currency},
-                "payment_method": payment_method}
+        body = {
+            "order_id": order_id,
+            "user_id": user_id,
+            "amount": {"amount": amount, "currency": currency},
+            "payment_method": payment_method,
+        }
         return self.client.request("POST", f"{API_PREFIX}/internal/payments", json=body, retry=True)  # type: ignore[no-any-return]
 
     def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> dict[str, Any]:

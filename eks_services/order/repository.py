@@ -33,24 +33,26 @@ class StaleOrder(Conflict):
 
 
 def _order_item(order: Order) -> dict[str, Any]:
-    return to_item({
-        "order_id": order.id,
-        "user_id": order.user_id,
-        "status": str(order.status),
-        "lines": [asdict(line) for line in order.lines],
-        "currency": order.currency,
-        "total": order.total,
-        "shipping_address": order.shipping_address,
-        "payment_method": order.payment_method,
-        "request_hash": order.request_hash,
-        "customer_email": order.customer_email or None,
-        "payment_id": order.payment_id,
-        "failure_reason": order.failure_reason,
-        "invoice_key": order.invoice_key,
-        "version": order.version,
-        "created_at": order.created_at.isoformat(),
-        "updated_at": order.updated_at.isoformat(),
-    })
+    return to_item(
+        {
+            "order_id": order.id,
+            "user_id": order.user_id,
+            "status": str(order.status),
+            "lines": [asdict(line) for line in order.lines],
+            "currency": order.currency,
+            "total": order.total,
+            "shipping_address": order.shipping_address,
+            "payment_method": order.payment_method,
+            "request_hash": order.request_hash,
+            "customer_email": order.customer_email or None,
+            "payment_id": order.payment_id,
+            "failure_reason": order.failure_reason,
+            "invoice_key": order.invoice_key,
+            "version": order.version,
+            "created_at": order.created_at.isoformat(),
+            "updated_at": order.updated_at.isoformat(),
+        }
+    )
 
 
 def _order(item: dict[str, Any]) -> Order:
@@ -98,25 +100,34 @@ class DynamoDBOrderRepository:
         return {
             "Put": {
                 "TableName": self.outbox_table,
-                "Item": to_item({
-                    "event_id": event.event_id,
-                    "pending": PENDING,
-                    "occurred_at": event.occurred_at.isoformat(),
-                    "order_id": event.key,
-                    "event_type": event.event_type,
-                    "payload": event.to_json(),
-                }),
+                "Item": to_item(
+                    {
+                        "event_id": event.event_id,
+                        "pending": PENDING,
+                        "occurred_at": event.occurred_at.isoformat(),
+                        "order_id": event.key,
+                        "event_type": event.event_type,
+                        "payload": event.to_json(),
+                    }
+                ),
                 "ConditionExpression": "attribute_not_exists(event_id)",
             }
         }
 
     def create(self, order: Order, event: OrderEventV1) -> None:
         try:
-            self.client.transact_write_items(TransactItems=[
-                {"Put": {"TableName": self.orders_table, "Item": _order_item(order),
-                         "ConditionExpression": "attribute_not_exists(order_id)"}},
-                self._outbox_put(event),
-            ])
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.orders_table,
+                            "Item": _order_item(order),
+                            "ConditionExpression": "attribute_not_exists(order_id)",
+                        }
+                    },
+                    self._outbox_put(event),
+                ]
+            )
         except ClientError as exc:
             if _cancelled_by_condition(exc):
                 raise OrderExists(f"Order {order.id} exists.") from exc
@@ -125,12 +136,19 @@ class DynamoDBOrderRepository:
     def save(self, order: Order, event: OrderEventV1) -> None:
         """Write a transition: only if nobody else moved the order since `version - 1`."""
         try:
-            self.client.transact_write_items(TransactItems=[
-                {"Put": {"TableName": self.orders_table, "Item": _order_item(order),
-                         "ConditionExpression": "version = :previous",
-                         "ExpressionAttributeValues": {":previous": to_value(order.version - 1)}}},
-                self._outbox_put(event),
-            ])
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.orders_table,
+                            "Item": _order_item(order),
+                            "ConditionExpression": "version = :previous",
+                            "ExpressionAttributeValues": {":previous": to_value(order.version - 1)},
+                        }
+                    },
+                    self._outbox_put(event),
+                ]
+            )
         except ClientError as exc:
             if _cancelled_by_condition(exc):
                 raise StaleOrder(f"Order {order.id} changed meanwhile.") from exc
@@ -139,8 +157,10 @@ class DynamoDBOrderRepository:
     def set_invoice(self, order_id: str, key: str) -> None:
         # Not a state change: no event, no version bump.
         self.client.update_item(
-            TableName=self.orders_table, Key={"order_id": {"S": order_id}},
-            UpdateExpression="SET invoice_key = :k", ExpressionAttributeValues={":k": {"S": key}},
+            TableName=self.orders_table,
+            Key={"order_id": {"S": order_id}},
+            UpdateExpression="SET invoice_key = :k",
+            ExpressionAttributeValues={":k": {"S": key}},
         )
 
     def get(self, order_id: str) -> Order | None:
@@ -215,9 +235,9 @@ class DynamoDBCartRepository:
         self.ttl_seconds = ttl_seconds
 
     def get(self, user_id: str) -> dict[str, dict[str, Any]]:
-        item = self.client.get_item(
-            TableName=self.table, Key={"user_id": {"S": user_id}}, ConsistentRead=True
-        ).get("Item")
+        item = self.client.get_item(TableName=self.table, Key={"user_id": {"S": user_id}}, ConsistentRead=True).get(
+            "Item"
+        )
         return dict(from_item(item).get("lines", {})) if item else {}
 
     def set_line(self, user_id: str, product_id: str, line: dict[str, Any], *, max_lines: int) -> None:

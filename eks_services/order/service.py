@@ -48,8 +48,12 @@ def order_event(order: Order) -> OrderEventV1:
         total=Money(amount=order.total, currency=order.currency),
         items=order.items,
         lines=[
-            OrderLineV1(product_id=line.product_id, name=line.name, quantity=line.quantity,
-                        unit_price=Money(amount=line.unit_price, currency=line.currency))
+            OrderLineV1(
+                product_id=line.product_id,
+                name=line.name,
+                quantity=line.quantity,
+                unit_price=Money(amount=line.unit_price, currency=line.currency),
+            )
             for line in order.lines
         ],
         payment_id=order.payment_id,
@@ -66,15 +70,22 @@ class CartService:
     def view(self, user_id: str) -> dict[str, Any]:
         lines = self.carts.get(user_id)
         items = [
-            {"product_id": pid, "name": line["name"], "quantity": line["quantity"],
-             "unit_price": {"amount": line["unit_price"], "currency": line["currency"]},
-             "line_total": {"amount": line["unit_price"] * line["quantity"], "currency": line["currency"]}}
+            {
+                "product_id": pid,
+                "name": line["name"],
+                "quantity": line["quantity"],
+                "unit_price": {"amount": line["unit_price"], "currency": line["currency"]},
+                "line_total": {"amount": line["unit_price"] * line["quantity"], "currency": line["currency"]},
+            }
             for pid, line in sorted(lines.items())
         ]
         currency = items[0]["unit_price"]["currency"] if items else None
         total = sum(i["line_total"]["amount"] for i in items)
-        return {"items": items, "total": {"amount": total, "currency": currency} if currency else None,
-                "next_cursor": None}
+        return {
+            "items": items,
+            "total": {"amount": total, "currency": currency} if currency else None,
+            "next_cursor": None,
+        }
 
     def set_quantity(self, user_id: str, product_id: str, quantity: int) -> dict[str, Any]:
         check_quantity(quantity)
@@ -83,9 +94,14 @@ class CartService:
         except NotFound as exc:
             raise ValidationFailed(f"Unknown product {product_id}.", extra={"products": [product_id]}) from exc
         self.carts.set_line(
-            user_id, product_id,
-            {"quantity": quantity, "name": product["name"], "unit_price": product["price"]["amount"],
-             "currency": product["price"]["currency"]},
+            user_id,
+            product_id,
+            {
+                "quantity": quantity,
+                "name": product["name"],
+                "unit_price": product["price"]["amount"],
+                "currency": product["price"]["currency"],
+            },
             max_lines=CART_LINES_MAX,
         )
         return self.view(user_id)
@@ -137,9 +153,17 @@ class CheckoutService:
         lines, currency = price_lines(reserved)
         now = datetime.now(UTC)
         order = Order(
-            id=order_id, user_id=principal.user_id, status=OrderStatus.PENDING_PAYMENT, lines=lines,
-            currency=currency, shipping_address=body["shipping_address"], payment_method=payment_method,
-            request_hash=fingerprint, created_at=now, updated_at=now, customer_email=principal.email,
+            id=order_id,
+            user_id=principal.user_id,
+            status=OrderStatus.PENDING_PAYMENT,
+            lines=lines,
+            currency=currency,
+            shipping_address=body["shipping_address"],
+            payment_method=payment_method,
+            request_hash=fingerprint,
+            created_at=now,
+            updated_at=now,
+            customer_email=principal.email,
         )
         try:
             self.orders.create(order, order_event(order))
@@ -167,7 +191,10 @@ class CheckoutService:
     def _settle(self, order: Order) -> Order:
         try:
             payment = self.payments.charge(
-                order_id=order.id, user_id=order.user_id, amount=order.total, currency=order.currency,
+                order_id=order.id,
+                user_id=order.user_id,
+                amount=order.total,
+                currency=order.currency,
                 payment_method=order.payment_method,
             )
         except DependencyUnavailable:
@@ -180,8 +207,13 @@ class CheckoutService:
         if payment.get("status") == "PENDING":
             return self._wait_settled(order.id)
         reason = payment.get("decline_code") or payment.get("failure_reason") or "payment failed"
-        return self._transition(order, OrderStatus.PAYMENT_FAILED, payment_id=payment.get("id"),
-                                failure_reason=str(reason), after=self._failed)
+        return self._transition(
+            order,
+            OrderStatus.PAYMENT_FAILED,
+            payment_id=payment.get("id"),
+            failure_reason=str(reason),
+            after=self._failed,
+        )
 
     def _transition(self, order: Order, status: OrderStatus, *, after: Any = None, **changes: Any) -> Order:
         """Apply a transition; if another writer moved the order first, answer its outcome."""
@@ -257,8 +289,10 @@ class CheckoutService:
 
     def invoice_url(self, principal: Principal, order_id: str) -> dict[str, Any]:
         order = self.get(principal, order_id)
-        if order.status not in (OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.REFUNDED, OrderStatus.CANCELLED) \
-                or not order.payment_id:
+        if (
+            order.status not in (OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.REFUNDED, OrderStatus.CANCELLED)
+            or not order.payment_id
+        ):
             raise Conflict("An invoice exists once the order is paid.")
         key = order.invoice_key
         if not key:

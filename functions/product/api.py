@@ -45,8 +45,13 @@ class ProductPatch(Strict):
     description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
     category: str | None = Field(default=None, pattern=CATEGORY.pattern)
     price: MoneyIn | None = None
-    stock_adjustment: int | None = Field(default=None, ge=-STOCK_MAX, le=STOCK_MAX, strict=True,
-                                         description="Relative change: +20 restocks, -3 writes off")
+    stock_adjustment: int | None = Field(
+        default=None,
+        ge=-STOCK_MAX,
+        le=STOCK_MAX,
+        strict=True,
+        description="Relative change: +20 restocks, -3 writes off",
+    )
 
 
 class ImageIn(Strict):
@@ -117,8 +122,12 @@ def router() -> APIRouter:
     @api.post("/products", status_code=201, response_model=ProductOut, tags=["catalog"])
     def create_product(body: ProductIn, admin: AdminPrincipal, request: Request) -> dict[str, Any]:
         product = catalog(request).create(
-            name=body.name, description=body.description, category=body.category,
-            price_amount=body.price.amount, currency=body.price.currency, stock=body.stock,
+            name=body.name,
+            description=body.description,
+            category=body.category,
+            price_amount=body.price.amount,
+            currency=body.price.currency,
+            stock=body.stock,
         )
         return out(request, product)
 
@@ -147,8 +156,11 @@ def router() -> APIRouter:
     @api.post("/internal/reservations/{order_id}/release", tags=["internal"])
     def release(order_id: str, caller: InternalCaller, request: Request) -> dict[str, Any]:
         released = catalog(request).products.release(order_id)
-        return {"order_id": order_id, "status": catalog(request).products.reservation_status(order_id),
-                "released_now": released}
+        return {
+            "order_id": order_id,
+            "status": catalog(request).products.reservation_status(order_id),
+            "released_now": released,
+        }
 
     @api.post("/internal/reservations/{order_id}/commit", tags=["internal"])
     def commit(order_id: str, caller: InternalCaller, request: Request) -> dict[str, Any]:

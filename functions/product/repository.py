@@ -85,9 +85,16 @@ def _utc(value: datetime) -> datetime:
 
 def _product(row: Any) -> Product:
     return Product(
-        id=row.id, name=row.name, description=row.description, category=row.category,
-        price_amount=row.price_amount, currency=row.currency, stock=row.stock, image_key=row.image_key,
-        created_at=_utc(row.created_at), updated_at=_utc(row.updated_at),
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        category=row.category,
+        price_amount=row.price_amount,
+        currency=row.currency,
+        stock=row.stock,
+        image_key=row.image_key,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
     )
 
 
@@ -170,9 +177,7 @@ class SqlProductRepository:
         values = {**values, "updated_at": datetime.now(UTC)}
         with self.engine.begin() as conn:
             result = conn.execute(
-                update(products)
-                .where(products.c.id == product_id, products.c.deleted_at.is_(None))
-                .values(**values)
+                update(products).where(products.c.id == product_id, products.c.deleted_at.is_(None)).values(**values)
             )
         if result.rowcount == 0:
             raise NotFound(f"No product {product_id}.")
@@ -238,8 +243,14 @@ class SqlProductRepository:
                 conn.execute(
                     insert(reservation_lines),
                     [
-                        {"order_id": order_id, "product_id": r.product_id, "name": r.name, "quantity": r.quantity,
-                         "unit_price_amount": r.unit_price_amount, "currency": r.currency}
+                        {
+                            "order_id": order_id,
+                            "product_id": r.product_id,
+                            "name": r.name,
+                            "quantity": r.quantity,
+                            "unit_price_amount": r.unit_price_amount,
+                            "currency": r.currency,
+                        }
                         for r in reserved
                     ],
                 )
@@ -262,7 +273,9 @@ class SqlProductRepository:
             return ValidationFailed("Unknown products: " + ", ".join(unknown), extra={"products": unknown})
         return OutOfStock("Not enough stock for: " + ", ".join(short), extra={"products": short})
 
-    def _same_or_conflict(self, order_id: str, existing: list[ReservedLine], lines: list[ReservationLine]) -> list[ReservedLine]:
+    def _same_or_conflict(
+        self, order_id: str, existing: list[ReservedLine], lines: list[ReservationLine]
+    ) -> list[ReservedLine]:
         if sorted((r.product_id, r.quantity) for r in existing) != sorted((x.product_id, x.quantity) for x in lines):
             raise Conflict(f"Order {order_id} already reserved other lines.")
         return existing
@@ -275,7 +288,8 @@ class SqlProductRepository:
             if status is None:
                 return None
             rows = conn.execute(
-                select(reservation_lines).where(reservation_lines.c.order_id == order_id)
+                select(reservation_lines)
+                .where(reservation_lines.c.order_id == order_id)
                 .order_by(reservation_lines.c.product_id)
             ).all()
         return [ReservedLine(r.product_id, r.name, r.quantity, r.unit_price_amount, r.currency) for r in rows]
@@ -303,7 +317,9 @@ class SqlProductRepository:
             ).all()
             for row in rows:
                 conn.execute(
-                    update(products).where(products.c.id == row.product_id).values(stock=products.c.stock + row.quantity)
+                    update(products)
+                    .where(products.c.id == row.product_id)
+                    .values(stock=products.c.stock + row.quantity)
                 )
         return True
 

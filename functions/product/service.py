@@ -21,13 +21,29 @@ class CatalogService:
         self.images_bucket = images_bucket
         self.currency = currency
 
-    def create(self, *, name: str, description: str, category: str, price_amount: int, currency: str | None,
-               stock: int, product_id: str | None = None) -> Product:
+    def create(
+        self,
+        *,
+        name: str,
+        description: str,
+        category: str,
+        price_amount: int,
+        currency: str | None,
+        stock: int,
+        product_id: str | None = None,
+    ) -> Product:
         now = datetime.now(UTC)
         product = Product(
-            id=product_id or str(uuid.uuid4()), name=name, description=description,
-            category=check_category(category), price_amount=price_amount,
-            currency=self._currency(currency), stock=stock, image_key=None, created_at=now, updated_at=now,
+            id=product_id or str(uuid.uuid4()),
+            name=name,
+            description=description,
+            category=check_category(category),
+            price_amount=price_amount,
+            currency=self._currency(currency),
+            stock=stock,
+            image_key=None,
+            created_at=now,
+            updated_at=now,
         )
         self.products.add(product)
         return product
@@ -72,9 +88,11 @@ class CatalogService:
     def image_url(self, key: str | None) -> str | None:
         if not key:
             return None
-        return str(self.s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self.images_bucket, "Key": key}, ExpiresIn=3600
-        ))
+        return str(
+            self.s3.generate_presigned_url(
+                "get_object", Params={"Bucket": self.images_bucket, "Key": key}, ExpiresIn=3600
+            )
+        )
 
     def reserve(self, order_id: str, lines: list[ReservationLine]) -> tuple[list[ReservedLine], bool]:
         return self.products.reserve(order_id, normalise_lines(lines))

@@ -24,8 +24,13 @@ class User:
     updated_at: datetime
 
     def public(self) -> dict[str, str]:
-        return {"id": self.id, "email": self.email, "name": self.name, "role": self.role,
-                "created_at": self.created_at.isoformat()}
+        return {
+            "id": self.id,
+            "email": self.email,
+            "name": self.name,
+            "role": self.role,
+            "created_at": self.created_at.isoformat(),
+        }
 
 
 def normalise_email(email: str) -> str:

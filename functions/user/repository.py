@@ -33,7 +33,11 @@ def _user(row: Any) -> User:
     created, updated = row.created_at, row.updated_at
     # SQLite hands back naive datetimes; every time in cloudshop is UTC.
     return User(
-        id=row.id, email=row.email, name=row.name, role=row.role, password_hash=row.password_hash,
+        id=row.id,
+        email=row.email,
+        name=row.name,
+        role=row.role,
+        password_hash=row.password_hash,
         created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
         updated_at=updated if updated.tzinfo else updated.replace(tzinfo=UTC),
     )

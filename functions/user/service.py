@@ -25,8 +25,12 @@ class TokenPair:
     expires_in: int
 
     def as_dict(self) -> dict[str, object]:
-        return {"access_token": self.access_token, "refresh_token": self.refresh_token,
-                "token_type": "Bearer", "expires_in": self.expires_in}
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+        }
 
 
 class UserService:
@@ -55,8 +59,15 @@ class UserService:
         email = normalise_email(email)
         check_password_rules(password)
         now = datetime.now(UTC)
-        user = User(id=str(uuid.uuid4()), email=email, name=name.strip(), role=role,
-                    password_hash=self.hasher.hash(password), created_at=now, updated_at=now)
+        user = User(
+            id=str(uuid.uuid4()),
+            email=email,
+            name=name.strip(),
+            role=role,
+            password_hash=self.hasher.hash(password),
+            created_at=now,
+            updated_at=now,
+        )
         self.users.add(user)
         return user
 
@@ -78,8 +89,9 @@ class UserService:
 
     def _start_session(self, user: User) -> TokenPair:
         session_id, secret = uuid.uuid4().hex, secrets.token_urlsafe(32)
-        self.sessions.create(session_id=session_id, user_id=user.id, secret=secret,
-                             ttl_seconds=self.refresh_ttl_seconds)
+        self.sessions.create(
+            session_id=session_id, user_id=user.id, secret=secret, ttl_seconds=self.refresh_ttl_seconds
+        )
         return self._tokens(user, session_id, secret)
 
     def _tokens(self, user: User, session_id: str, secret: str) -> TokenPair:
@@ -94,8 +106,9 @@ class UserService:
         if not session or session.get("revoked") or int(session["expires_at"]) <= datetime.now(UTC).timestamp():
             raise Unauthorized("The refresh token is invalid or has expired.")
         new_secret = secrets.token_urlsafe(32)
-        if not self.sessions.rotate(session_id=session_id, old_secret=secret, new_secret=new_secret,
-                                    ttl_seconds=self.refresh_ttl_seconds):
+        if not self.sessions.rotate(
+            session_id=session_id, old_secret=secret, new_secret=new_secret, ttl_seconds=self.refresh_ttl_seconds
+        ):
             # A refresh token used twice means it leaked: end the whole session.
             self.sessions.revoke(session_id)
             raise Unauthorized("The refresh token is invalid or has expired.")
@@ -108,8 +121,9 @@ class UserService:
             raise Unauthorized("Send the refresh token or an access token to log out.")
         self.sessions.revoke(session_id)
 
-    def update_profile(self, user_id: str, *, name: str | None, password: str | None,
-                       current_password: str | None) -> User:
+    def update_profile(
+        self, user_id: str, *, name: str | None, password: str | None, current_password: str | None
+    ) -> User:
         values: dict[str, str] = {}
         if name is not None:
             values["name"] = name.strip()

@@ -19,9 +19,14 @@ def test_committed_schemas_are_the_generated_ones() -> None:
 
 def sample_event() -> OrderEventV1:
     data = OrderEventDataV1(
-        order_id="ord_1", user_id="u1", status="PAID", total=Money(amount=259800, currency="INR"), items=2,
+        order_id="ord_1",
+        user_id="u1",
+        status="PAID",
+        total=Money(amount=259800, currency="INR"),
+        items=2,
         lines=[OrderLineV1(product_id="p1", name="Mug", quantity=2, unit_price=Money(amount=129900, currency="INR"))],
-        payment_id="pay_1", customer_email="a@example.com",
+        payment_id="pay_1",
+        customer_email="a@example.com",
     )
     return OrderEventV1.new("order.paid", data, occurred_at=datetime(2026, 11, 25, 10, 0, tzinfo=UTC))
 

@@ -19,8 +19,14 @@ from tests.fixtures.platform import RunningPlatform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.kafka, pytest.mark.postgres]
 
-ADDRESS = {"name": "Asha", "line1": "1 MG Road", "city": "Bengaluru", "state": "KA", "postal_code": "560001",
-           "country": "IN"}
+ADDRESS = {
+    "name": "Asha",
+    "line1": "1 MG Road",
+    "city": "Bengaluru",
+    "state": "KA",
+    "postal_code": "560001",
+    "country": "IN",
+}
 
 
 def auth(customer: dict[str, str]) -> dict[str, str]:
@@ -28,9 +34,17 @@ def auth(customer: dict[str, str]) -> dict[str, str]:
 
 
 def new_product(platform: RunningPlatform, http: httpx.Client, *, stock: int, price: int = 49900) -> str:
-    answer = http.post("/api/v1/products", headers=platform.admin(http), json={
-        "name": f"E2E item {uuid.uuid4().hex[:6]}", "description": "", "category": "toys",
-        "price": {"amount": price, "currency": "INR"}, "stock": stock})
+    answer = http.post(
+        "/api/v1/products",
+        headers=platform.admin(http),
+        json={
+            "name": f"E2E item {uuid.uuid4().hex[:6]}",
+            "description": "",
+            "category": "toys",
+            "price": {"amount": price, "currency": "INR"},
+            "stock": stock,
+        },
+    )
     assert answer.status_code == 201, answer.text
     return str(answer.json()["id"])
 
@@ -39,7 +53,9 @@ def stock(http: httpx.Client, product_id: str) -> int:
     return int(http.get(f"/api/v1/products/{product_id}").json()["stock"])
 
 
-def checkout(http: httpx.Client, customer: dict[str, str], *, key: str | None = None, method: str = "pm_card_ok") -> httpx.Response:
+def checkout(
+    http: httpx.Client, customer: dict[str, str], *, key: str | None = None, method: str = "pm_card_ok"
+) -> httpx.Response:
     headers = auth(customer) | {"Idempotency-Key": key or uuid.uuid4().hex}
     return http.post("/api/v1/orders", headers=headers, json={"shipping_address": ADDRESS, "payment_method": method})
 
@@ -54,11 +70,17 @@ def eventually(probe: Callable[[], Any], *, timeout: float = 30.0, what: str = "
     pytest.fail(f"timed out waiting for {what}")
 
 
-def kafka_events(platform: RunningPlatform, *, order_ids: set[str], event_type: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+def kafka_events(
+    platform: RunningPlatform, *, order_ids: set[str], event_type: str, timeout: float = 60.0
+) -> list[dict[str, Any]]:
     """Read the `orders` topic from the start until every order has its event (or time runs out)."""
     consumer = KafkaConsumer(
-        "orders", bootstrap_servers=platform.kafka.bootstrap_servers, group_id=f"e2e-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=1000,
+        "orders",
+        bootstrap_servers=platform.kafka.bootstrap_servers,
+        group_id=f"e2e-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
     )
     seen: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
@@ -97,8 +119,11 @@ def test_happy_path_pays_reduces_stock_publishes_notifies_and_invoices(platform:
         assert events and events[0]["data"]["total"] == order["total"]
 
         notifications = eventually(
-            lambda: [n for n in http.get("/api/v1/notifications", headers=auth(buyer)).json()["items"]
-                     if n.get("order_id") == order["id"]],
+            lambda: [
+                n
+                for n in http.get("/api/v1/notifications", headers=auth(buyer)).json()["items"]
+                if n.get("order_id") == order["id"]
+            ],
             what="the order notification (SQS → notification handler)",
         )
         assert any(n["event_type"] == "order.paid" for n in notifications) or notifications
@@ -111,7 +136,9 @@ def test_happy_path_pays_reduces_stock_publishes_notifies_and_invoices(platform:
 
 
 @pytest.mark.parametrize(("method", "payment_status"), [("pm_card_declined", "DECLINED"), ("pm_card_error", "FAILED")])
-def test_failed_payments_restore_stock_and_capture_nothing(platform: RunningPlatform, method: str, payment_status: str) -> None:
+def test_failed_payments_restore_stock_and_capture_nothing(
+    platform: RunningPlatform, method: str, payment_status: str
+) -> None:
     with platform.client() as http:
         buyer = platform.new_customer(http)
         product = new_product(platform, http, stock=4)
@@ -139,7 +166,9 @@ def test_five_concurrent_requests_with_one_key_make_one_order_and_one_charge(pla
         assert len({json.dumps(a.json(), sort_keys=True) for a in answers}) == 1
         orders = http.get("/api/v1/orders", headers=auth(buyer)).json()["items"]
         assert len(orders) == 1 and stock(http, product) == 9
-        assert http.get(f"/api/v1/payments/{orders[0]['payment_id']}", headers=auth(buyer)).json()["status"] == "CAPTURED"
+        assert (
+            http.get(f"/api/v1/payments/{orders[0]['payment_id']}", headers=auth(buyer)).json()["status"] == "CAPTURED"
+        )
 
 
 def test_forty_buyers_racing_for_ten_items_on_postgresql(platform: RunningPlatform) -> None:
@@ -191,14 +220,22 @@ def test_nobody_touches_another_users_order_or_payment(platform: RunningPlatform
         assert http.get(f"/api/v1/orders/{order['id']}", headers=auth(stranger)).status_code == 404
         assert http.post(f"/api/v1/orders/{order['id']}/cancel", headers=auth(stranger)).status_code == 404
         assert http.get(f"/api/v1/payments/{order['payment_id']}", headers=auth(stranger)).status_code == 404
-        refund = http.post(f"/api/v1/payments/{order['payment_id']}/refunds", json={"amount": 100},
-                           headers=auth(owner) | {"Idempotency-Key": "r1"})
+        refund = http.post(
+            f"/api/v1/payments/{order['payment_id']}/refunds",
+            json={"amount": 100},
+            headers=auth(owner) | {"Idempotency-Key": "r1"},
+        )
         assert refund.status_code == 403
-        admin_refund = http.post(f"/api/v1/payments/{order['payment_id']}/refunds", json={},
-                                 headers=platform.admin(http) | {"Idempotency-Key": "r1"})
+        admin_refund = http.post(
+            f"/api/v1/payments/{order['payment_id']}/refunds",
+            json={},
+            headers=platform.admin(http) | {"Idempotency-Key": "r1"},
+        )
         assert admin_refund.status_code in (200, 201), admin_refund.text
-        assert eventually(lambda: http.get(f"/api/v1/orders/{order['id']}", headers=auth(owner)).json()["status"]
-                          == "REFUNDED", what="the order to become REFUNDED")
+        assert eventually(
+            lambda: http.get(f"/api/v1/orders/{order['id']}", headers=auth(owner)).json()["status"] == "REFUNDED",
+            what="the order to become REFUNDED",
+        )
 
 
 def test_cancel_refunds_and_returns_stock(platform: RunningPlatform) -> None:
@@ -236,7 +273,9 @@ def test_bad_checkout_input_is_a_4xx_and_writes_nothing(
         product = new_product(platform, http, stock=5)
         quantities = {"quantity-0": 0, "quantity-1000": 1000}
         if setup in quantities:
-            answer = http.put(f"/api/v1/cart/items/{product}", json={"quantity": quantities[setup]}, headers=auth(buyer))
+            answer = http.put(
+                f"/api/v1/cart/items/{product}", json={"quantity": quantities[setup]}, headers=auth(buyer)
+            )
             assert answer.status_code == 422 and answer.headers["content-type"] == "application/problem+json"
         elif setup == "unknown-product":
             answer = http.put("/api/v1/cart/items/no-such-product", json={"quantity": 1}, headers=auth(buyer))
@@ -245,7 +284,9 @@ def test_bad_checkout_input_is_a_4xx_and_writes_nothing(
             http.put(f"/api/v1/cart/items/{product}", json={"quantity": 1}, headers=auth(buyer))
 
         headers = auth(buyer) | ({"Idempotency-Key": key} if key else {})
-        answer = http.post("/api/v1/orders", headers=headers, json={"shipping_address": ADDRESS, "payment_method": method})
+        answer = http.post(
+            "/api/v1/orders", headers=headers, json={"shipping_address": ADDRESS, "payment_method": method}
+        )
 
         assert answer.status_code == status, answer.text
         assert answer.headers["content-type"] == "application/problem+json"

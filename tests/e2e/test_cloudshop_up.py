@@ -28,9 +28,13 @@ def cloudshop_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     log = state / "up.log"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
     with open(log, "w") as out:
-        process = subprocess.Popen(  # noqa: S603
+        process = subprocess.Popen(
             [sys.executable, "-m", "cloudshop.cli", "up", "--state-dir", str(state), "--base-port", str(base)],
-            stdout=out, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
         )
     gateway = f"http://127.0.0.1:{base}"
     started = time.monotonic()
@@ -63,7 +67,9 @@ def test_a_visitor_registers_logs_in_and_browses_and_the_admin_adds_a_product(
     api = httpx.Client(base_url=f"{gateway}/api/v1", timeout=30)
     email = f"visitor-{uuid.uuid4().hex[:8]}@example.com"
 
-    assert api.post("/auth/register", json={"email": email, "password": "visitor-pass-1", "name": "V"}).status_code == 201
+    assert (
+        api.post("/auth/register", json={"email": email, "password": "visitor-pass-1", "name": "V"}).status_code == 201
+    )
     tokens = api.post("/auth/login", json={"email": email, "password": "visitor-pass-1"}).json()
     me = api.get("/users/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
     assert me.status_code == 200 and me.json()["email"] == email
@@ -74,10 +80,18 @@ def test_a_visitor_registers_logs_in_and_browses_and_the_admin_adds_a_product(
     assert api.get("/products", params={"q": "chess"}).json()["items"][0]["name"] == "Chess Set"
 
     # Through the gateway: no token, no entry; a customer token, no catalog writes.
-    product = {"name": "Gateway Lamp", "description": "", "category": "home",
-               "price": {"amount": 99900, "currency": "INR"}, "stock": 3}
+    product = {
+        "name": "Gateway Lamp",
+        "description": "",
+        "category": "home",
+        "price": {"amount": 99900, "currency": "INR"},
+        "stock": 3,
+    }
     assert api.post("/products", json=product).status_code == 401
-    assert api.post("/products", json=product, headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code == 403
+    assert (
+        api.post("/products", json=product, headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code
+        == 403
+    )
 
     admin = api.post("/auth/login", json=ADMIN).json()
     created = api.post("/products", json=product, headers={"Authorization": f"Bearer {admin['access_token']}"})
@@ -106,9 +120,11 @@ def test_a_taken_port_is_named(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", base + 2))
         taken.listen()
-        answer = subprocess.run(  # noqa: S603
+        answer = subprocess.run(
             [sys.executable, "-m", "cloudshop.cli", "up", "--state-dir", str(tmp_path), "--base-port", str(base)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert answer.returncode != 0
     assert f"{base + 2} (product)" in answer.stderr + answer.stdout

@@ -58,7 +58,9 @@ def lambda_settings(make_settings: Callable[..., Settings], tmp_path: Path) -> S
     return settings
 
 
-def test_product_handler_answers_an_http_api_v2_event(lambda_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_product_handler_answers_an_http_api_v2_event(
+    lambda_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     handler = load_handler("functions.product.handler", lambda_settings, monkeypatch)
     event = json.loads((EVENTS / "apigw_v2_list_products.json").read_text())
 

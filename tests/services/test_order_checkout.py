@@ -20,14 +20,22 @@ from eks_services.order.model import TRANSITIONS, IllegalTransition, OrderStatus
 from tests.conftest import client_for
 from tests.services.test_user_api import assert_problem
 
-ADDRESS = {"name": "Asha", "line1": "1 MG Road", "city": "Bengaluru", "state": "KA", "postal_code": "560001",
-           "country": "IN"}
+ADDRESS = {
+    "name": "Asha",
+    "line1": "1 MG Road",
+    "city": "Bengaluru",
+    "state": "KA",
+    "postal_code": "560001",
+    "country": "IN",
+}
 
 
 class InMemoryCatalog:
     def __init__(self) -> None:
-        self.products = {"p1": {"id": "p1", "name": "Mug", "price": {"amount": 50000, "currency": "INR"}, "stock": 10},
-                         "p2": {"id": "p2", "name": "Tea", "price": {"amount": 25000, "currency": "INR"}, "stock": 2}}
+        self.products = {
+            "p1": {"id": "p1", "name": "Mug", "price": {"amount": 50000, "currency": "INR"}, "stock": 10},
+            "p2": {"id": "p2", "name": "Tea", "price": {"amount": 25000, "currency": "INR"}, "stock": 2},
+        }
         self.reservations: dict[str, list[dict[str, Any]]] = {}
         self.released: set[str] = set()
         self.lock = threading.Lock()
@@ -46,9 +54,15 @@ class InMemoryCatalog:
                 raise OutOfStock("short", extra={"products": short})
             for line in lines:
                 self.products[line["product_id"]]["stock"] -= line["quantity"]
-            reserved = [{"product_id": x["product_id"], "name": self.products[x["product_id"]]["name"],
-                         "quantity": x["quantity"], "unit_price": self.products[x["product_id"]]["price"]}
-                        for x in lines]
+            reserved = [
+                {
+                    "product_id": x["product_id"],
+                    "name": self.products[x["product_id"]]["name"],
+                    "quantity": x["quantity"],
+                    "unit_price": self.products[x["product_id"]]["price"],
+                }
+                for x in lines
+            ]
             self.reservations[order_id] = reserved
             return reserved
 
@@ -65,8 +79,11 @@ class InMemoryCatalog:
 
 
 class InMemoryPayments:
-    OUTCOMES = {"pm_card_ok": ("CAPTURED", None), "pm_card_declined": ("DECLINED", "card_declined"),
-                "pm_card_error": ("FAILED", "provider_error")}
+    OUTCOMES = {
+        "pm_card_ok": ("CAPTURED", None),
+        "pm_card_declined": ("DECLINED", "card_declined"),
+        "pm_card_error": ("FAILED", "provider_error"),
+    }
 
     def __init__(self) -> None:
         self.charges: dict[str, dict[str, Any]] = {}
@@ -81,8 +98,12 @@ class InMemoryPayments:
         with self.lock:
             if order_id not in self.charges:
                 status, code = self.OUTCOMES[payment_method]
-                self.charges[order_id] = {"id": f"pay_{order_id}", "status": status, "decline_code": code,
-                                          "amount": {"amount": amount, "currency": currency}}
+                self.charges[order_id] = {
+                    "id": f"pay_{order_id}",
+                    "status": status,
+                    "decline_code": code,
+                    "amount": {"amount": amount, "currency": currency},
+                }
             return self.charges[order_id]
 
     def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> dict[str, Any]:
@@ -128,13 +149,25 @@ def test_state_machine_allows_only_the_documented_moves() -> None:
     from eks_services.order.model import Order
 
     now = datetime.now(UTC)
-    order = Order(id="o", user_id="u", status=OrderStatus.PAYMENT_FAILED, lines=(), currency="INR",
-                  shipping_address={}, payment_method="pm_card_ok", request_hash="h", created_at=now, updated_at=now)
+    order = Order(
+        id="o",
+        user_id="u",
+        status=OrderStatus.PAYMENT_FAILED,
+        lines=(),
+        currency="INR",
+        shipping_address={},
+        payment_method="pm_card_ok",
+        request_hash="h",
+        created_at=now,
+        updated_at=now,
+    )
     with pytest.raises(IllegalTransition):
         order.move_to(OrderStatus.PAID)
 
 
-def test_cart_lines_are_checked_against_the_catalog(order_app: TestClient, customer: Callable[..., dict[str, str]]) -> None:
+def test_cart_lines_are_checked_against_the_catalog(
+    order_app: TestClient, customer: Callable[..., dict[str, str]]
+) -> None:
     me = customer()
     cart = order_app.put("/api/v1/cart/items/p1", json={"quantity": 2}, headers=me).json()
     assert cart["total"] == {"amount": 100000, "currency": "INR"}
@@ -146,8 +179,9 @@ def test_cart_lines_are_checked_against_the_catalog(order_app: TestClient, custo
     assert order_app.delete("/api/v1/cart/items/p1", headers=me).json()["items"] == []
 
 
-def test_paid_checkout_prices_on_the_server_and_clears_the_cart(order_app: TestClient, customer: Callable[..., dict[str, str]],
-                                                                fakes: tuple[InMemoryCatalog, InMemoryPayments]) -> None:
+def test_paid_checkout_prices_on_the_server_and_clears_the_cart(
+    order_app: TestClient, customer: Callable[..., dict[str, str]], fakes: tuple[InMemoryCatalog, InMemoryPayments]
+) -> None:
     me = customer()
     order_app.put("/api/v1/cart/items/p1", json={"quantity": 2}, headers=me)
     fakes[0].products["p1"]["price"] = {"amount": 60000, "currency": "INR"}  # repriced after carting
@@ -163,8 +197,12 @@ def test_paid_checkout_prices_on_the_server_and_clears_the_cart(order_app: TestC
 
 
 @pytest.mark.parametrize("method", ["pm_card_declined", "pm_card_error"])
-def test_failed_payment_releases_the_stock(order_app: TestClient, customer: Callable[..., dict[str, str]],
-                                           fakes: tuple[InMemoryCatalog, InMemoryPayments], method: str) -> None:
+def test_failed_payment_releases_the_stock(
+    order_app: TestClient,
+    customer: Callable[..., dict[str, str]],
+    fakes: tuple[InMemoryCatalog, InMemoryPayments],
+    method: str,
+) -> None:
     me = customer()
     order_app.put("/api/v1/cart/items/p2", json={"quantity": 2}, headers=me)
     answer = checkout(order_app, me, method=method)
@@ -209,9 +247,14 @@ def test_same_key_with_another_body_is_refused(order_app: TestClient, customer: 
         ("x" * 200, {"shipping_address": ADDRESS, "payment_method": "pm_card_ok"}, 422),
     ],
 )
-def test_bad_checkouts_write_nothing(order_app: TestClient, customer: Callable[..., dict[str, str]],
-                                     fakes: tuple[InMemoryCatalog, InMemoryPayments], key: str | None,
-                                     body: dict[str, Any], status: int) -> None:
+def test_bad_checkouts_write_nothing(
+    order_app: TestClient,
+    customer: Callable[..., dict[str, str]],
+    fakes: tuple[InMemoryCatalog, InMemoryPayments],
+    key: str | None,
+    body: dict[str, Any],
+    status: int,
+) -> None:
     me = customer()
     order_app.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
     headers = dict(me, **({"Idempotency-Key": key} if key else {}))
@@ -228,8 +271,9 @@ def test_empty_cart_and_out_of_stock(order_app: TestClient, customer: Callable[.
     assert body["products"] == ["p2"]
 
 
-def test_nobody_reads_or_cancels_another_users_order(order_app: TestClient, customer: Callable[..., dict[str, str]],
-                                                     fakes: tuple[InMemoryCatalog, InMemoryPayments]) -> None:
+def test_nobody_reads_or_cancels_another_users_order(
+    order_app: TestClient, customer: Callable[..., dict[str, str]], fakes: tuple[InMemoryCatalog, InMemoryPayments]
+) -> None:
     owner, stranger, admin = customer(), customer(), customer("admin")
     order_app.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=owner)
     order = checkout(order_app, owner).json()
@@ -243,7 +287,9 @@ def test_nobody_reads_or_cancels_another_users_order(order_app: TestClient, cust
     assert_problem(order_app.post(f"/api/v1/orders/{order['id']}/fulfil", headers=admin), 409)
 
 
-def test_order_history_is_paginated_newest_first(order_app: TestClient, customer: Callable[..., dict[str, str]]) -> None:
+def test_order_history_is_paginated_newest_first(
+    order_app: TestClient, customer: Callable[..., dict[str, str]]
+) -> None:
     me = customer()
     ids = []
     for n in range(5):
@@ -251,8 +297,9 @@ def test_order_history_is_paginated_newest_first(order_app: TestClient, customer
         ids.append(checkout(order_app, me, key=f"k{n}").json()["id"])
     seen, cursor = [], None
     while True:
-        page = order_app.get("/api/v1/orders", params={"limit": 2, **({"cursor": cursor} if cursor else {})},
-                             headers=me).json()
+        page = order_app.get(
+            "/api/v1/orders", params={"limit": 2, **({"cursor": cursor} if cursor else {})}, headers=me
+        ).json()
         seen += [o["id"] for o in page["items"]]
         cursor = page["next_cursor"]
         if not cursor:

@@ -19,8 +19,13 @@ from functions.product.seed import seed_catalog
 from tests.conftest import client_for
 from tests.services.test_user_api import assert_problem
 
-PRODUCT = {"name": "Tea Kettle", "description": "Steel", "category": "home",
-           "price": {"amount": 149900, "currency": "INR"}, "stock": 5}
+PRODUCT = {
+    "name": "Tea Kettle",
+    "description": "Steel",
+    "category": "home",
+    "price": {"amount": 149900, "currency": "INR"},
+    "stock": 5,
+}
 
 
 @pytest.fixture
@@ -76,24 +81,35 @@ def test_admin_creates_updates_and_deletes(catalog_app: TestClient, tokens: dict
     product = created.json()
     assert product["price"] == {"amount": 149900, "currency": "INR"} and product["stock"] == 5
 
-    patched = catalog_app.patch(f"/api/v1/products/{product['id']}", json={"stock_adjustment": 3, "name": "Kettle"},
-                                headers=tokens["admin"])
+    patched = catalog_app.patch(
+        f"/api/v1/products/{product['id']}", json={"stock_adjustment": 3, "name": "Kettle"}, headers=tokens["admin"]
+    )
     assert patched.json()["stock"] == 8 and patched.json()["name"] == "Kettle"
-    assert_problem(catalog_app.patch(f"/api/v1/products/{product['id']}", json={"stock_adjustment": -9},
-                                     headers=tokens["admin"]), 409)
+    assert_problem(
+        catalog_app.patch(f"/api/v1/products/{product['id']}", json={"stock_adjustment": -9}, headers=tokens["admin"]),
+        409,
+    )
 
     assert catalog_app.delete(f"/api/v1/products/{product['id']}", headers=tokens["admin"]).status_code == 204
     assert_problem(catalog_app.get(f"/api/v1/products/{product['id']}"), 404)
 
 
-def test_customers_and_anonymous_cannot_write_the_catalog(catalog_app: TestClient, tokens: dict[str, dict[str, str]]) -> None:
+def test_customers_and_anonymous_cannot_write_the_catalog(
+    catalog_app: TestClient, tokens: dict[str, dict[str, str]]
+) -> None:
     assert_problem(catalog_app.post("/api/v1/products", json=PRODUCT, headers=tokens["customer"]), 403)
     assert_problem(catalog_app.post("/api/v1/products", json=PRODUCT), 401)
     some_id = catalog_app.get("/api/v1/products").json()["items"][0]["id"]
     assert_problem(catalog_app.delete(f"/api/v1/products/{some_id}", headers=tokens["customer"]), 403)
     # A customer token is no service token.
-    assert_problem(catalog_app.post("/api/v1/internal/reservations", headers=tokens["customer"],
-                                    json={"order_id": "o", "lines": [{"product_id": some_id, "quantity": 1}]}), 401)
+    assert_problem(
+        catalog_app.post(
+            "/api/v1/internal/reservations",
+            headers=tokens["customer"],
+            json={"order_id": "o", "lines": [{"product_id": some_id, "quantity": 1}]},
+        ),
+        401,
+    )
 
 
 @pytest.mark.parametrize(
@@ -121,8 +137,10 @@ def test_bad_products_are_refused_and_nothing_is_written(
     assert before == after
 
 
-@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1000}, {"cursor": "garbage"}, {"sort": "random"},
-                                    {"category": "UPPER"}, {"q": "x" * 101}])
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": 0}, {"limit": 1000}, {"cursor": "garbage"}, {"sort": "random"}, {"category": "UPPER"}, {"q": "x" * 101}],
+)
 def test_bad_list_queries_get_4xx(catalog_app: TestClient, params: dict[str, Any]) -> None:
     answer = catalog_app.get("/api/v1/products", params=params)
     assert 400 <= answer.status_code < 500 and answer.headers["content-type"].startswith("application/problem+json")
@@ -130,21 +148,29 @@ def test_bad_list_queries_get_4xx(catalog_app: TestClient, params: dict[str, Any
 
 def test_image_upload_by_presigned_post(catalog_app: TestClient, tokens: dict[str, dict[str, str]]) -> None:
     product = catalog_app.get("/api/v1/products").json()["items"][0]
-    answer = catalog_app.post(f"/api/v1/products/{product['id']}/image", json={"content_type": "image/png"},
-                              headers=tokens["admin"])
+    answer = catalog_app.post(
+        f"/api/v1/products/{product['id']}/image", json={"content_type": "image/png"}, headers=tokens["admin"]
+    )
     assert answer.status_code == 201, answer.text
     upload = answer.json()["upload"]
     posted = httpx.post(upload["url"], data=upload["fields"], files={"file": ("a.png", b"\x89PNG fake", "image/png")})
     assert posted.status_code in (200, 204), posted.text
     image_url = catalog_app.get(f"/api/v1/products/{product['id']}").json()["image_url"]
     assert httpx.get(image_url).content == b"\x89PNG fake"
-    assert_problem(catalog_app.post(f"/api/v1/products/{product['id']}/image", json={"content_type": "text/html"},
-                                    headers=tokens["admin"]), 422)
+    assert_problem(
+        catalog_app.post(
+            f"/api/v1/products/{product['id']}/image", json={"content_type": "text/html"}, headers=tokens["admin"]
+        ),
+        422,
+    )
 
 
 def reserve(app: TestClient, tokens: dict[str, dict[str, str]], order_id: str, lines: list[tuple[str, int]]) -> Any:
-    return app.post("/api/v1/internal/reservations", headers=tokens["service"],
-                    json={"order_id": order_id, "lines": [{"product_id": p, "quantity": q} for p, q in lines]})
+    return app.post(
+        "/api/v1/internal/reservations",
+        headers=tokens["service"],
+        json={"order_id": order_id, "lines": [{"product_id": p, "quantity": q} for p, q in lines]},
+    )
 
 
 def new_product(app: TestClient, tokens: dict[str, dict[str, str]], stock: int) -> str:

@@ -97,7 +97,9 @@ def test_refresh_rotates_and_a_reused_refresh_token_ends_the_session(
     assert_problem(user_app.get("/api/v1/users/me", headers=bearer(second.json())), 401)
 
 
-def test_logout_revokes_the_session_and_its_access_tokens(user_app: TestClient, unique_email: Callable[..., str]) -> None:
+def test_logout_revokes_the_session_and_its_access_tokens(
+    user_app: TestClient, unique_email: Callable[..., str]
+) -> None:
     email = unique_email()
     register(user_app, email)
     tokens = login(user_app, email)
@@ -114,11 +116,13 @@ def test_profile_update_and_password_change(user_app: TestClient, unique_email: 
     renamed = user_app.patch("/api/v1/users/me", json={"name": "Asha K"}, headers=bearer(tokens))
     assert renamed.status_code == 200 and renamed.json()["name"] == "Asha K"
 
-    wrong = user_app.patch("/api/v1/users/me", json={"password": "new-secret-99", "current_password": "x"},
-                           headers=bearer(tokens))
+    wrong = user_app.patch(
+        "/api/v1/users/me", json={"password": "new-secret-99", "current_password": "x"}, headers=bearer(tokens)
+    )
     assert_problem(wrong, 422)
-    changed = user_app.patch("/api/v1/users/me", json={"password": "new-secret-99", "current_password": PASSWORD},
-                             headers=bearer(tokens))
+    changed = user_app.patch(
+        "/api/v1/users/me", json={"password": "new-secret-99", "current_password": PASSWORD}, headers=bearer(tokens)
+    )
     assert changed.status_code == 200
     login(user_app, email, "new-secret-99")
 
@@ -181,5 +185,7 @@ def test_expired_token_is_refused(make_settings: Callable[..., Settings], key_pa
 
 
 def test_oversized_body_is_refused(user_app: TestClient) -> None:
-    answer = user_app.post("/api/v1/auth/register", content=b"x" * 200_000, headers={"content-type": "application/json"})
+    answer = user_app.post(
+        "/api/v1/auth/register", content=b"x" * 200_000, headers={"content-type": "application/json"}
+    )
     assert_problem(answer, 413)

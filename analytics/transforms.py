@@ -8,10 +8,11 @@ Pipeline (`window_metrics_from_json`):
 
     raw JSON lines  --parse_events-->  typed events  --window_metrics-->  one row per 1-minute window
 
-`window_metrics` sets the event-time watermark on *all* order events (any event moves event time
-forward), keeps the `order.paid` events (a sale), drops duplicate deliveries by `event_id` (the key
-includes `event_time`, so Spark can forget an id once the watermark has passed it), then aggregates
-per tumbling window. Distinct counts are exact: the sizes of `collect_set`s, never `countDistinct`
+`window_metrics` keeps the `order.paid` events (a sale), sets the event-time watermark on them (the
+watermark follows the latest sale: Spark's optimizer would push the event-type filter below the
+watermark anyway, so that is what any order of the two calls means), drops duplicate deliveries by
+`event_id` (the key includes `event_time`, so Spark can forget an id once the watermark has passed
+it), then aggregates per tumbling window. Distinct counts are exact: the sizes of `collect_set`s, never `countDistinct`
 (unsupported on streams) nor `approx_count_distinct`.
 """
 
@@ -120,8 +121,8 @@ def window_metrics(events: DataFrame, *, watermark: str, window: str = WINDOW_DU
     watermark is a no-op and every event counts.
     """
     sales = (
-        events.withWatermark("event_time", watermark)
-        .where(F.col("event_type") == SALE_EVENT_TYPE)
+        events.where(F.col("event_type") == SALE_EVENT_TYPE)
+        .withWatermark("event_time", watermark)
         # At-least-once delivery: the same event_id may arrive twice. A duplicate carries the same
         # occurred_at, so including event_time changes nothing but lets the state expire.
         .dropDuplicates(["event_id", "event_time"])
@@ -169,7 +170,7 @@ def mark_final(metrics: DataFrame, *, final: bool | Column) -> DataFrame:
 
 def mark_final_at(metrics: DataFrame, *, max_event_time: Column, watermark: str) -> DataFrame:
     """For a batch over every event so far: a window is final once the watermark that a stream would
-    have (`max_event_time - watermark`) has reached its end; later windows are still open."""
+    have (`max_event_time - watermark`, max over the sales) has reached its end; later ones are open."""
     closed = F.col("window_end") <= max_event_time - F.expr(f"INTERVAL {watermark}")
     return mark_final(metrics, final=F.coalesce(closed, F.lit(False)))
 
@@ -191,6 +192,11 @@ def to_records(results: DataFrame) -> DataFrame:
         F.col("final"),
     )
     return results.select(start.alias("key"), F.to_json(payload).alias("value"))
+
+
+def max_sale_time(events: DataFrame) -> Column:
+    """An aggregate expression: the latest sale's event time, what the stream's watermark follows."""
+    return F.max(F.when(F.col("event_type") == SALE_EVENT_TYPE, F.col("event_time")))
 
 
 def window_metrics_from_json(raw: DataFrame, *, watermark: str, window: str = WINDOW_DURATION) -> DataFrame:

@@ -81,9 +81,10 @@ def reference_windows(sales: Iterable[dict[str, Any]]) -> dict[str, dict[str, An
 def reference_batch(events: Iterable[Any], *, watermark: timedelta) -> list[dict[str, Any]]:
     """What `--once` must produce: every window, final when `max event time - watermark` passed it."""
     valid = [event for event in events if is_valid(event)]
-    if not valid:
+    sales = [event for event in valid if event["event_type"] == "order.paid"]
+    if not sales:
         return []
-    horizon = max(event_time(event) for event in valid) - watermark  # type: ignore[type-var,operator]
+    horizon = max(event_time(event) for event in sales) - watermark  # type: ignore[type-var,operator]
     windows = reference_windows(valid)
     for record in windows.values():
         record["final"] = event_time({"occurred_at": record["window_end"]}) <= horizon  # type: ignore[operator]
@@ -93,24 +94,22 @@ def reference_batch(events: Iterable[Any], *, watermark: timedelta) -> list[dict
 def reference_stream(batches: Sequence[Sequence[Any]], *, watermark: timedelta) -> tuple[list[dict[str, Any]], int]:
     """What the stream must emit after the micro-batches `batches`, and how many sales it drops late.
 
-    Spark's rule: batch N filters with the watermark computed after batch N-1 (max event time of every
-    valid event so far minus the delay); an event at or behind it is dropped. Windows whose end the
-    final watermark has reached are emitted, once, as final.
+    Spark's rule: batch N filters with the watermark computed after batch N-1 (max event time of the
+    sales so far minus the delay); a sale at or behind it is dropped. Windows whose end the final
+    watermark has reached are emitted, once, as final.
     """
     accepted: list[dict[str, Any]] = []
     late = 0
     max_time: datetime | None = None
     for batch in batches:
         current = max_time - watermark if max_time else None
-        for event in batch:
-            if not is_valid(event):
-                continue
-            moment = event_time(event)
-            if current is not None and moment <= current:  # type: ignore[operator]
-                late += event["event_type"] == "order.paid"
+        sales = [event for event in batch if is_valid(event) and event["event_type"] == "order.paid"]
+        for event in sales:
+            if current is not None and event_time(event) <= current:  # type: ignore[operator]
+                late += 1
                 continue
             accepted.append(event)
-        times = [event_time(event) for event in batch if is_valid(event)]
+        times = [event_time(event) for event in sales]
         if times:
             max_time = max([*times, *([max_time] if max_time else [])])  # type: ignore[type-var]
     final = max_time - watermark if max_time else None

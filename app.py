@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""CDK app: `python app.py` (= `make synth`) or `cdk synth|deploy --all` through cdk.json.
+
+This is the only place that reads the environment. Inputs:
+
+- `CLOUDSHOP_ENV` (or context `env`): dev | staging | prod, the configuration preset.
+- `CDK_DEFAULT_ACCOUNT` / `CDK_DEFAULT_REGION`: set by the CDK CLI from your AWS profile. Without an
+  account the templates are account-agnostic; the region defaults to eu-west-1 (`CLOUDSHOP_REGION`
+  overrides both) and the AZs to `<region>a,b,c` (`CLOUDSHOP_AZS=az1,az2,az3`), so synth needs no
+  credentials and no context lookups.
+- `CLOUDSHOP_GIT_REPO_URL`, `CLOUDSHOP_GIT_REVISION`: what ArgoCD's root Application tracks.
+- `CLOUDSHOP_ALARM_EMAIL`: subscribed to the alarm topic. `CLOUDSHOP_SES_SENDER`: verified SES sender.
+- `CLOUDSHOP_CLUSTER_ADMIN_ROLE_ARNS`: comma-separated IAM roles given cluster-admin on EKS.
+- `CLOUDSHOP_LAMBDA_ASSETS=placeholder`: synthesise without `make build` output (templates for
+  inspection and tests only; the dependency layer is empty and must not be deployed).
+"""
+
+from __future__ import annotations
+
+import os
+
+from aws_cdk import App, Validations
+from cdk_nag import AwsSolutionsChecks
+
+from cdk.config import preset
+from cdk.deployment import build_deployment
+from cloudshop.build import BuildError, prepare
+
+
+def _optional(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def main() -> None:
+    app = App(outdir=os.environ.get("CDK_OUTDIR", "cdk.out"))
+    environment = os.environ.get("CLOUDSHOP_ENV") or app.node.try_get_context("env") or "dev"
+    overrides: dict[str, object] = {"account": _optional("CDK_DEFAULT_ACCOUNT")}
+    if region := _optional("CLOUDSHOP_REGION") or _optional("CDK_DEFAULT_REGION"):
+        overrides["region"] = region
+    if azs := _optional("CLOUDSHOP_AZS"):
+        overrides["availability_zones"] = tuple(az.strip() for az in azs.split(",") if az.strip())
+    for variable, field in (
+        ("CLOUDSHOP_GIT_REPO_URL", "git_repo_url"),
+        ("CLOUDSHOP_GIT_REVISION", "git_revision"),
+        ("CLOUDSHOP_ALARM_EMAIL", "alarm_email"),
+        ("CLOUDSHOP_SES_SENDER", "ses_sender"),
+    ):
+        if value := _optional(variable):
+            overrides[field] = value
+    if admins := _optional("CLOUDSHOP_CLUSTER_ADMIN_ROLE_ARNS"):
+        overrides["cluster_admin_role_arns"] = tuple(a.strip() for a in admins.split(",") if a.strip())
+    config = preset(environment, **overrides)
+
+    try:
+        build = prepare(allow_placeholder=os.environ.get("CLOUDSHOP_LAMBDA_ASSETS") == "placeholder")
+    except BuildError as exc:
+        raise SystemExit(str(exc)) from None
+    build_deployment(app, config=config, build=build)
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""What each service may touch, in one table, and the grants that realise it with least privilege.
+
+Grants here name every action (no `*`, no `service:*`) and every resource (table and index ARNs,
+topic and group ARNs), so one read of `SERVICE_ACCESS` tells what a compromised service could reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Aws
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+
+from cdk.auth import AuthSecrets
+from cdk.buckets import EstateBuckets
+from cdk.database import Database
+from cdk.queues import EstateQueues
+from cdk.streaming import EventStream
+from cdk.tables import EstateTables
+from cloudshop.estate import ServiceName
+
+TABLE_READ = [
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DescribeTable",
+]
+TABLE_WRITE = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+OBJECT_READ = ["s3:GetObject"]
+OBJECT_WRITE = ["s3:PutObject", "s3:DeleteObject"]
+KEY_DECRYPT = ["kms:Decrypt", "kms:DescribeKey"]
+KEY_ENCRYPT = ["kms:Encrypt", "kms:GenerateDataKey"]
+SECRET_READ = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+QUEUE_SEND = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceAccess:
+    """The data one service reaches. Names are the estate's logical names."""
+
+    write_tables: tuple[str, ...] = ()
+    read_tables: tuple[str, ...] = ()
+    write_buckets: tuple[str, ...] = ()
+    read_buckets: tuple[str, ...] = ()
+    send_queues: tuple[str, ...] = ()
+    consume_queues: tuple[str, ...] = ()
+    produce_topics: tuple[str, ...] = ()
+    consume_topics: tuple[str, ...] = ()
+    database: bool = False
+    signing_key: bool = False
+    send_email: bool = False
+
+
+SERVICE_ACCESS: dict[ServiceName, ServiceAccess] = {
+    "user": ServiceAccess(write_tables=("sessions", "idempotency"), database=True, signing_key=True),
+    "product": ServiceAccess(write_buckets=("product-images",), database=True),
+    "notification": ServiceAccess(
+        write_tables=("notifications", "idempotency"), consume_queues=("order-events",), send_email=True
+    ),
+    "order": ServiceAccess(
+        write_tables=("carts", "orders", "outbox", "idempotency"),
+        write_buckets=("order-documents",),
+        read_buckets=("analytics-results",),
+        send_queues=("order-events",),
+        produce_topics=("orders",),
+        consume_topics=("analytics-results",),
+        database=True,
+    ),
+    "payment": ServiceAccess(
+        write_tables=("payments", "idempotency", "outbox"), read_tables=("orders",), database=True
+    ),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataResources:
+    """The data stack's resources, handed to the stacks that grant access to them (typed, not ARNs)."""
+
+    key: kms.IKey
+    tables: EstateTables
+    buckets: EstateBuckets
+    queues: EstateQueues
+    database: Database
+    auth: AuthSecrets
+
+
+def _allow(grantee: iam.IGrantable, actions: list[str], resources: list[str]) -> None:
+    iam.Grant.add_to_principal(grantee=grantee, actions=actions, resource_arns=resources)
+
+
+def grant_service_access(
+    grantee: iam.IGrantable,
+    access: ServiceAccess,
+    *,
+    data: DataResources,
+    stream: EventStream | None = None,
+    email_identities: list[str] | None = None,
+) -> None:
+    """Grant `grantee` exactly what `access` lists, plus the internal-token secret every service reads."""
+    key = data.key.key_arn
+    encrypts = bool(access.write_tables or access.write_buckets or access.send_queues)
+    for name in access.write_tables + access.read_tables:
+        table = data.tables[name]
+        actions = TABLE_READ + (TABLE_WRITE if name in access.write_tables else [])
+        _allow(grantee, actions, [table.table_arn, *data.tables.index_arns(name)])
+    for name in access.write_buckets + access.read_buckets:
+        bucket = data.buckets[name]
+        actions = OBJECT_READ + (OBJECT_WRITE if name in access.write_buckets else [])
+        _allow(grantee, actions, [bucket.arn_for_objects("*")])
+        _allow(grantee, ["s3:ListBucket"], [bucket.bucket_arn])
+    for name in access.send_queues:
+        _allow(grantee, QUEUE_SEND, [data.queues[name].queue_arn])
+    for name in access.consume_queues:
+        data.queues[name].grant_consume_messages(grantee)
+    _allow(grantee, KEY_DECRYPT + (KEY_ENCRYPT if encrypts else []), [key])
+    secrets = [data.auth.internal_token.secret_arn]
+    if access.database:
+        assert data.database.secret is not None
+        secrets.append(data.database.secret.secret_arn)
+    if access.signing_key:
+        secrets.append(data.auth.signing_key.secret_arn)
+    _allow(grantee, SECRET_READ, secrets)
+    if access.produce_topics or access.consume_topics:
+        if stream is None:
+            raise ValueError("this service uses Kafka topics but no event stream was given")
+        for topic in access.produce_topics:
+            stream.grant_produce(grantee, topic)
+        for topic in access.consume_topics:
+            stream.grant_consume(grantee, topic, group="cloudshop-*")
+    if access.send_email:
+        identities = email_identities or []
+        _allow(
+            grantee,
+            ["ses:SendEmail", "ses:SendRawEmail"],
+            [f"arn:{Aws.PARTITION}:ses:{Aws.REGION}:{Aws.ACCOUNT_ID}:identity/{i}" for i in identities],
+        )

@@ -1,0 +1,109 @@
+"""Deployment configuration: typed, built once in `app.py` from the environment and CDK context.
+
+Nothing under `cdk/` reads the environment; constructs get what they need from a `DeploymentConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+EnvironmentName = Literal["dev", "staging", "prod"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploymentConfig:
+    environment: EnvironmentName = "dev"
+    account: str | None = None
+    region: str = "eu-west-1"
+    # Explicit AZ names: synth needs no context lookup (no credentials) and still spans three AZs.
+    # Empty = `<region>a`, `<region>b`, `<region>c`.
+    availability_zones: tuple[str, ...] = ()
+
+    # --- network ---------------------------------------------------------------------------------
+    max_azs: int = 3
+    # One NAT gateway per AZ survives an AZ outage; dev saves ~$65/month with one.
+    nat_gateways: int = 1
+    vpc_cidr: str = "10.40.0.0/16"
+
+    # --- data ------------------------------------------------------------------------------------
+    db_instance_class: str = "t4g.medium"
+    db_multi_az: bool = False
+    db_allocated_storage_gib: int = 20
+    db_max_allocated_storage_gib: int = 100
+    db_backup_retention_days: int = 7
+    db_name: str = "cloudshop"
+    # Days between automatic rotations of the database master password.
+    db_rotation_days: int = 30
+
+    # --- streaming -------------------------------------------------------------------------------
+    kafka_version: str = "3.8.x"
+    kafka_broker_instance_type: str = "kafka.t3.small"
+    kafka_broker_storage_gib: int = 20
+
+    # --- serverless API ----------------------------------------------------------------------------
+    api_throttle_rate: int = 100
+    api_throttle_burst: int = 200
+    lambda_memory_mib: int = 512
+    log_retention_days: int = 30
+    ses_sender: str = "orders@example.com"
+    # Browser origins allowed by CORS; empty = no CORS configuration.
+    cors_origins: tuple[str, ...] = ()
+
+    # --- EKS ----------------------------------------------------------------------------------------
+    kubernetes_version: str = "1.35"
+    node_instance_type: str = "m6i.large"
+    # How many of our application pods one node holds, at their requests, after the system pods.
+    pods_per_node: int = 6
+    git_repo_url: str = "https://github.com/example/cloudshop.git"
+    git_revision: str = "main"
+    argocd_chart_version: str = "8.1.1"
+    # IAM role ARNs given cluster-admin through EKS access entries (operators, CI).
+    cluster_admin_role_arns: tuple[str, ...] = ()
+
+    # --- monitoring ---------------------------------------------------------------------------------
+    alarm_email: str | None = None
+
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        """Physical-name prefix for tables (the `RESOURCE_PREFIX` setting)."""
+        return f"cloudshop-{self.environment}-"
+
+    @property
+    def azs(self) -> list[str]:
+        return list(self.availability_zones) or [f"{self.region}{suffix}" for suffix in "abc"][: self.max_azs]
+
+    @property
+    def stack_prefix(self) -> str:
+        return f"Cloudshop-{self.environment.capitalize()}"
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "prod"
+
+
+_PRESETS: dict[EnvironmentName, DeploymentConfig] = {
+    "dev": DeploymentConfig(environment="dev"),
+    "staging": DeploymentConfig(environment="staging", nat_gateways=1, db_multi_az=False),
+    "prod": DeploymentConfig(
+        environment="prod",
+        nat_gateways=3,
+        db_multi_az=True,
+        db_instance_class="m7g.large",
+        db_backup_retention_days=14,
+        kafka_broker_instance_type="kafka.m7g.large",
+        kafka_broker_storage_gib=100,
+        api_throttle_rate=500,
+        api_throttle_burst=1000,
+        log_retention_days=90,
+    ),
+}
+
+
+def preset(environment: EnvironmentName, **overrides: object) -> DeploymentConfig:
+    """The configuration of a named environment, with explicit overrides."""
+    if environment not in _PRESETS:
+        raise ValueError(f"unknown environment {environment!r}; expected one of {sorted(_PRESETS)}")
+    return replace(_PRESETS[environment], **overrides)  # type: ignore[arg-type]

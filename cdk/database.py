@@ -1,0 +1,150 @@
+"""PostgreSQL on RDS: encrypted, optionally Multi-AZ, rotated credentials, and RDS Proxy for the Lambdas."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_rds as rds
+from constructs import Construct
+
+from cdk.nag import checkov_skip, nag
+
+ENGINE = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_16_9)
+PORT = 5432
+MASTER_USER = "cloudshop_admin"
+
+
+class Database(Construct):
+    """`secret` holds the credentials (JSON: username, password, host, port, dbname), rotated by a
+    Secrets Manager rotation function; `proxy` pools connections for the Lambdas and reads the same
+    secret, so a rotation needs no redeploy. EKS pods connect to `instance` directly.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        data_subnets: ec2.SubnetSelection,
+        app_subnets: ec2.SubnetSelection,
+        encryption_key: kms.IKey,
+        instance_class: str,
+        multi_az: bool,
+        allocated_storage_gib: int,
+        max_allocated_storage_gib: int,
+        backup_retention_days: int,
+        database_name: str,
+        rotation_days: int,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.database_name = database_name
+        self.security_group = ec2.SecurityGroup(
+            self, "SecurityGroup", vpc=vpc, description="cloudshop PostgreSQL", allow_all_outbound=False
+        )
+        parameters = rds.ParameterGroup(
+            self,
+            "Parameters",
+            engine=ENGINE,
+            parameters={
+                "rds.force_ssl": "1",
+                "log_min_duration_statement": "1000",
+                "log_connections": "1",
+                "log_disconnections": "1",
+            },
+        )
+        self.instance = rds.DatabaseInstance(
+            self,
+            "Instance",
+            engine=ENGINE,
+            instance_type=ec2.InstanceType(instance_class),
+            vpc=vpc,
+            vpc_subnets=data_subnets,
+            security_groups=[self.security_group],
+            port=PORT,
+            database_name=database_name,
+            credentials=rds.Credentials.from_generated_secret(MASTER_USER, encryption_key=encryption_key),
+            parameter_group=parameters,
+            multi_az=multi_az,
+            allocated_storage=allocated_storage_gib,
+            max_allocated_storage=max_allocated_storage_gib,
+            storage_type=rds.StorageType.GP3,
+            storage_encrypted=True,
+            storage_encryption_key=encryption_key,
+            backup_retention=Duration.days(backup_retention_days),
+            deletion_protection=True,
+            delete_automated_backups=False,
+            removal_policy=RemovalPolicy.SNAPSHOT,
+            copy_tags_to_snapshot=True,
+            auto_minor_version_upgrade=True,
+            iam_authentication=True,
+            cloudwatch_logs_exports=["postgresql", "upgrade"],
+            monitoring_interval=Duration.seconds(60),
+            enable_performance_insights=True,
+            performance_insight_encryption_key=encryption_key,
+        )
+        self.secret = self.instance.secret
+        assert self.secret is not None  # from_generated_secret always makes one
+        self.rotation = self.instance.add_rotation_single_user(
+            automatically_after=Duration.days(rotation_days), vpc_subnets=app_subnets
+        )
+        self.proxy_security_group = ec2.SecurityGroup(
+            self, "ProxySecurityGroup", vpc=vpc, description="cloudshop RDS Proxy"
+        )
+        self.proxy = self.instance.add_proxy(
+            "Proxy",
+            vpc=vpc,
+            vpc_subnets=app_subnets,
+            secrets=[self.secret],
+            security_groups=[self.proxy_security_group],
+            require_tls=True,
+            iam_auth=False,
+            debug_logging=False,
+            idle_client_timeout=Duration.minutes(30),
+            max_connections_percent=70,
+        )
+        self.instance.connections.allow_default_port_from(self.proxy_security_group, "RDS Proxy")
+
+        nag(
+            self.instance,
+            {
+                "AwsSolutions-RDS11": (
+                    "The standard port is kept: clients reach the instance only through its security "
+                    "group (proxy, rotation function, EKS nodes) in isolated subnets; a custom port "
+                    "would hide nothing from a host that can already reach it."
+                ),
+                "AwsSolutions-IAM4": (
+                    "The enhanced-monitoring role uses AmazonRDSEnhancedMonitoringRole, the AWS policy "
+                    "scoped to publishing RDS OS metrics."
+                ),
+            },
+        )
+        if not multi_az:
+            reason = "Multi-AZ is a deployment option (db_multi_az, on for prod); dev/staging run single-AZ."
+            nag(self.instance, {"AwsSolutions-RDS3": reason})
+            checkov_skip(self.instance, {"CKV_AWS_157": reason})
+        nag(
+            self.rotation,
+            {
+                "AwsSolutions-IAM5": (
+                    "The AWS-published single-user rotation application needs these wildcards to "
+                    "manage the secret's versions; it is scoped to this secret by Secrets Manager."
+                ),
+                "AwsSolutions-IAM4": "AWSLambdaBasicExecutionRole/VPC access of the AWS rotation function.",
+                "AwsSolutions-L1": "The rotation function's runtime is chosen by the AWS-published application.",
+            },
+        )
+
+    @property
+    def proxy_url(self) -> str:
+        """`DATABASE_URL` for clients of the proxy; the user name and password come from `secret`."""
+        return f"postgresql://{self.proxy.endpoint}:{PORT}/{self.database_name}?sslmode=require"
+
+    @property
+    def instance_url(self) -> str:
+        """`DATABASE_URL` for clients inside the VPC that bypass the proxy (EKS pods)."""
+        return (
+            f"postgresql://{self.instance.db_instance_endpoint_address}:{PORT}/{self.database_name}"
+            "?sslmode=require"
+        )

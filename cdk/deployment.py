@@ -1,0 +1,73 @@
+"""The whole deployment: every stack of one environment, wired with explicit dependencies.
+
+`app.py` and the tests both call `build_deployment`, so the tests synthesise exactly what ships.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import App, Environment, Tags
+
+from cdk.assets import LambdaPackages
+from cdk.config import DeploymentConfig
+from cdk.stacks import ApiStack, DataStack, EksStack, MonitoringStack, NetworkStack, StreamingStack
+from cloudshop.build import LambdaBuild
+
+
+@dataclass(frozen=True)
+class Deployment:
+    network: NetworkStack
+    data: DataStack
+    streaming: StreamingStack
+    api: ApiStack
+    eks: EksStack
+    monitoring: MonitoringStack
+
+    @property
+    def stacks(self) -> tuple[NetworkStack, DataStack, StreamingStack, ApiStack, EksStack, MonitoringStack]:
+        return (self.network, self.data, self.streaming, self.api, self.eks, self.monitoring)
+
+
+def build_deployment(app: App, *, config: DeploymentConfig, build: LambdaBuild) -> Deployment:
+    env = Environment(account=config.account, region=config.region)
+    prefix = config.stack_prefix
+    packages = LambdaPackages(build)
+
+    network = NetworkStack(app, f"{prefix}-Network", config=config, env=env)
+    data = DataStack(app, f"{prefix}-Data", config=config, network=network.network, packages=packages, env=env)
+    streaming = StreamingStack(
+        app, f"{prefix}-Streaming", config=config, network=network.network, data=data.resources, env=env
+    )
+    api = ApiStack(
+        app, f"{prefix}-Api", config=config, network=network.network, data=data.resources, packages=packages, env=env
+    )
+    eks = EksStack(
+        app,
+        f"{prefix}-Eks",
+        config=config,
+        network=network.network,
+        data=data.resources,
+        access_log_bucket=data.buckets.access_logs,
+        stream=streaming.stream,
+        gateway=api.gateway,
+        env=env,
+    )
+    monitoring = MonitoringStack(app, f"{prefix}-Monitoring", config=config, api=api, data=data, env=env)
+
+    data.add_dependency(network)
+    streaming.add_dependency(data)
+    api.add_dependency(data)
+    api.add_dependency(streaming)
+    eks.add_dependency(api)
+    eks.add_dependency(streaming)
+    monitoring.add_dependency(api)
+    monitoring.add_dependency(eks)
+
+    deployment = Deployment(network=network, data=data, streaming=streaming, api=api, eks=eks, monitoring=monitoring)
+    for stack in deployment.stacks:
+        Tags.of(stack).add("project", "cloudshop")
+        Tags.of(stack).add("environment", config.environment)
+        for key, value in config.tags.items():
+            Tags.of(stack).add(key, value)
+    return deployment

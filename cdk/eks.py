@@ -1,0 +1,211 @@
+"""EKS core: the cluster, its nodes, add-ons, Pod Identity roles, ECR, ArgoCD and its root Application."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from aws_cdk import RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk.lambda_layer_kubectl_v36 import KubectlV36Layer
+from constructs import Construct
+
+from cloudshop.estate import Workload
+
+ARGOCD_NAMESPACE = "argocd"
+ARGOCD_ROOT_PATH = "eks_services/argocd"
+ECR_IMAGES_KEPT = 30
+
+
+@dataclass(frozen=True)
+class NodeGroupBounds:
+    min_size: int
+    desired_size: int
+    max_size: int
+
+
+def node_group_bounds(workloads: Iterable[Workload], *, pods_per_node: int, min_nodes: int = 2) -> NodeGroupBounds:
+    """Node counts derived from the workloads' replica bounds (the HPA bounds in `cloudshop.estate`).
+
+    There is no cluster autoscaler, so the group runs enough nodes for every workload at its
+    `max_replicas` (the HPA can always place its pods) plus one spare node for rolling updates and the
+    system pods; `min_size` is what the `min_replicas` need, never below two nodes (two AZs).
+    """
+    workloads = list(workloads)
+    floor = math.ceil(sum(w.min_replicas for w in workloads) / pods_per_node)
+    ceiling = math.ceil(sum(w.max_replicas for w in workloads) / pods_per_node) + 1
+    minimum = max(min_nodes, floor)
+    maximum = max(minimum, ceiling)
+    return NodeGroupBounds(min_size=minimum, desired_size=maximum, max_size=maximum)
+
+
+class EksCore(Construct):
+    """The cluster (`aws_eks_v2`), one managed node group sized from the workloads, the Pod Identity
+    agent, metrics-server (for the HPAs), the AWS Load Balancer Controller (it binds the services to
+    the private ingress's target groups), ECR repositories, ArgoCD and its root Application.
+
+    Kubernetes objects the services run as (Deployments, Services, ServiceAccounts, HPAs) are ArgoCD's,
+    from `eks_services/`. CDK owns only what needs AWS identifiers: Pod Identity associations, the
+    per-service settings ConfigMaps and the TargetGroupBindings.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster_name: str,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        kubernetes_version: str,
+        workloads: tuple[Workload, ...],
+        node_instance_type: str,
+        pods_per_node: int,
+        git_repo_url: str,
+        git_revision: str,
+        argocd_chart_version: str,
+        admin_role_arns: Iterable[str] = (),
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.workloads = workloads
+        self.secrets_key = kms.Key(
+            self,
+            "SecretsKey",
+            description=f"{cluster_name} Kubernetes secrets envelope encryption",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.cluster = eks.Cluster(
+            self,
+            "Cluster",
+            cluster_name=cluster_name,
+            version=eks.KubernetesVersion.of(kubernetes_version),
+            vpc=vpc,
+            vpc_subnets=[subnets],
+            default_capacity_type=eks.DefaultCapacityType.NODEGROUP,
+            default_capacity=0,
+            endpoint_access=eks.EndpointAccess.PUBLIC_AND_PRIVATE,
+            secrets_encryption_key=self.secrets_key,
+            cluster_logging=[
+                eks.ClusterLoggingTypes.API,
+                eks.ClusterLoggingTypes.AUDIT,
+                eks.ClusterLoggingTypes.AUTHENTICATOR,
+                eks.ClusterLoggingTypes.CONTROLLER_MANAGER,
+                eks.ClusterLoggingTypes.SCHEDULER,
+            ],
+            kubectl_provider_options=eks.KubectlProviderOptions(
+                kubectl_layer=KubectlV36Layer(self, "KubectlLayer")
+            ),
+            alb_controller=eks.AlbControllerOptions(version=eks.AlbControllerVersion.V2_17_1),
+        )
+        for index, arn in enumerate(admin_role_arns):
+            self.cluster.grant_cluster_admin(f"Admin{index}", arn)
+
+        self.bounds = node_group_bounds(workloads, pods_per_node=pods_per_node)
+        self.nodegroup = self.cluster.add_nodegroup_capacity(
+            "Workers",
+            instance_types=[ec2.InstanceType(node_instance_type)],
+            ami_type=eks.NodegroupAmiType.AL2023_X86_64_STANDARD,
+            min_size=self.bounds.min_size,
+            desired_size=self.bounds.desired_size,
+            max_size=self.bounds.max_size,
+            subnets=subnets,
+            disk_size=50,
+        )
+
+        self.pod_identity_agent = self.cluster.eks_pod_identity_agent
+        self.metrics_server = eks.Addon(self, "MetricsServer", cluster=self.cluster, addon_name="metrics-server")
+        self.metrics_server.node.add_dependency(self.nodegroup)
+
+        self.repositories: dict[str, ecr.Repository] = {}
+        for workload in workloads:
+            self.repositories[workload.name] = ecr.Repository(
+                self,
+                f"{workload.name.capitalize()}Repository",
+                repository_name=f"cloudshop/{workload.name}",
+                image_scan_on_push=True,
+                image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+                encryption=ecr.RepositoryEncryption.KMS,
+                lifecycle_rules=[ecr.LifecycleRule(max_image_count=ECR_IMAGES_KEPT)],
+                removal_policy=RemovalPolicy.RETAIN,
+            )
+
+        self.roles: dict[str, iam.Role] = {}
+        for workload in workloads:
+            role = iam.Role(
+                self,
+                f"{workload.name.capitalize()}PodRole",
+                assumed_by=iam.SessionTagsPrincipal(iam.ServicePrincipal("pods.eks.amazonaws.com")),
+                description=f"Pod Identity role of {workload.namespace}/{workload.service_account}",
+            )
+            association = eks.CfnPodIdentityAssociation(
+                self,
+                f"{workload.name.capitalize()}PodIdentity",
+                cluster_name=self.cluster.cluster_name,
+                namespace=workload.namespace,
+                service_account=workload.service_account,
+                role_arn=role.role_arn,
+            )
+            association.node.add_dependency(self.pod_identity_agent)
+            self.roles[workload.name] = role
+
+        namespaces = sorted({w.namespace for w in workloads})
+        self.namespace_manifest = self.cluster.add_manifest(
+            "Namespaces",
+            *[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}} for name in namespaces],
+        )
+
+        self.argocd = self.cluster.add_helm_chart(
+            "ArgoCd",
+            chart="argo-cd",
+            repository="https://argoproj.github.io/argo-helm",
+            version=argocd_chart_version,
+            namespace=ARGOCD_NAMESPACE,
+            create_namespace=True,
+            release="argocd",
+            values={
+                # The UI is reached with `kubectl port-forward`; nothing of ArgoCD is exposed.
+                "server": {"service": {"type": "ClusterIP"}},
+                "dex": {"enabled": False},
+                "configs": {"params": {"server.insecure": True}},
+            },
+        )
+        self.argocd.node.add_dependency(self.nodegroup)
+        self.root_application = self.cluster.add_manifest(
+            "ArgoRootApplication",
+            {
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "Application",
+                "metadata": {
+                    "name": "cloudshop-root",
+                    "namespace": ARGOCD_NAMESPACE,
+                    "finalizers": ["resources-finalizer.argocd.argoproj.io"],
+                },
+                "spec": {
+                    "project": "default",
+                    "source": {"repoURL": git_repo_url, "targetRevision": git_revision, "path": ARGOCD_ROOT_PATH},
+                    "destination": {"server": "https://kubernetes.default.svc", "namespace": ARGOCD_NAMESPACE},
+                    "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+                },
+            },
+        )
+        self.root_application.node.add_dependency(self.argocd)
+
+    def add_settings(self, workload: Workload, settings: Mapping[str, str]) -> eks.KubernetesManifest:
+        """A ConfigMap `<name>-settings` in the workload's namespace (for `envFrom` in its Deployment)."""
+        manifest = self.cluster.add_manifest(
+            f"{workload.name.capitalize()}Settings",
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"{workload.name}-settings", "namespace": workload.namespace},
+                "data": dict(settings),
+            },
+        )
+        manifest.node.add_dependency(self.namespace_manifest)
+        return manifest

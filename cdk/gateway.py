@@ -1,0 +1,177 @@
+"""The HTTP API: the estate's route table, a token authorizer, throttling and access logs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_apigatewayv2 as apigw
+from aws_cdk import aws_apigatewayv2_authorizers as authorizers
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from cdk.assets import ARCHITECTURE, RUNTIME, RUNTIME_REASON, LambdaPackages
+from cdk.nag import LOG_GROUP_KMS_REASON, checkov_skip, nag
+from cdk.tables import construct_id
+from cloudshop.build import PLATFORM_ASSET
+from cloudshop.estate import Route
+
+ACCESS_LOG_FORMAT = json.dumps(
+    {
+        "requestId": "$context.requestId",
+        "ip": "$context.identity.sourceIp",
+        "requestTime": "$context.requestTime",
+        "httpMethod": "$context.httpMethod",
+        "routeKey": "$context.routeKey",
+        "path": "$context.path",
+        "status": "$context.status",
+        "protocol": "$context.protocol",
+        "responseLength": "$context.responseLength",
+        "latency": "$context.responseLatency",
+        "integrationLatency": "$context.integrationLatency",
+        "integrationError": "$context.integrationErrorMessage",
+        "authorizerError": "$context.authorizer.error",
+        "sub": "$context.authorizer.sub",
+    }
+)
+PUBLIC_ROUTE_REASON = "Public by the route table (cloudshop.estate route with public=True): {route}."
+AUTHORIZER_SKIPS = {
+    "CKV_AWS_116": "Invoked synchronously by API Gateway, which denies the request on failure.",
+    "CKV_AWS_117": "Verifies a signature with a public key from its settings: it calls nothing in the VPC.",
+    "CKV_AWS_115": "Bounded by the stage throttling and the authorizer result cache.",
+    "CKV_AWS_173": "Its environment holds the JWT public key and issuer, which are public values.",
+}
+
+
+def route_key(route: Route) -> apigw.HttpRouteKey:
+    return apigw.HttpRouteKey.with_(route.path, apigw.HttpMethod[route.method])
+
+
+def route_id(route: Route) -> str:
+    """A stable construct id per route, e.g. `GetApiV1ProductsProxy`."""
+    path = route.path.replace("{proxy+}", "proxy").replace("/", "-")
+    return route.method.capitalize() + construct_id(path)
+
+
+class HttpGateway(Construct):
+    """The HTTP API with a `$default` stage (throttled, JSON access logs) and a Lambda authorizer.
+
+    Non-public routes carry `authorizer`, which checks the RS256 access token with the public key
+    (`cdk/runtime/authorizer.py`): a JWT authorizer would need an OIDC issuer URL serving JWKS, which the
+    user service does not publish. Routes are added from the estate's route table by service:
+    `add_routes` takes the routes of the services a given integration serves.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id_: str,
+        *,
+        api_name: str,
+        packages: LambdaPackages,
+        dependency_layer: lambda_.ILayerVersion,
+        authorizer_environment: Mapping[str, str],
+        throttle_rate: int,
+        throttle_burst: int,
+        log_retention: logs.RetentionDays,
+        cors_origins: Iterable[str] = (),
+    ) -> None:
+        super().__init__(scope, construct_id_)
+        origins = list(cors_origins)
+        self.api = apigw.HttpApi(
+            self,
+            "Api",
+            api_name=api_name,
+            create_default_stage=False,
+            cors_preflight=apigw.CorsPreflightOptions(
+                allow_origins=origins,
+                allow_methods=[apigw.CorsHttpMethod.ANY],
+                allow_headers=["authorization", "content-type", "idempotency-key"],
+                max_age=Duration.hours(1),
+            )
+            if origins
+            else None,
+        )
+        self.access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+        )
+        checkov_skip(self.access_logs, {"CKV_AWS_158": LOG_GROUP_KMS_REASON})
+        self.stage = apigw.HttpStage(
+            self,
+            "DefaultStage",
+            http_api=self.api,
+            stage_name="$default",
+            auto_deploy=True,
+            throttle=apigw.ThrottleSettings(rate_limit=throttle_rate, burst_limit=throttle_burst),
+            detailed_metrics_enabled=True,
+        )
+        cfn_stage = self.stage.node.default_child
+        assert isinstance(cfn_stage, apigw.CfnStage)
+        cfn_stage.access_log_settings = apigw.CfnStage.AccessLogSettingsProperty(
+            destination_arn=self.access_logs.log_group_arn, format=ACCESS_LOG_FORMAT
+        )
+
+        authorizer_logs = logs.LogGroup(
+            self, "AuthorizerLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
+        )
+        checkov_skip(authorizer_logs, {"CKV_AWS_158": LOG_GROUP_KMS_REASON})
+        self.authorizer_function = lambda_.Function(
+            self,
+            "AuthorizerFunction",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler="cdk.runtime.authorizer.handler",
+            code=packages.code(PLATFORM_ASSET),
+            layers=[dependency_layer],
+            memory_size=256,
+            timeout=Duration.seconds(5),
+            environment=dict(authorizer_environment),
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=authorizer_logs,
+            description="cloudshop gateway token authorizer (RS256)",
+        )
+        checkov_skip(self.authorizer_function, AUTHORIZER_SKIPS)
+        nag(
+            self.authorizer_function,
+            {
+                "AwsSolutions-L1": RUNTIME_REASON,
+                "AwsSolutions-IAM4": "AWSLambdaBasicExecutionRole only lets it write its own log streams.",
+            },
+        )
+        self.authorizer = authorizers.HttpLambdaAuthorizer(
+            "TokenAuthorizer",
+            self.authorizer_function,
+            authorizer_name="cloudshop-token",
+            response_types=[authorizers.HttpLambdaResponseType.SIMPLE],
+            identity_source=["$request.header.Authorization"],
+            results_cache_ttl=Duration.minutes(5),
+        )
+        self.routes: dict[Route, apigw.HttpRoute] = {}
+
+    def add_routes(
+        self, scope: Construct, routes: Iterable[Route], integration: apigw.HttpRouteIntegration
+    ) -> list[apigw.HttpRoute]:
+        """Add `routes` on `integration`, in `scope` (a construct of the stack that owns the integration)."""
+        added = []
+        for route in routes:
+            http_route = apigw.HttpRoute(
+                scope,
+                route_id(route),
+                http_api=self.api,
+                route_key=route_key(route),
+                integration=integration,
+                authorizer=None if route.public else self.authorizer,
+            )
+            if route.public:
+                reason = PUBLIC_ROUTE_REASON.format(route=f"{route.method} {route.path}")
+                nag(http_route, {"AwsSolutions-APIG4": reason})
+                checkov_skip(http_route, {"CKV_AWS_309": reason})
+            self.routes[route] = http_route
+            added.append(http_route)
+        return added
+
+    @property
+    def url(self) -> str:
+        return self.api.api_endpoint

@@ -1,0 +1,64 @@
+"""Service settings as environment variables: the contract of `cloudshop.settings.Settings`.
+
+Every name produced here is a Settings field (upper-cased) or a Powertools variable for Lambdas; the
+tests check it against `Settings.model_fields`. Lambdas and the EKS ConfigMap get their values here.
+"""
+
+from __future__ import annotations
+
+from cdk.access import DataResources, ServiceAccess
+from cdk.config import DeploymentConfig
+from cloudshop.estate import ESTATE, ServiceName
+from cloudshop.settings import resource_settings
+
+POWERTOOLS_NAMESPACE = "cloudshop"
+
+
+def service_settings(
+    service: ServiceName,
+    access: ServiceAccess,
+    *,
+    config: DeploymentConfig,
+    data: DataResources,
+    database_url: str | None,
+    kafka_bootstrap_servers: str | None = None,
+) -> dict[str, str]:
+    """The settings one service needs. `database_url` is the proxy's for Lambdas, the instance's for pods."""
+    env = {
+        "SERVICE_NAME": service,
+        "ENVIRONMENT": config.environment,
+        "LOG_LEVEL": "INFO",
+        **resource_settings(config.prefix),
+        "JWT_PUBLIC_KEY": data.auth.public_key_pem,
+        "INTERNAL_TOKEN_SECRET_ARN": data.auth.internal_token.secret_arn,
+        "SES_SENDER": config.ses_sender,
+    }
+    # Bucket names are chosen by CloudFormation (they are global), not `<prefix><name>`.
+    for name, bucket in data.buckets.buckets.items():
+        env[ESTATE.bucket(name).settings_field.upper()] = bucket.bucket_name
+    for name, queue in data.queues.queues.items():
+        env[ESTATE.queue(name).settings_field.upper()] = queue.queue_url
+    if access.database:
+        if database_url is None:
+            raise ValueError(f"{service} needs the database but no DATABASE_URL was given")
+        assert data.database.secret is not None
+        env["DATABASE_URL"] = database_url
+        env["DATABASE_SECRET_ARN"] = data.database.secret.secret_arn
+    if access.signing_key:
+        env["JWT_PRIVATE_KEY_SECRET_ARN"] = data.auth.signing_key.secret_arn
+    if access.produce_topics or access.consume_topics:
+        if kafka_bootstrap_servers is None:
+            raise ValueError(f"{service} uses Kafka but no bootstrap servers were given")
+        env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap_servers
+        env["KAFKA_SECURITY_PROTOCOL"] = "SASL_SSL"
+        env["KAFKA_SASL_MECHANISM"] = "AWS_MSK_IAM"
+    return env
+
+
+def powertools_settings(service: ServiceName) -> dict[str, str]:
+    """The variables Powertools for AWS Lambda reads (its own contract, not Settings fields)."""
+    return {
+        "POWERTOOLS_SERVICE_NAME": service,
+        "POWERTOOLS_METRICS_NAMESPACE": POWERTOOLS_NAMESPACE,
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+    }

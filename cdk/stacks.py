@@ -1,0 +1,327 @@
+"""Thin stacks: they compose constructs, grant, and output. Dependencies are explicit, so one
+`cdk deploy --all` deploys network -> data -> streaming -> api -> eks -> monitoring in order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_apigatewayv2_integrations as integrations
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from cdk.access import SERVICE_ACCESS, DataResources, grant_service_access
+from cdk.assets import LambdaPackages
+from cdk.auth import AuthSecrets
+from cdk.buckets import EstateBuckets
+from cdk.config import DeploymentConfig
+from cdk.database import PORT as DB_PORT
+from cdk.database import Database
+from cdk.eks import EksCore
+from cdk.encryption import DataKey
+from cdk.functions import API_TIMEOUT, CONSUMER_TIMEOUT, ServiceFunctions
+from cdk.gateway import HttpGateway
+from cdk.monitoring import Monitoring
+from cdk.network import Network
+from cdk.queues import EstateQueues
+from cdk.service_ingress import PrivateIngress
+from cdk.settings_env import powertools_settings, service_settings
+from cdk.streaming import IAM_PORT, EventStream
+from cdk.tables import EstateTables
+from cloudshop.estate import ESTATE, LAMBDA_SERVICES
+from cloudshop.settings import Settings
+
+
+def allow_ingress(
+    scope: Construct,
+    construct_id: str,
+    *,
+    target: ec2.ISecurityGroup,
+    source: ec2.ISecurityGroup,
+    port: int,
+    description: str,
+) -> ec2.CfnSecurityGroupIngress:
+    """An ingress rule owned by the consumer's stack, so the provider's stack never depends on it."""
+    return ec2.CfnSecurityGroupIngress(
+        scope,
+        construct_id,
+        group_id=target.security_group_id,
+        source_security_group_id=source.security_group_id,
+        ip_protocol="tcp",
+        from_port=port,
+        to_port=port,
+        description=description,
+    )
+
+
+def _retention(config: DeploymentConfig) -> logs.RetentionDays:
+    by_days = {
+        30: logs.RetentionDays.ONE_MONTH,
+        90: logs.RetentionDays.THREE_MONTHS,
+        180: logs.RetentionDays.SIX_MONTHS,
+        365: logs.RetentionDays.ONE_YEAR,
+    }
+    return by_days[config.log_retention_days]
+
+
+class NetworkStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, config: DeploymentConfig, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.network = Network(
+            self,
+            "Network",
+            cidr=config.vpc_cidr,
+            availability_zones=config.azs,
+            nat_gateways=config.nat_gateways,
+            log_retention=_retention(config),
+        )
+        CfnOutput(self, "VpcId", value=self.network.vpc.vpc_id)
+
+
+class DataStack(Stack):
+    """The estate's data: key, tables, buckets, queues, PostgreSQL (+ proxy) and the auth secrets."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        network: Network,
+        packages: LambdaPackages,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        key = DataKey(self, "DataKey", alias=f"alias/{config.prefix}data").key
+        self.tables = EstateTables(self, "Tables", tables=ESTATE.tables, prefix=config.prefix, encryption_key=key)
+        self.buckets = EstateBuckets(self, "Buckets", buckets=ESTATE.buckets, encryption_key=key)
+        self.queues = EstateQueues(self, "Queues", queues=ESTATE.queues, prefix=config.prefix, encryption_key=key)
+        self.database = Database(
+            self,
+            "Database",
+            vpc=network.vpc,
+            data_subnets=network.data_subnets,
+            app_subnets=network.app_subnets,
+            encryption_key=key,
+            instance_class=config.db_instance_class,
+            multi_az=config.db_multi_az,
+            allocated_storage_gib=config.db_allocated_storage_gib,
+            max_allocated_storage_gib=config.db_max_allocated_storage_gib,
+            backup_retention_days=config.db_backup_retention_days,
+            database_name=config.db_name,
+            rotation_days=config.db_rotation_days,
+        )
+        self.auth = AuthSecrets(
+            self,
+            "Auth",
+            packages=packages,
+            dependency_layer=packages.dependency_layer(self, "Dependencies"),
+            encryption_key=key,
+            name_prefix=config.prefix,
+            log_retention=_retention(config),
+        )
+        self.resources = DataResources(
+            key=key,
+            tables=self.tables,
+            buckets=self.buckets,
+            queues=self.queues,
+            database=self.database,
+            auth=self.auth,
+        )
+        assert self.database.secret is not None
+        CfnOutput(self, "DatabaseSecretArn", value=self.database.secret.secret_arn)
+        CfnOutput(self, "JwtSigningKeySecretArn", value=self.auth.signing_key.secret_arn)
+
+
+class StreamingStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: DeploymentConfig, network: Network,
+        data: DataResources, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.stream = EventStream(
+            self,
+            "EventStream",
+            vpc=network.vpc,
+            subnets=network.app_subnets,
+            topics=ESTATE.topics,
+            cluster_name=f"{config.prefix}events",
+            kafka_version=config.kafka_version,
+            broker_instance_type=config.kafka_broker_instance_type,
+            broker_storage_gib=config.kafka_broker_storage_gib,
+            encryption_key=data.key,
+            log_retention=_retention(config),
+        )
+        CfnOutput(self, "KafkaBootstrapServers", value=self.stream.bootstrap_servers)
+
+
+class ApiStack(Stack):
+    """The Lambda services and the HTTP API with the Lambda-served routes."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        network: Network,
+        data: DataResources,
+        packages: LambdaPackages,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        layer = packages.dependency_layer(self, "Dependencies")
+        self.environments = {
+            service: {
+                **service_settings(
+                    service,
+                    SERVICE_ACCESS[service],
+                    config=config,
+                    data=data,
+                    database_url=data.database.proxy_url,
+                ),
+                **powertools_settings(service),
+            }
+            for service in LAMBDA_SERVICES
+        }
+        sender_domain = config.ses_sender.split("@", 1)[-1]
+        self.functions = ServiceFunctions(
+            self,
+            "Services",
+            services=LAMBDA_SERVICES,
+            packages=packages,
+            dependency_layer=layer,
+            environment=self.environments,
+            access=SERVICE_ACCESS,
+            data=data,
+            vpc=network.vpc,
+            subnets=network.app_subnets,
+            memory_mib=config.lambda_memory_mib,
+            log_retention=_retention(config),
+            email_identities=[config.ses_sender, sender_domain],
+        )
+        allow_ingress(
+            self, "ServicesToProxy", target=data.database.proxy_security_group,
+            source=self.functions.security_group, port=DB_PORT, description="Lambda services to RDS Proxy",
+        )
+        self.authorizer_environment = {
+            "SERVICE_NAME": "gateway-authorizer",
+            "ENVIRONMENT": config.environment,
+            "JWT_PUBLIC_KEY": data.auth.public_key_pem,
+            "JWT_ISSUER": Settings().jwt_issuer,
+        }
+        self.gateway = HttpGateway(
+            self,
+            "Gateway",
+            api_name=f"{config.prefix}api",
+            packages=packages,
+            dependency_layer=layer,
+            authorizer_environment=self.authorizer_environment,
+            throttle_rate=config.api_throttle_rate,
+            throttle_burst=config.api_throttle_burst,
+            log_retention=_retention(config),
+            cors_origins=config.cors_origins,
+        )
+        for service in LAMBDA_SERVICES:
+            integration = integrations.HttpLambdaIntegration(f"{service.capitalize()}Integration", self.functions[service])
+            self.gateway.add_routes(self.gateway, [r for r in ESTATE.routes if r.service == service], integration)
+        self.timeouts = {
+            service: CONSUMER_TIMEOUT if SERVICE_ACCESS[service].consume_queues else API_TIMEOUT
+            for service in LAMBDA_SERVICES
+        }
+        CfnOutput(self, "ApiUrl", value=self.gateway.url)
+
+
+class EksStack(Stack):
+    """EKS core and the private integration of its services into the HTTP API."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        network: Network,
+        data: DataResources,
+        access_log_bucket: Any,
+        stream: EventStream,
+        gateway: HttpGateway,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.core = EksCore(
+            self,
+            "Eks",
+            cluster_name=f"{config.prefix}eks",
+            vpc=network.vpc,
+            subnets=network.app_subnets,
+            kubernetes_version=config.kubernetes_version,
+            workloads=ESTATE.workloads,
+            node_instance_type=config.node_instance_type,
+            pods_per_node=config.pods_per_node,
+            git_repo_url=config.git_repo_url,
+            git_revision=config.git_revision,
+            argocd_chart_version=config.argocd_chart_version,
+            admin_role_arns=config.cluster_admin_role_arns,
+        )
+        cluster_sg = self.core.cluster.cluster_security_group
+        allow_ingress(
+            self, "PodsToDatabase", target=data.database.security_group, source=cluster_sg, port=DB_PORT,
+            description="EKS pods to PostgreSQL",
+        )
+        allow_ingress(
+            self, "PodsToKafka", target=stream.security_group, source=cluster_sg, port=IAM_PORT,
+            description="EKS pods to MSK (SASL/IAM)",
+        )
+        for workload in ESTATE.workloads:
+            access = SERVICE_ACCESS[workload.name]
+            grant_service_access(self.core.roles[workload.name], access, data=data, stream=stream)
+            self.core.add_settings(
+                workload,
+                service_settings(
+                    workload.name,
+                    access,
+                    config=config,
+                    data=data,
+                    database_url=data.database.instance_url,
+                    kafka_bootstrap_servers=stream.bootstrap_servers,
+                ),
+            )
+        self.ingress = PrivateIngress(
+            self,
+            "Ingress",
+            vpc=network.vpc,
+            subnets=network.app_subnets,
+            core=self.core,
+            gateway=gateway,
+            routes=ESTATE.routes,
+            access_log_bucket=access_log_bucket,
+        )
+        for name, repository in self.core.repositories.items():
+            CfnOutput(self, f"{name.capitalize()}RepositoryUri", value=repository.repository_uri)
+        CfnOutput(self, "ClusterName", value=self.core.cluster.cluster_name)
+        CfnOutput(self, "DatabasePort", value=str(DB_PORT))
+
+
+class MonitoringStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: DeploymentConfig, api: ApiStack, data: DataStack,
+        **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            name=f"{config.prefix}ops",
+            functions=api.functions.functions,
+            timeouts=api.timeouts,
+            api=api.gateway.api,
+            tables=data.tables.tables,
+            dead_letter_queues=data.queues.dead_letter_queues,
+            database=data.database.instance,
+            alarm_email=config.alarm_email,
+        )
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
+        CfnOutput(self, "DashboardName", value=f"{config.prefix}ops")
+

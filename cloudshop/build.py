@@ -1,0 +1,198 @@
+"""Builds the Lambda assets without Docker: `python -m cloudshop.build` (= `make build`).
+
+Layout under `build/lambda/`:
+
+- `deps/python/...` - the runtime dependencies of `[project].dependencies` in pyproject.toml, installed
+  by pip for the Lambda platform (manylinux2014 x86_64, CPython 3.11, binary wheels only). It becomes
+  one Lambda layer shared by every function. The download is the slow part, so it is cached: the
+  directory is reused as long as `deps/.deps-hash` matches the hash of the dependency list and the pip
+  platform flags.
+- `<service>/` - for each of `LAMBDA_SERVICES`: `cloudshop/`, `functions/__init__.py` and
+  `functions/<service>/`. Handler `functions.<service>.handler.handler`.
+- `platform/` - the infrastructure's own Lambda code (`cdk/runtime/`: the gateway authorizer and the
+  JWT key generator) plus `cloudshop/`, whose settings it reads.
+
+Code directories are rebuilt on every call (they are small and must never be stale); CDK synth calls
+`build_code` itself, so `cdk deploy` always ships the working tree's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloudshop.estate import LAMBDA_SERVICES
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUILD_ROOT = ROOT / "build" / "lambda"
+
+PYTHON_VERSION = "3.11"
+PIP_PLATFORM_FLAGS = (
+    "--platform",
+    "manylinux2014_x86_64",
+    "--implementation",
+    "cp",
+    "--python-version",
+    PYTHON_VERSION,
+    "--only-binary=:all:",
+)
+DEPS_DIR = "deps"
+DEPS_HASH_FILE = ".deps-hash"
+PLACEHOLDER_FILE = "PLACEHOLDER"
+PLATFORM_ASSET = "platform"
+
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".mypy_cache", ".pytest_cache")
+
+
+class BuildError(RuntimeError):
+    """The Lambda assets cannot be built or are missing."""
+
+
+@dataclass(frozen=True)
+class LambdaBuild:
+    """Where the built assets are. `deps_ready` is false for a placeholder dependency layer."""
+
+    root: Path
+    deps_ready: bool
+
+    @property
+    def deps_layer(self) -> Path:
+        return self.root / DEPS_DIR
+
+    def code(self, name: str) -> Path:
+        return self.root / name
+
+
+def runtime_dependencies(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
+    """The runtime requirement specifiers, read from `[project].dependencies`."""
+    with pyproject.open("rb") as handle:
+        return list(tomllib.load(handle)["project"]["dependencies"])
+
+
+def dependencies_hash(requirements: list[str]) -> str:
+    payload = json.dumps({"requirements": sorted(requirements), "pip": PIP_PLATFORM_FLAGS})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def deps_are_current(root: Path, requirements: list[str]) -> bool:
+    marker = root / DEPS_DIR / DEPS_HASH_FILE
+    return marker.is_file() and marker.read_text().strip() == dependencies_hash(requirements)
+
+
+def build_deps(root: Path, requirements: list[str], *, force: bool = False) -> bool:
+    """Install the runtime dependencies into the layer directory; returns False when the cache was used."""
+    if not force and deps_are_current(root, requirements):
+        return False
+    target = root / DEPS_DIR
+    staging = root / f".{DEPS_DIR}-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        *PIP_PLATFORM_FLAGS,
+        "--target",
+        str(staging / "python"),
+        *requirements,
+    ]
+    result = subprocess.run(command, check=False)  # noqa: S603 - fixed argv, no shell
+    if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BuildError(f"pip could not install the Lambda dependencies (exit {result.returncode})")
+    _prune(staging / "python")
+    (staging / DEPS_HASH_FILE).write_text(dependencies_hash(requirements) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return True
+
+
+def _prune(site: Path) -> None:
+    # Lambda never runs these; dropping them keeps the layer well under the 250 MB unzipped limit.
+    for pattern in ("**/__pycache__", "**/tests", "bin"):
+        for path in site.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def placeholder_deps(root: Path) -> None:
+    """An empty dependency layer, for synthesising templates that will not be deployed (tests, lint)."""
+    target = root / DEPS_DIR
+    if (target / DEPS_HASH_FILE).is_file():
+        return  # real dependencies are there: keep them
+    (target / "python").mkdir(parents=True, exist_ok=True)
+    (target / "python" / PLACEHOLDER_FILE).write_text(
+        "Placeholder layer: run `make build` before deploying; this asset is not deployable.\n"
+    )
+
+
+def _copy_tree(source: Path, destination: Path) -> None:
+    shutil.copytree(source, destination, ignore=_IGNORED, dirs_exist_ok=True)
+
+
+def build_code(root: Path, source: Path = ROOT) -> None:
+    """(Re)build the code directory of every Lambda service and of the platform functions."""
+    for service in LAMBDA_SERVICES:
+        target = root / service
+        shutil.rmtree(target, ignore_errors=True)
+        _copy_tree(source / "cloudshop", target / "cloudshop")
+        (target / "functions").mkdir(parents=True)
+        shutil.copy2(source / "functions" / "__init__.py", target / "functions" / "__init__.py")
+        _copy_tree(source / "functions" / service, target / "functions" / service)
+    target = root / PLATFORM_ASSET
+    shutil.rmtree(target, ignore_errors=True)
+    _copy_tree(source / "cloudshop", target / "cloudshop")
+    (target / "cdk").mkdir(parents=True)
+    shutil.copy2(source / "cdk" / "__init__.py", target / "cdk" / "__init__.py")
+    _copy_tree(source / "cdk" / "runtime", target / "cdk" / "runtime")
+
+
+def prepare(root: Path = DEFAULT_BUILD_ROOT, *, allow_placeholder: bool = False) -> LambdaBuild:
+    """What synth calls: fresh code directories, and the cached dependency layer (never downloads).
+
+    Without a current dependency layer this fails, unless `allow_placeholder` is set, in which case the
+    layer is a placeholder and the synthesised templates are for inspection only.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    build_code(root)
+    requirements = runtime_dependencies()
+    if deps_are_current(root, requirements):
+        return LambdaBuild(root=root, deps_ready=True)
+    if not allow_placeholder:
+        raise BuildError(
+            f"{root / DEPS_DIR} is missing or stale for the dependencies in pyproject.toml: run `make build`"
+            " (or synthesise with CLOUDSHOP_LAMBDA_ASSETS=placeholder for templates that are not deployed)"
+        )
+    placeholder_deps(root)
+    return LambdaBuild(root=root, deps_ready=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloudshop.build", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_BUILD_ROOT, help="build directory")
+    parser.add_argument("--force", action="store_true", help="reinstall dependencies even if cached")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        downloaded = build_deps(args.out, runtime_dependencies(), force=args.force)
+        build_code(args.out)
+    except BuildError as exc:
+        print(f"build failed: {exc}", file=sys.stderr)
+        return 1
+    state = "installed" if downloaded else "cached"
+    print(f"Lambda assets in {args.out} (dependencies {state}; services: {', '.join(LAMBDA_SERVICES)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

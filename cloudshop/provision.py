@@ -84,3 +84,9 @@ def provision(settings: Settings, estate: Estate = ESTATE) -> dict[str, str]:
         urls[queue.name] = url
         urls[queue.dead_letter_queue] = dlq_url
     return urls
+
+
+def provision_mail(settings: Settings) -> None:
+    """Verify the SES sender identity locally, so SES (moto) accepts the order emails. In the cloud
+    the sending identity is a verified domain, set up outside the application."""
+    aws.client("ses", settings).verify_email_identity(EmailAddress=settings.ses_sender)

@@ -1,0 +1,44 @@
+"""Wire the notification service once: uvicorn (`app.py`), the Lambda handler, the local poller and
+the tests all build from here."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+from fastapi import FastAPI
+
+from cloudshop import aws
+from cloudshop.auth import TokenVerifier
+from cloudshop.settings import Settings
+from cloudshop.web import create_app
+from functions.notification.api import router
+from functions.notification.consumer import OrderEventConsumer
+from functions.notification.mailer import SesMailer
+from functions.notification.repository import DynamoDBNotificationStore
+from functions.notification.service import NotificationService
+
+
+def build_service(settings: Settings) -> NotificationService:
+    return NotificationService(
+        store=DynamoDBNotificationStore(aws.client("dynamodb", settings), table=settings.notifications_table),
+        mailer=SesMailer(aws.client("ses", settings), sender=settings.ses_sender),
+    )
+
+
+def build_app(settings: Settings, *, service: NotificationService | None = None) -> FastAPI:
+    notifications = service or build_service(settings)
+    dynamodb = notifications.store.client
+    return create_app(
+        service="notification",
+        settings=settings,
+        routers=[router()],
+        readiness={"notifications": lambda: dynamodb.describe_table(TableName=settings.notifications_table)},
+        verifier=TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer),
+        state={"notifications": notifications},
+    )
+
+
+def build_consumer(settings: Settings, *, service: NotificationService) -> OrderEventConsumer:
+    persistence = DynamoDBPersistenceLayer(
+        table_name=settings.idempotency_table, boto3_client=aws.client("dynamodb", settings)
+    )
+    return OrderEventConsumer(service=service, persistence=persistence)

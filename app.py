@@ -17,7 +17,9 @@ This is the only place that reads the environment. Inputs:
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
@@ -31,8 +33,15 @@ def _optional(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+def _cdk_json_context() -> dict[str, object]:
+    # `python app.py` does not get cdk.json's context (only the CDK CLI passes it): read the feature
+    # flags here so both ways synthesise the same templates.
+    with (Path(__file__).parent / "cdk.json").open() as handle:
+        return dict(json.load(handle)["context"])
+
+
 def main() -> None:
-    app = App(outdir=os.environ.get("CDK_OUTDIR", "cdk.out"))
+    app = App(outdir=os.environ.get("CDK_OUTDIR", "cdk.out"), context=_cdk_json_context())
     environment = os.environ.get("CLOUDSHOP_ENV") or app.node.try_get_context("env") or "dev"
     overrides: dict[str, object] = {"account": _optional("CDK_DEFAULT_ACCOUNT")}
     if region := _optional("CLOUDSHOP_REGION") or _optional("CDK_DEFAULT_REGION"):

@@ -10,7 +10,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from cdk.assets import ARCHITECTURE, RUNTIME, RUNTIME_REASON, LambdaPackages
-from cdk.nag import LOG_GROUP_KMS_REASON, checkov_skip, nag
+from cdk.nag import LAMBDA_BASIC, LAMBDA_BASIC_REASON, LOG_GROUP_KMS_REASON, checkov_skip, nag
 from cloudshop.build import PLATFORM_ASSET
 
 SIGNING_KEY_ROTATION_REASON = (
@@ -96,9 +96,7 @@ class AuthSecrets(Construct):
         nag(
             self.key_generator,
             {
-                "AwsSolutions-IAM4": (
-                    "AWSLambdaBasicExecutionRole only lets the function write its own log streams."
-                ),
+                LAMBDA_BASIC: LAMBDA_BASIC_REASON,
                 "AwsSolutions-L1": RUNTIME_REASON,
             },
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -21,8 +21,8 @@ ACCESS_LOG_DAYS = 365
 class EstateBuckets(Construct):
     """Private, TLS-only, KMS-encrypted buckets with server access logs and lifecycle rules.
 
-    Names are left to CloudFormation (bucket names are global); the services get them through the
-    `*_BUCKET` settings. Versioned buckets hold documents (invoices) and are retained with the stack;
+    Names are `<prefix><name>-<account>-<region>` (bucket names are global); the services get them
+    through the `*_BUCKET` settings. Versioned buckets hold documents (invoices) and are retained with the stack;
     the others are destroyed with it once emptied.
     """
 
@@ -33,8 +33,10 @@ class EstateBuckets(Construct):
         *,
         buckets: Iterable[Bucket],
         encryption_key: kms.IKey,
+        prefix: str,
     ) -> None:
         super().__init__(scope, construct_id_)
+        self.prefix = prefix
         self.access_logs = s3.Bucket(
             self,
             "AccessLogs",
@@ -85,6 +87,7 @@ class EstateBuckets(Construct):
             bucket = s3.Bucket(
                 self,
                 construct_id(declaration.name),
+                bucket_name=self.bucket_name(declaration.name),
                 encryption=s3.BucketEncryption.KMS,
                 encryption_key=encryption_key,
                 bucket_key_enabled=True,
@@ -111,3 +114,14 @@ class EstateBuckets(Construct):
 
     def __getitem__(self, name: str) -> s3.Bucket:
         return self.buckets[name]
+
+    def bucket_name(self, name: str) -> str:
+        """`<prefix><name>-<account>-<region>`: globally unique, and computable in any stack without a
+        cross-stack reference (grants and settings use it directly)."""
+        return f"{self.prefix}{name}-{Aws.ACCOUNT_ID}-{Aws.REGION}"
+
+    def objects_arn(self, name: str) -> str:
+        return f"arn:{Aws.PARTITION}:s3:::{self.bucket_name(name)}/*"
+
+    def bucket_arn(self, name: str) -> str:
+        return f"arn:{Aws.PARTITION}:s3:::{self.bucket_name(name)}"

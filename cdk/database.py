@@ -8,7 +8,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_rds as rds
 from constructs import Construct
 
-from cdk.nag import checkov_skip, nag
+from cdk.nag import checkov_skip, managed_policy, nag
 
 ENGINE = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_16_9)
 PORT = 5432
@@ -114,7 +114,7 @@ class Database(Construct):
                     "group (proxy, rotation function, EKS nodes) in isolated subnets; a custom port "
                     "would hide nothing from a host that can already reach it."
                 ),
-                "AwsSolutions-IAM4": (
+                managed_policy("AmazonRDSEnhancedMonitoringRole", service_role=True): (
                     "The enhanced-monitoring role uses AmazonRDSEnhancedMonitoringRole, the AWS policy "
                     "scoped to publishing RDS OS metrics."
                 ),
@@ -124,17 +124,6 @@ class Database(Construct):
             reason = "Multi-AZ is a deployment option (db_multi_az, on for prod); dev/staging run single-AZ."
             nag(self.instance, {"AwsSolutions-RDS3": reason})
             checkov_skip(self.instance, {"CKV_AWS_157": reason})
-        nag(
-            self.rotation,
-            {
-                "AwsSolutions-IAM5": (
-                    "The AWS-published single-user rotation application needs these wildcards to "
-                    "manage the secret's versions; it is scoped to this secret by Secrets Manager."
-                ),
-                "AwsSolutions-IAM4": "AWSLambdaBasicExecutionRole/VPC access of the AWS rotation function.",
-                "AwsSolutions-L1": "The rotation function's runtime is chosen by the AWS-published application.",
-            },
-        )
 
     @property
     def proxy_url(self) -> str:

@@ -55,19 +55,19 @@ def build_deployment(app: App, *, config: DeploymentConfig, build: LambdaBuild) 
     )
     monitoring = MonitoringStack(app, f"{prefix}-Monitoring", config=config, api=api, data=data, env=env)
 
-    data.add_dependency(network)
-    streaming.add_dependency(data)
-    api.add_dependency(data)
-    api.add_dependency(streaming)
-    eks.add_dependency(api)
-    eks.add_dependency(streaming)
-    monitoring.add_dependency(api)
-    monitoring.add_dependency(eks)
+    data.add_stack_dependency(network)
+    streaming.add_stack_dependency(data)
+    api.add_stack_dependency(data)
+    api.add_stack_dependency(streaming)
+    eks.add_stack_dependency(api)
+    eks.add_stack_dependency(streaming)
+    monitoring.add_stack_dependency(api)
+    monitoring.add_stack_dependency(eks)
 
     deployment = Deployment(network=network, data=data, streaming=streaming, api=api, eks=eks, monitoring=monitoring)
+    tags = {"project": "cloudshop", "environment": config.environment, **config.tags}
     for stack in deployment.stacks:
-        Tags.of(stack).add("project", "cloudshop")
-        Tags.of(stack).add("environment", config.environment)
-        for key, value in config.tags.items():
-            Tags.of(stack).add(key, value)
+        for key, value in tags.items():
+            # The proxy target group's schema has no Tags property (CloudFormation rejects them).
+            Tags.of(stack).add(key, value, exclude_resource_types=["AWS::RDS::DBProxyTargetGroup"])
     return deployment

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import CfnCondition, CfnResource, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_eks_v2 as eks
@@ -15,8 +15,30 @@ from aws_cdk import aws_kms as kms
 from aws_cdk.lambda_layer_kubectl_v36 import KubectlV36Layer
 from constructs import Construct
 
+from cdk.nag import (
+    CDK_PROVIDER_FUNCTION_SKIPS,
+    LAMBDA_BASIC,
+    LAMBDA_BASIC_REASON,
+    LAMBDA_VPC,
+    LAMBDA_VPC_REASON,
+    checkov_skip_all,
+    logical_id,
+    managed_policy,
+    nag,
+)
 from cloudshop.estate import Workload
 
+ALB_CONTROLLER_RESOURCES = (
+    "*",
+    "arn:<AWS::Partition>:ec2:*:*:security-group/*",
+    "arn:<AWS::Partition>:elasticloadbalancing:*:*:targetgroup/*/*",
+    "arn:<AWS::Partition>:elasticloadbalancing:*:*:loadbalancer/net/*/*",
+    "arn:<AWS::Partition>:elasticloadbalancing:*:*:loadbalancer/app/*/*",
+    "arn:<AWS::Partition>:elasticloadbalancing:*:*:listener/net/*/*/*",
+    "arn:<AWS::Partition>:elasticloadbalancing:*:*:listener/app/*/*/*",
+    "arn:<AWS::Partition>:elasticloadbalancing:*:*:listener-rule/net/*/*/*",
+    "arn:<AWS::Partition>:elasticloadbalancing:*:*:listener-rule/app/*/*/*",
+)
 ARGOCD_NAMESPACE = "argocd"
 ARGOCD_ROOT_PATH = "eks_services/argocd"
 ECR_IMAGES_KEPT = 30
@@ -195,6 +217,63 @@ class EksCore(Construct):
             },
         )
         self.root_application.node.add_dependency(self.argocd)
+        self._acknowledge_cdk_managed_findings()
+
+    def _acknowledge_cdk_managed_findings(self) -> None:
+        """Findings on the IAM that aws_eks_v2 creates for the cluster, its nodes and its providers."""
+        nag(
+            self.cluster.role,
+            {managed_policy("AmazonEKSClusterPolicy"): "The EKS service role policy the control plane requires."},
+        )
+        nag(
+            self.nodegroup.role,
+            {
+                managed_policy("AmazonEKSWorkerNodePolicy"): "Required by EKS for nodes to join the cluster.",
+                managed_policy("AmazonEKS_CNI_Policy"): (
+                    "The VPC CNI assigns pod IPs from the node's ENIs; this is its AWS-maintained policy."
+                ),
+                managed_policy("AmazonEC2ContainerRegistryReadOnly"): (
+                    "Nodes pull the service images from ECR; read-only, AWS-maintained."
+                ),
+            },
+        )
+        provider = self.cluster.node.find_child("KubectlProvider")
+        handler = provider.node.find_child("Handler")
+        handler_resource = handler.node.default_child
+        assert isinstance(handler_resource, CfnResource)
+        ecr_public = next(c for c in handler.node.find_all() if isinstance(c, CfnCondition))
+        kubectl_reason = (
+            "The kubectl/helm provider functions are created and pinned by aws_eks_v2; they run only "
+            "during deployments and act on this cluster."
+        )
+        nag(
+            provider,
+            {
+                LAMBDA_BASIC: LAMBDA_BASIC_REASON,
+                LAMBDA_VPC: LAMBDA_VPC_REASON,
+                managed_policy("AmazonEC2ContainerRegistryReadOnly"): (
+                    "The kubectl provider pulls Helm charts stored as OCI artifacts in ECR."
+                ),
+                (
+                    "AwsSolutions-IAM4[Policy::{\"Fn::If\":[\"" + logical_id(ecr_public) + "\",{\"Fn::Join\":"
+                    "[\"\",[\"arn:\",{\"Ref\":\"AWS::Partition\"},\":iam::aws:policy/"
+                    "AmazonElasticContainerRegistryPublicReadOnly\"]]},{\"Ref\":\"AWS::NoValue\"}]}]"
+                ): "Only attached when charts come from ECR Public; read-only.",
+                "AwsSolutions-L1": kubectl_reason,
+                f"AwsSolutions-IAM5[Resource::<{logical_id(handler_resource)}.Arn>:*]": (
+                    "The provider framework invokes every version of its own handler function."
+                ),
+            },
+        )
+        checkov_skip_all(provider, CDK_PROVIDER_FUNCTION_SKIPS, resource_type="AWS::Lambda::Function")
+        controller = self.cluster.alb_controller
+        if controller is not None:
+            reason = (
+                "The AWS Load Balancer Controller's published IAM policy (installed by aws_eks_v2): it "
+                "manages load balancers, target groups and security groups it creates, which have no "
+                "names before it runs; its mutations are scoped by the elbv2.k8s.aws/cluster tag."
+            )
+            nag(controller, {f"AwsSolutions-IAM5[Resource::{arn}]": reason for arn in ALB_CONTROLLER_RESOURCES})
 
     def add_settings(self, workload: Workload, settings: Mapping[str, str]) -> eks.KubernetesManifest:
         """A ConfigMap `<name>-settings` in the workload's namespace (for `envFrom` in its Deployment)."""

@@ -11,9 +11,19 @@ from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from cdk.access import DataResources, ServiceAccess, grant_service_access
+from cdk.access import DataResources, ServiceAccess, access_findings, grant_service_access
 from cdk.assets import ARCHITECTURE, RUNTIME, RUNTIME_REASON, LambdaPackages
-from cdk.nag import LOG_GROUP_KMS_REASON, checkov_skip, nag
+from cdk.nag import (
+    LAMBDA_BASIC,
+    LAMBDA_BASIC_REASON,
+    LAMBDA_VPC,
+    LAMBDA_VPC_REASON,
+    LOG_GROUP_KMS_REASON,
+    XRAY,
+    XRAY_REASON,
+    checkov_skip,
+    nag,
+)
 
 # HTTP API integrations time out at 30 s; a function answering an API call must finish well before.
 API_TIMEOUT = Duration.seconds(15)
@@ -109,10 +119,10 @@ class ServiceFunctions(Construct):
                 function,
                 {
                     "AwsSolutions-L1": RUNTIME_REASON,
-                    "AwsSolutions-IAM4": (
-                        "AWSLambdaBasicExecutionRole (own log streams) and AWSLambdaVPCAccessExecutionRole "
-                        "(ENIs in the VPC) are the AWS-maintained minimum for a function in a VPC."
-                    ),
+                    LAMBDA_BASIC: LAMBDA_BASIC_REASON,
+                    LAMBDA_VPC: LAMBDA_VPC_REASON,
+                    XRAY: XRAY_REASON,
+                    **access_findings(service_access, data=data),
                 },
             )
             self.functions[service] = function

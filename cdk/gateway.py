@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from cdk.assets import ARCHITECTURE, RUNTIME, RUNTIME_REASON, LambdaPackages
-from cdk.nag import LOG_GROUP_KMS_REASON, checkov_skip, nag
+from cdk.nag import LAMBDA_BASIC, LAMBDA_BASIC_REASON, LOG_GROUP_KMS_REASON, XRAY, XRAY_REASON, checkov_skip, nag
 from cdk.tables import construct_id
 from cloudshop.build import PLATFORM_ASSET
 from cloudshop.estate import Route
@@ -137,7 +137,8 @@ class HttpGateway(Construct):
             self.authorizer_function,
             {
                 "AwsSolutions-L1": RUNTIME_REASON,
-                "AwsSolutions-IAM4": "AWSLambdaBasicExecutionRole only lets it write its own log streams.",
+                LAMBDA_BASIC: LAMBDA_BASIC_REASON,
+                XRAY: XRAY_REASON,
             },
         )
         self.authorizer = authorizers.HttpLambdaAuthorizer(

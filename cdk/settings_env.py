@@ -33,9 +33,9 @@ def service_settings(
         "INTERNAL_TOKEN_SECRET_ARN": data.auth.internal_token.secret_arn,
         "SES_SENDER": config.ses_sender,
     }
-    # Bucket names are chosen by CloudFormation (they are global), not `<prefix><name>`.
-    for name, bucket in data.buckets.buckets.items():
-        env[ESTATE.bucket(name).settings_field.upper()] = bucket.bucket_name
+    # Bucket names are global, so they carry the account and region after `<prefix><name>`.
+    for name in data.buckets.buckets:
+        env[ESTATE.bucket(name).settings_field.upper()] = data.buckets.bucket_name(name)
     for name, queue in data.queues.queues.items():
         env[ESTATE.queue(name).settings_field.upper()] = queue.queue_url
     if access.database:

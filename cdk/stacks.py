@@ -11,7 +11,8 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from cdk.access import SERVICE_ACCESS, DataResources, grant_service_access
+from cdk.access import SERVICE_ACCESS, DataResources, access_findings, grant_service_access
+from cdk.nag import nag
 from cdk.assets import LambdaPackages
 from cdk.auth import AuthSecrets
 from cdk.buckets import EstateBuckets
@@ -95,7 +96,9 @@ class DataStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         key = DataKey(self, "DataKey", alias=f"alias/{config.prefix}data").key
         self.tables = EstateTables(self, "Tables", tables=ESTATE.tables, prefix=config.prefix, encryption_key=key)
-        self.buckets = EstateBuckets(self, "Buckets", buckets=ESTATE.buckets, encryption_key=key)
+        self.buckets = EstateBuckets(
+            self, "Buckets", buckets=ESTATE.buckets, encryption_key=key, prefix=config.prefix
+        )
         self.queues = EstateQueues(self, "Queues", queues=ESTATE.queues, prefix=config.prefix, encryption_key=key)
         self.database = Database(
             self,
@@ -277,6 +280,7 @@ class EksStack(Stack):
         for workload in ESTATE.workloads:
             access = SERVICE_ACCESS[workload.name]
             grant_service_access(self.core.roles[workload.name], access, data=data, stream=stream)
+            nag(self.core.roles[workload.name], access_findings(access, data=data, stream=stream))
             self.core.add_settings(
                 workload,
                 service_settings(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable
 
-from aws_cdk import Aws, Fn, RemovalPolicy
+from aws_cdk import Aws, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -14,11 +14,21 @@ from aws_cdk import aws_msk as msk
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from cdk.nag import LOG_GROUP_KMS_REASON, checkov_skip
+from cdk.nag import (
+    CDK_PROVIDER_FUNCTION_SKIPS,
+    LAMBDA_BASIC,
+    LAMBDA_BASIC_REASON,
+    LOG_GROUP_KMS_REASON,
+    checkov_skip,
+    nag,
+)
 from cdk.tables import construct_id
 from cloudshop.estate import Topic
 
+AWS_CUSTOM_RESOURCE_SINGLETON = "AWS679f53fac002430cb0da5b7982bd2287"
 IAM_PORT = 9098
+# Consumer groups the services may join.
+CONSUMER_GROUPS = "cloudshop-*"
 SERVER_PROPERTIES = "\n".join(
     [
         # Topics come from the estate only (AWS::MSK::Topic), never from a producer's typo.
@@ -158,6 +168,17 @@ class EventStream(Construct):
             install_latest_aws_sdk=False,
         )
         self.bootstrap_servers = lookup.get_response_field("BootstrapBrokerStringSaslIam")
+        # The SDK-call provider is a stack-wide singleton function that CDK ships and pins.
+        provider = Stack.of(self).node.try_find_child(AWS_CUSTOM_RESOURCE_SINGLETON)
+        if provider is not None:
+            nag(
+                provider,
+                {
+                    LAMBDA_BASIC: LAMBDA_BASIC_REASON,
+                    "AwsSolutions-L1": "The AwsCustomResource provider's Node.js runtime is pinned by aws-cdk-lib.",
+                },
+            )
+            checkov_skip(provider, CDK_PROVIDER_FUNCTION_SKIPS)
 
     # --- IAM resources (kafka-cluster actions are authorised per cluster, topic and group ARN) ----------
     @property
@@ -174,7 +195,16 @@ class EventStream(Construct):
         return self._arn("topic", topic)
 
     def group_arn(self, group: str) -> str:
-        return self._arn("group", group)
+        # The cluster UUID is wildcarded so the ARN is a plain string (the name is unique per region).
+        return f"arn:{Aws.PARTITION}:kafka:{Aws.REGION}:{Aws.ACCOUNT_ID}:group/{self.cluster_name}/*/{group}"
+
+    @property
+    def group_arn_rendered(self) -> str:
+        """`group_arn(CONSUMER_GROUPS)` as cdk-nag renders it in its findings."""
+        return (
+            f"arn:<AWS::Partition>:kafka:<AWS::Region>:<AWS::AccountId>:group/{self.cluster_name}/*/"
+            f"{CONSUMER_GROUPS}"
+        )
 
     def grant_connect(self, grantee: iam.IGrantable) -> None:
         iam.Grant.add_to_principal(

@@ -31,7 +31,9 @@ def format_money(money: Money) -> str:
 
 
 def short_reference(order_id: str) -> str:
-    return "#" + order_id.replace("-", "")[:8].upper()
+    """`ord_24b777a4…` or a UUID → `#24B777A4`: what a customer can read out on the phone."""
+    _, _, rest = order_id.rpartition("_")
+    return "#" + rest.replace("-", "")[:8].upper()
 
 
 def sort_key(occurred_at: datetime, event_id: str) -> str:

@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from cloudshop.events import ORDER_EVENT_TYPES, Money, OrderEventDataV1, OrderEventV1, OrderLineV1
-from functions.notification.model import MESSAGES, email_for, format_money, notification_for, sort_key
+from functions.notification.model import (
+    MESSAGES,
+    email_for,
+    format_money,
+    notification_for,
+    short_reference,
+    sort_key,
+)
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -39,6 +46,13 @@ def test_a_refund_notification_names_the_refunded_amount() -> None:
     notification = notification_for(event("order.refunded", refunded=100000), now=NOW)
     assert notification.title == "Refund issued" and "INR 1,000.00" in notification.message
     assert "#8F14E45F" in notification.message
+
+
+@pytest.mark.parametrize(("order_id", "reference"), [
+    ("ord_24b777a480a659b48f8d366530821f9e", "#24B777A4"), ("8f14e45f-ceea-467f-a0e6-5d1c6b1e1a2b", "#8F14E45F"),
+])
+def test_orders_are_named_by_a_short_reference(order_id: str, reference: str) -> None:
+    assert short_reference(order_id) == reference
 
 
 def test_notifications_expire_after_ninety_days() -> None:

@@ -11,6 +11,7 @@ from aws_cdk import App, Environment, Tags
 
 from cdk.assets import LambdaPackages
 from cdk.config import DeploymentConfig
+from cdk.nag import skip_cdk_providers
 from cdk.stacks import ApiStack, DataStack, EksStack, MonitoringStack, NetworkStack, StreamingStack
 from cloudshop.build import LambdaBuild
 
@@ -65,6 +66,8 @@ def build_deployment(app: App, *, config: DeploymentConfig, build: LambdaBuild) 
     monitoring.add_stack_dependency(eks)
 
     deployment = Deployment(network=network, data=data, streaming=streaming, api=api, eks=eks, monitoring=monitoring)
+    for stack in deployment.stacks:
+        skip_cdk_providers(stack)
     tags = {"project": "cloudshop", "environment": config.environment, **config.tags}
     for stack in deployment.stacks:
         for key, value in tags.items():

@@ -265,7 +265,6 @@ class EksCore(Construct):
                 ),
             },
         )
-        checkov_skip_all(provider, CDK_PROVIDER_FUNCTION_SKIPS, resource_type="AWS::Lambda::Function")
         controller = self.cluster.alb_controller
         if controller is not None:
             reason = (
@@ -274,6 +273,7 @@ class EksCore(Construct):
                 "names before it runs; its mutations are scoped by the elbv2.k8s.aws/cluster tag."
             )
             nag(controller, {f"AwsSolutions-IAM5[Resource::{arn}]": reason for arn in ALB_CONTROLLER_RESOURCES})
+            checkov_skip_all(controller, {"CKV_AWS_111": reason}, resource_type="AWS::IAM::Policy")
 
     def add_settings(self, workload: Workload, settings: Mapping[str, str]) -> eks.KubernetesManifest:
         """A ConfigMap `<name>-settings` in the workload's namespace (for `envFrom` in its Deployment)."""

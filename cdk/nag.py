@@ -70,3 +70,21 @@ def checkov_skip_all(construct: IConstruct, checks: Mapping[str, str], *, resour
 def logical_id(element: CfnElement) -> str:
     """The element's logical id as a plain string (cdk-nag findings quote it)."""
     return str(Stack.of(element).resolve(Stack.of(element).get_logical_id(element)))
+
+
+# Functions (and their log groups) that aws-cdk-lib adds by itself at stack level.
+CDK_PROVIDER_IDS = (
+    "Custom::VpcRestrictDefaultSGCustomResourceProvider",
+    "AWSCDKCfnUtilsProviderCustomResourceProvider",
+    "AWS679f53fac002430cb0da5b7982bd2287",
+    "KubectlProvider",
+)
+
+
+def skip_cdk_providers(stack: Stack) -> None:
+    """Record checkov skips on the provider functions aws-cdk-lib creates (called once all constructs exist)."""
+    for child in stack.node.find_all():
+        if child.node.id not in CDK_PROVIDER_IDS:
+            continue
+        checkov_skip_all(child, CDK_PROVIDER_FUNCTION_SKIPS, resource_type="AWS::Lambda::Function")
+        checkov_skip_all(child, {"CKV_AWS_158": LOG_GROUP_KMS_REASON}, resource_type="AWS::Logs::LogGroup")

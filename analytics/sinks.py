@@ -144,7 +144,8 @@ class MemorySink:
 
 def write_all(sinks: list[Sink], results: DataFrame, batch_id: int | None) -> None:
     """Hand one batch to every sink, computing it once. Empty batches write nothing."""
-    cached = results.persist()
+    owned = not results.is_cached
+    cached = results.persist() if owned else results
     try:
         if cached.isEmpty():
             return
@@ -152,4 +153,5 @@ def write_all(sinks: list[Sink], results: DataFrame, batch_id: int | None) -> No
             sink.write(cached, batch_id)
             log.info("wrote batch %s to %s", batch_id, sink.name)
     finally:
-        cached.unpersist()
+        if owned:
+            cached.unpersist()

@@ -99,7 +99,7 @@ def router() -> APIRouter:
     def service(request: Request) -> PaymentService:
         return request.app.state.payments  # type: ignore[no-any-return]
 
-    def refund_answer(payment: Payment, refund: Refund, created: bool, response: Response) -> dict[str, Any]:
+    def refund_answer(payment: Payment, refund: Refund, *, created: bool, response: Response) -> dict[str, Any]:
         # A replay answers exactly what the first call answered, and says that it is a replay.
         response.status_code = 201
         if not created:
@@ -122,7 +122,7 @@ def router() -> APIRouter:
         payment, refund, created = service(request).refund_by_admin(
             payment_id, amount=amount, idempotency_key=idempotency_key
         )
-        return refund_answer(payment, refund, created, response)
+        return refund_answer(payment, refund, created=created, response=response)
 
     # --- internal: called by the order service with a service token ----------------------------------
     @api.post("/internal/payment-methods/verify", response_model=VerifiedOut, tags=["internal"])
@@ -152,6 +152,6 @@ def router() -> APIRouter:
         payment, refund, created = service(request).refund(
             payment_id, amount=body.amount, idempotency_key=body.idempotency_key
         )
-        return refund_answer(payment, refund, created, response)
+        return refund_answer(payment, refund, created=created, response=response)
 
     return api

@@ -8,7 +8,9 @@ This is the only place that reads the environment. Inputs:
   account the templates are account-agnostic; the region defaults to eu-west-1 (`CLOUDSHOP_REGION`
   overrides both) and the AZs to `<region>a,b,c` (`CLOUDSHOP_AZS=az1,az2,az3`), so synth needs no
   credentials and no context lookups.
-- `CLOUDSHOP_GIT_REPO_URL`, `CLOUDSHOP_GIT_REVISION`: what ArgoCD's root Application tracks.
+- `CLOUDSHOP_GIT_REPO_URL`, `CLOUDSHOP_GIT_REVISION`: override what ArgoCD's root Application tracks
+  (default: the values in `eks_services/argocd/bootstrap/<env>.yaml`).
+- `CLOUDSHOP_RESOURCE_PREFIX`: physical-name prefix (default `cloudshop-<env>-`).
 - `CLOUDSHOP_ALARM_EMAIL`: subscribed to the alarm topic. `CLOUDSHOP_SES_SENDER`: verified SES sender.
 - `CLOUDSHOP_CLUSTER_ADMIN_ROLE_ARNS`: comma-separated IAM roles given cluster-admin on EKS.
 - `CLOUDSHOP_LAMBDA_ASSETS=placeholder`: synthesise without `make build` output (templates for
@@ -53,6 +55,7 @@ def main() -> None:
         ("CLOUDSHOP_GIT_REVISION", "git_revision"),
         ("CLOUDSHOP_ALARM_EMAIL", "alarm_email"),
         ("CLOUDSHOP_SES_SENDER", "ses_sender"),
+        ("CLOUDSHOP_RESOURCE_PREFIX", "resource_prefix"),
     ):
         if value := _optional(variable):
             overrides[field] = value

@@ -90,8 +90,7 @@ class DataResources:
 def object_finding(buckets: EstateBuckets, name: str) -> str:
     """The cdk-nag finding for a grant on the objects of bucket `name` (rendered like cdk-nag does)."""
     return (
-        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{buckets.prefix}{name}"
-        "-<AWS::AccountId>-<AWS::Region>/*]"
+        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{buckets.bucket_name(name)}/*]"
     )
 
 

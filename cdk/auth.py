@@ -31,7 +31,8 @@ CUSTOM_RESOURCE_FUNCTION_SKIPS = {
 
 class AuthSecrets(Construct):
     """`signing_key` (the PEM private key, read by the user service only), `public_key_pem` (a deploy-time
-    value for `JWT_PUBLIC_KEY`) and `internal_token` (`INTERNAL_TOKEN_SECRET`, read by every service).
+    value for `JWT_PUBLIC_KEY`, also stored in the `public_key` secret for the Kubernetes Secret) and
+    `internal_token` (`INTERNAL_TOKEN_SECRET`, read by every service).
 
     The key pair is generated at deploy time by a custom resource (`cdk/runtime/jwt_keygen.py`), so no
     private key ever exists outside Secrets Manager, not even in the template.
@@ -57,6 +58,14 @@ class AuthSecrets(Construct):
             encryption_key=encryption_key,
             removal_policy=RemovalPolicy.DESTROY,
         )
+        self.public_key = secretsmanager.Secret(
+            self,
+            "PublicKey",
+            secret_name=f"{name_prefix}jwt-public-key",
+            description="cloudshop JWT RS256 public key (PEM), for JWT_PUBLIC_KEY outside CloudFormation",
+            encryption_key=encryption_key,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
         self.internal_token = secretsmanager.Secret(
             self,
             "InternalToken",
@@ -70,6 +79,8 @@ class AuthSecrets(Construct):
         )
         nag(self.signing_key, {"AwsSolutions-SMG4": SIGNING_KEY_ROTATION_REASON})
         checkov_skip(self.signing_key, {"CKV2_AWS_57": SIGNING_KEY_ROTATION_REASON})
+        nag(self.public_key, {"AwsSolutions-SMG4": SIGNING_KEY_ROTATION_REASON})
+        checkov_skip(self.public_key, {"CKV2_AWS_57": SIGNING_KEY_ROTATION_REASON})
         nag(self.internal_token, {"AwsSolutions-SMG4": INTERNAL_TOKEN_ROTATION_REASON})
         checkov_skip(self.internal_token, {"CKV2_AWS_57": INTERNAL_TOKEN_ROTATION_REASON})
 
@@ -92,6 +103,7 @@ class AuthSecrets(Construct):
         )
         self.signing_key.grant_read(self.key_generator)
         self.signing_key.grant_write(self.key_generator)
+        self.public_key.grant_write(self.key_generator)
         checkov_skip(self.key_generator, CUSTOM_RESOURCE_FUNCTION_SKIPS)
         nag(
             self.key_generator,
@@ -116,7 +128,9 @@ class AuthSecrets(Construct):
             "JwtKeyPair",
             service_token=self.key_generator.function_arn,
             resource_type="Custom::JwtKeyPair",
-            properties={"PrivateKeySecretArn": self.signing_key.secret_arn},
+            properties={
+                "PrivateKeySecretArn": self.signing_key.secret_arn,
+                "PublicKeySecretArn": self.public_key.secret_arn,
+            },
         )
-        self.key_pair.node.add_dependency(self.signing_key)
         self.public_key_pem = self.key_pair.get_att_string("PublicKeyPem")

@@ -21,8 +21,8 @@ ACCESS_LOG_DAYS = 365
 class EstateBuckets(Construct):
     """Private, TLS-only, KMS-encrypted buckets with server access logs and lifecycle rules.
 
-    Names are `<prefix><name>-<account>-<region>` (bucket names are global); the services get them
-    through the `*_BUCKET` settings. Versioned buckets hold documents (invoices) and are retained with the stack;
+    Names are `<prefix><name>` like every estate resource. Bucket names are global: choose a prefix
+    nobody else uses (`CLOUDSHOP_RESOURCE_PREFIX`) if `cloudshop-<env>-` is taken. Versioned buckets hold documents (invoices) and are retained with the stack;
     the others are destroyed with it once emptied.
     """
 
@@ -116,9 +116,9 @@ class EstateBuckets(Construct):
         return self.buckets[name]
 
     def bucket_name(self, name: str) -> str:
-        """`<prefix><name>-<account>-<region>`: globally unique, and computable in any stack without a
-        cross-stack reference (grants and settings use it directly)."""
-        return f"{self.prefix}{name}-{Aws.ACCOUNT_ID}-{Aws.REGION}"
+        """`<prefix><name>`, as `cloudshop.settings.resource_settings(prefix)` says: computable in any
+        stack without a cross-stack reference (grants, settings and the Kubernetes overlays use it)."""
+        return f"{self.prefix}{name}"
 
     def objects_arn(self, name: str) -> str:
         return f"arn:{Aws.PARTITION}:s3:::{self.bucket_name(name)}/*"

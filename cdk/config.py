@@ -24,7 +24,7 @@ class DeploymentConfig:
     max_azs: int = 3
     # One NAT gateway per AZ survives an AZ outage; dev saves ~$65/month with one.
     nat_gateways: int = 1
-    vpc_cidr: str = "10.40.0.0/16"
+    vpc_cidr: str = "10.10.0.0/16"
 
     # --- data ------------------------------------------------------------------------------------
     db_instance_class: str = "t4g.medium"
@@ -55,8 +55,11 @@ class DeploymentConfig:
     node_instance_type: str = "m6i.large"
     # How many of our application pods one node holds, at their requests, after the system pods.
     pods_per_node: int = 6
-    git_repo_url: str = "https://github.com/example/cloudshop.git"
-    git_revision: str = "main"
+    # The ArgoCD root applied at deploy: `eks_services/argocd/bootstrap/<argocd_bootstrap>.yaml`.
+    argocd_bootstrap: str = "dev"
+    # Overrides of the repository and revision the root tracks; None keeps the committed file's.
+    git_repo_url: str | None = None
+    git_revision: str | None = None
     argocd_chart_version: str = "8.1.1"
     # IAM role ARNs given cluster-admin through EKS access entries (operators, CI).
     cluster_admin_role_arns: tuple[str, ...] = ()
@@ -66,10 +69,13 @@ class DeploymentConfig:
 
     tags: dict[str, str] = field(default_factory=dict)
 
+    # Physical-name prefix of tables, buckets and queues; empty = `cloudshop-<environment>-`.
+    resource_prefix: str = ""
+
     @property
     def prefix(self) -> str:
-        """Physical-name prefix for tables (the `RESOURCE_PREFIX` setting)."""
-        return f"cloudshop-{self.environment}-"
+        """The `RESOURCE_PREFIX` setting: `resource_settings(prefix)` gives every table and bucket name."""
+        return self.resource_prefix or f"cloudshop-{self.environment}-"
 
     @property
     def azs(self) -> list[str]:
@@ -86,7 +92,8 @@ class DeploymentConfig:
 
 _PRESETS: dict[EnvironmentName, DeploymentConfig] = {
     "dev": DeploymentConfig(environment="dev"),
-    "staging": DeploymentConfig(environment="staging", nat_gateways=1, db_multi_az=False),
+    # Staging runs the `demo` GitOps overlay (the load-test HPA targets).
+    "staging": DeploymentConfig(environment="staging", argocd_bootstrap="demo"),
     "prod": DeploymentConfig(
         environment="prod",
         nat_gateways=3,
@@ -98,6 +105,7 @@ _PRESETS: dict[EnvironmentName, DeploymentConfig] = {
         api_throttle_rate=500,
         api_throttle_burst=1000,
         log_retention_days=90,
+        argocd_bootstrap="prod",
     ),
 }
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from aws_cdk import CfnCondition, CfnResource, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
@@ -40,8 +44,26 @@ ALB_CONTROLLER_RESOURCES = (
     "arn:<AWS::Partition>:elasticloadbalancing:*:*:listener-rule/app/*/*/*",
 )
 ARGOCD_NAMESPACE = "argocd"
-ARGOCD_ROOT_PATH = "eks_services/argocd"
+ARGOCD_BOOTSTRAP_DIR = Path(__file__).resolve().parent.parent / "eks_services" / "argocd" / "bootstrap"
 ECR_IMAGES_KEPT = 30
+AWS_SETTINGS_CONFIGMAP = "cloudshop-aws"
+
+
+def argocd_bootstrap(name: str, *, repo_url: str | None = None, revision: str | None = None) -> list[dict[str, Any]]:
+    """The documents of `eks_services/argocd/bootstrap/<name>.yaml` (AppProject + root Application),
+    with the repository and revision optionally overridden for a fork or a branch."""
+    path = ARGOCD_BOOTSTRAP_DIR / f"{name}.yaml"
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for document in documents:
+        spec = document.get("spec", {})
+        if document["kind"] == "AppProject" and repo_url:
+            spec["sourceRepos"] = [repo_url]
+        if document["kind"] == "Application":
+            if repo_url:
+                spec["source"]["repoURL"] = repo_url
+            if revision:
+                spec["source"]["targetRevision"] = revision
+    return documents
 
 
 @dataclass(frozen=True)
@@ -88,8 +110,7 @@ class EksCore(Construct):
         workloads: tuple[Workload, ...],
         node_instance_type: str,
         pods_per_node: int,
-        git_repo_url: str,
-        git_revision: str,
+        argocd_bootstrap: list[dict[str, Any]],
         argocd_chart_version: str,
         admin_role_arns: Iterable[str] = (),
     ) -> None:
@@ -198,24 +219,8 @@ class EksCore(Construct):
             },
         )
         self.argocd.node.add_dependency(self.nodegroup)
-        self.root_application = self.cluster.add_manifest(
-            "ArgoRootApplication",
-            {
-                "apiVersion": "argoproj.io/v1alpha1",
-                "kind": "Application",
-                "metadata": {
-                    "name": "cloudshop-root",
-                    "namespace": ARGOCD_NAMESPACE,
-                    "finalizers": ["resources-finalizer.argocd.argoproj.io"],
-                },
-                "spec": {
-                    "project": "default",
-                    "source": {"repoURL": git_repo_url, "targetRevision": git_revision, "path": ARGOCD_ROOT_PATH},
-                    "destination": {"server": "https://kubernetes.default.svc", "namespace": ARGOCD_NAMESPACE},
-                    "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
-                },
-            },
-        )
+        # The same root the GitOps docs apply by hand (eks_services/argocd/bootstrap/<env>.yaml).
+        self.root_application = self.cluster.add_manifest("ArgoRootApplication", *argocd_bootstrap)
         self.root_application.node.add_dependency(self.argocd)
         self._acknowledge_cdk_managed_findings()
 
@@ -275,14 +280,15 @@ class EksCore(Construct):
             nag(controller, {f"AwsSolutions-IAM5[Resource::{arn}]": reason for arn in ALB_CONTROLLER_RESOURCES})
             checkov_skip_all(controller, {"CKV_AWS_111": reason}, resource_type="AWS::IAM::Policy")
 
-    def add_settings(self, workload: Workload, settings: Mapping[str, str]) -> eks.KubernetesManifest:
-        """A ConfigMap `<name>-settings` in the workload's namespace (for `envFrom` in its Deployment)."""
+    def add_settings(self, namespace: str, settings: Mapping[str, str]) -> eks.KubernetesManifest:
+        """ConfigMap `cloudshop-aws`: the settings only a deployment knows (queue URL, MSK brokers,
+        database endpoint, secret ARNs), for `envFrom` after the git-managed `cloudshop-config`."""
         manifest = self.cluster.add_manifest(
-            f"{workload.name.capitalize()}Settings",
+            f"{namespace.capitalize()}AwsSettings",
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {"name": f"{workload.name}-settings", "namespace": workload.namespace},
+                "metadata": {"name": AWS_SETTINGS_CONFIGMAP, "namespace": namespace},
                 "data": dict(settings),
             },
         )

@@ -14,8 +14,9 @@ from cdk.nag import LOG_GROUP_KMS_REASON, checkov_skip
 class Network(Construct):
     """Public subnets hold only the NAT gateways; everything else lives in private subnets.
 
-    `app_subnets` (private, with egress) hold Lambdas, EKS nodes, the internal load balancer and MSK;
-    `data_subnets` (isolated) hold RDS and reach nothing outside the VPC.
+    `app_subnets` (private, with egress) hold Lambdas, EKS nodes and MSK; `gateway_subnets` (small,
+    private) hold only the internal ALB and the API Gateway VPC link, so the pods' network policies can
+    admit gateway traffic by CIDR; `data_subnets` (isolated) hold RDS and reach nothing outside the VPC.
     """
 
     def __init__(
@@ -42,6 +43,9 @@ class Network(Construct):
                     name="app", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=19
                 ),
                 ec2.SubnetConfiguration(name="data", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24),
+                ec2.SubnetConfiguration(
+                    name="gateway", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=24
+                ),
             ],
             gateway_endpoints={
                 "DynamoDb": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.DYNAMODB),
@@ -66,8 +70,12 @@ class Network(Construct):
 
     @property
     def app_subnets(self) -> ec2.SubnetSelection:
-        return ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        return ec2.SubnetSelection(subnet_group_name="app")
+
+    @property
+    def gateway_subnets(self) -> ec2.SubnetSelection:
+        return ec2.SubnetSelection(subnet_group_name="gateway")
 
     @property
     def data_subnets(self) -> ec2.SubnetSelection:
-        return ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+        return ec2.SubnetSelection(subnet_group_name="data")

@@ -33,9 +33,6 @@ def service_settings(
         "INTERNAL_TOKEN_SECRET_ARN": data.auth.internal_token.secret_arn,
         "SES_SENDER": config.ses_sender,
     }
-    # Bucket names are global, so they carry the account and region after `<prefix><name>`.
-    for name in data.buckets.buckets:
-        env[ESTATE.bucket(name).settings_field.upper()] = data.buckets.bucket_name(name)
     for name, queue in data.queues.queues.items():
         env[ESTATE.queue(name).settings_field.upper()] = queue.queue_url
     if access.database:

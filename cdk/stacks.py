@@ -19,7 +19,7 @@ from cdk.buckets import EstateBuckets
 from cdk.config import DeploymentConfig
 from cdk.database import PORT as DB_PORT
 from cdk.database import Database
-from cdk.eks import EksCore
+from cdk.eks import EksCore, argocd_bootstrap
 from cdk.encryption import DataKey
 from cdk.functions import API_TIMEOUT, CONSUMER_TIMEOUT, ServiceFunctions
 from cdk.gateway import HttpGateway
@@ -77,7 +77,12 @@ class NetworkStack(Stack):
             nat_gateways=config.nat_gateways,
             log_retention=_retention(config),
         )
-        CfnOutput(self, "VpcId", value=self.network.vpc.vpc_id)
+        vpc = self.network.vpc
+        CfnOutput(self, "VpcId", value=vpc.vpc_id)
+        CfnOutput(self, "VpcCidr", value=vpc.vpc_cidr_block)
+        # The Kubernetes overlays admit gateway traffic from these CIDRs (allow-gateway-ingress).
+        gateway = vpc.select_subnets(subnet_group_name="gateway").subnets
+        CfnOutput(self, "GatewaySubnetCidrs", value=",".join(subnet.ipv4_cidr_block for subnet in gateway))
 
 
 class DataStack(Stack):
@@ -212,7 +217,7 @@ class ApiStack(Stack):
             "SERVICE_NAME": "gateway-authorizer",
             "ENVIRONMENT": config.environment,
             "JWT_PUBLIC_KEY": data.auth.public_key_pem,
-            "JWT_ISSUER": Settings().jwt_issuer,
+            "JWT_ISSUER": str(Settings.model_fields["jwt_issuer"].default),
         }
         self.gateway = HttpGateway(
             self,
@@ -263,8 +268,9 @@ class EksStack(Stack):
             workloads=ESTATE.workloads,
             node_instance_type=config.node_instance_type,
             pods_per_node=config.pods_per_node,
-            git_repo_url=config.git_repo_url,
-            git_revision=config.git_revision,
+            argocd_bootstrap=argocd_bootstrap(
+                config.argocd_bootstrap, repo_url=config.git_repo_url, revision=config.git_revision
+            ),
             argocd_chart_version=config.argocd_chart_version,
             admin_role_arns=config.cluster_admin_role_arns,
         )
@@ -277,12 +283,13 @@ class EksStack(Stack):
             self, "PodsToKafka", target=stream.security_group, source=cluster_sg, port=IAM_PORT,
             description="EKS pods to MSK (SASL/IAM)",
         )
+        settings: dict[str, str] = {}
         for workload in ESTATE.workloads:
             access = SERVICE_ACCESS[workload.name]
-            grant_service_access(self.core.roles[workload.name], access, data=data, stream=stream)
-            nag(self.core.roles[workload.name], access_findings(access, data=data, stream=stream))
-            self.core.add_settings(
-                workload,
+            role = self.core.roles[workload.name]
+            grant_service_access(role, access, data=data, stream=stream)
+            nag(role, access_findings(access, data=data, stream=stream))
+            settings.update(
                 service_settings(
                     workload.name,
                     access,
@@ -290,13 +297,23 @@ class EksStack(Stack):
                     data=data,
                     database_url=data.database.instance_url,
                     kafka_bootstrap_servers=stream.bootstrap_servers,
-                ),
+                )
             )
+        # Per-pod values (SERVICE_NAME) and the two secret values stay in the Deployments.
+        self.aws_settings = {
+            k: v for k, v in settings.items() if k not in {"SERVICE_NAME", "JWT_PUBLIC_KEY"}
+        }
+        self.aws_settings["AWS_REGION"] = config.region
+        self.aws_settings["PRODUCT_SERVICE_URL"] = gateway.url
+        self.aws_settings["USER_SERVICE_URL"] = gateway.url
+        namespaces = {w.namespace for w in ESTATE.workloads}
+        for namespace in sorted(namespaces):
+            self.core.add_settings(namespace, self.aws_settings)
         self.ingress = PrivateIngress(
             self,
             "Ingress",
             vpc=network.vpc,
-            subnets=network.app_subnets,
+            subnets=network.gateway_subnets,
             core=self.core,
             gateway=gateway,
             routes=ESTATE.routes,

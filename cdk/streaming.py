@@ -76,7 +76,7 @@ class EventStream(Construct):
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, description="cloudshop MSK brokers", allow_all_outbound=False
         )
-        subnet_ids = vpc.select_subnets(subnet_type=subnets.subnet_type).subnet_ids
+        subnet_ids = vpc.select_subnets(subnet_group_name=subnets.subnet_group_name).subnet_ids
         broker_logs = logs.LogGroup(
             self, "BrokerLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
         )

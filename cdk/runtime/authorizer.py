@@ -1,9 +1,11 @@
-"""HTTP API Lambda authorizer: lets a request through when it carries a valid RS256 access token.
+"""HTTP API Lambda authorizer: lets a request through when it carries a valid access token.
 
-The gateway only checks that the caller holds a token the user service signed (signature, issuer,
-expiry, the `sub` and `role` claims); every service checks roles and ownership again behind it. The
-public key and the issuer come from the same settings the services read (`JWT_PUBLIC_KEY`, `JWT_ISSUER`).
-Simple response format (payload 2.0): `{"isAuthorized": bool, "context": {...}}`.
+The gateway checks the token exactly as the services do, with `cloudshop.auth.TokenVerifier` (RS256
+signature with the public key, issuer, audience, expiry, role); the services check roles, ownership
+and session revocation again behind it. The key and issuer come from the same settings the services
+read (`JWT_PUBLIC_KEY`, `JWT_ISSUER`). Simple response format (payload 2.0):
+`{"isAuthorized": bool, "context": {...}}`; the context reaches the integration as
+`requestContext.authorizer.lambda`.
 """
 
 from __future__ import annotations
@@ -11,50 +13,28 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import jwt
-
+from cloudshop.auth import TokenVerifier, bearer_token
+from cloudshop.errors import Unauthorized
 from cloudshop.settings import Settings
 
-ALGORITHMS = ["RS256"]
 DENY: dict[str, Any] = {"isAuthorized": False}
 
 
 @lru_cache(maxsize=1)
-def _settings() -> Settings:
-    return Settings()
+def _verifier() -> TokenVerifier:
+    settings = Settings()
+    return TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer)
 
 
-def bearer_token(headers: dict[str, str] | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header (HTTP API lower-cases header names)."""
-    value = (headers or {}).get("authorization", "")
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
-def authorize(token: str, *, public_key: str, issuer: str) -> dict[str, Any]:
-    """The authorizer's answer for one token; never raises."""
-    if not public_key:
-        return DENY
+def authorize(token_header: str | None, verifier: TokenVerifier) -> dict[str, Any]:
+    """The authorizer's answer for one `Authorization` header value; never raises."""
     try:
-        claims = jwt.decode(
-            token,
-            public_key,
-            algorithms=ALGORITHMS,
-            issuer=issuer,
-            options={"require": ["exp", "sub", "role"]},
-        )
-    except jwt.PyJWTError:
+        principal = verifier.verify(bearer_token(token_header))
+    except Unauthorized:
         return DENY
-    if claims.get("role") not in {"customer", "admin"}:
-        return DENY
-    return {"isAuthorized": True, "context": {"sub": str(claims["sub"]), "role": str(claims["role"])}}
+    return {"isAuthorized": True, "context": {"sub": principal.user_id, "role": principal.role}}
 
 
 def handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
-    token = bearer_token(event.get("headers"))
-    if token is None:
-        return DENY
-    settings = _settings()
-    return authorize(token, public_key=settings.jwt_public_key, issuer=settings.jwt_issuer)
+    headers = event.get("headers") or {}
+    return authorize(headers.get("authorization"), _verifier())

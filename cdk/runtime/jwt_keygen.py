@@ -3,7 +3,8 @@
 On create and update it reads the private-key secret; when the secret does not already hold an RSA
 private key (a fresh secret holds a random placeholder) it generates a 2048-bit key and stores it as
 PKCS#8 PEM. Either way it answers `PublicKeyPem`, which CDK wires into `JWT_PUBLIC_KEY`. Deleting the
-resource keeps the key: the secret resource owns its lifetime. The private key never leaves Secrets
+resource keeps the key: the secret resource owns its lifetime. The public half is also stored in
+its own secret, where the Kubernetes Secret of the EKS services is filled from. The private key never leaves Secrets
 Manager except into this function's memory.
 """
 
@@ -51,15 +52,23 @@ def new_private_key() -> tuple[rsa.RSAPrivateKey, str]:
     return key, pem
 
 
-def ensure_key(secrets: Any, secret_id: str) -> str:
-    """Public PEM of the key in the secret, generating and storing a key first when there is none."""
+def ensure_key(secrets: Any, secret_id: str, *, public_secret_id: str | None = None) -> str:
+    """Public PEM of the key in the secret, generating and storing a key first when there is none.
+
+    The public half is also written to `public_secret_id` when it differs from what is stored there.
+    """
     current = secrets.get_secret_value(SecretId=secret_id).get("SecretString", "")
     key = load_private_key(current)
     if key is None:
         key, pem = new_private_key()
         secrets.put_secret_value(SecretId=secret_id, SecretString=pem)
         logger.info("generated a new JWT signing key")
-    return public_pem(key)
+    public = public_pem(key)
+    if public_secret_id:
+        stored = secrets.get_secret_value(SecretId=public_secret_id).get("SecretString", "")
+        if stored != public:
+            secrets.put_secret_value(SecretId=public_secret_id, SecretString=public)
+    return public
 
 
 def _respond(event: dict[str, Any], status: str, data: dict[str, str], reason: str = "") -> None:
@@ -85,8 +94,12 @@ def handler(event: dict[str, Any], _context: Any) -> None:
     try:
         data: dict[str, str] = {}
         if event["RequestType"] in {"Create", "Update"}:
-            secret_id = event["ResourceProperties"]["PrivateKeySecretArn"]
-            data["PublicKeyPem"] = ensure_key(boto3.client("secretsmanager"), secret_id)
+            properties = event["ResourceProperties"]
+            data["PublicKeyPem"] = ensure_key(
+                boto3.client("secretsmanager"),
+                properties["PrivateKeySecretArn"],
+                public_secret_id=properties.get("PublicKeySecretArn"),
+            )
         _respond(event, "SUCCESS", data)
     except Exception as exc:  # CloudFormation must always get an answer, or the stack hangs for an hour
         logger.exception("JWT key custom resource failed")

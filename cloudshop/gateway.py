@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,7 +147,9 @@ def build_gateway(
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def shutdown() -> None:
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
         for client in clients.values():
             await client.aclose()
 
@@ -158,7 +161,7 @@ def build_gateway(
             StarletteRoute("/metrics", prometheus, methods=["GET"]),
             StarletteRoute("/{path:path}", proxy, methods=methods),
         ],
-        on_shutdown=[shutdown],
+        lifespan=lifespan,
     )
 
 

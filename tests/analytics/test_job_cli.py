@@ -153,3 +153,14 @@ def test_once_writes_every_window_to_s3_objects_and_parquet_then_exits(spark, mo
     assert [(row["orders"], row["unique_users"], row["final"]) for row in rows] == [
         (w["orders"], w["unique_users"], w["final"]) for w in expected
     ]
+
+
+def test_the_dataproc_package_holds_the_job_and_is_reproducible(tmp_path):
+    from analytics.package import build
+
+    first, second = tmp_path / "a.zip", tmp_path / "b.zip"
+    names = build(first)
+    build(second)
+    assert {"analytics/__init__.py", "analytics/job.py", "analytics/transforms.py"} <= set(names)
+    assert not [name for name in names if "test" in name or name.endswith(".tf")]
+    assert first.read_bytes() == second.read_bytes()

@@ -57,7 +57,7 @@ lint: $(VENV)/.dev ## ruff
 typecheck: $(VENV)/.dev ## mypy over the services and the core
 	@$(BIN)/mypy
 
-schemas: $(VENV)/.run ## regenerate the committed event JSON Schemas
+schemas: $(VENV)/.run ## regenerate the committed contracts: event JSON Schemas and each service's openapi.json
 	@$(BIN)/cloudshop schemas
 
 build: $(VENV)/.dev ## build the Lambda assets under build/lambda (no Docker)

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         help="gateway port; services use the next ports (default 8000 → 8001-8010)",
     )
 
-    commands.add_parser("schemas", help="write the event JSON Schemas to cloudshop/schemas/")
+    commands.add_parser("schemas", help="write the event JSON Schemas and every service's openapi.json")
 
     analytics = commands.add_parser("analytics", help="run the Spark job against the running platform", add_help=False)
     analytics.add_argument("rest", nargs=argparse.REMAINDER)
@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_up(profile=args.profile, state_dir=args.state_dir, base_port=args.base_port)
     if args.command == "schemas":
-        from cloudshop.events import write_schemas
+        from cloudshop.contracts import write_contracts
 
-        for path in write_schemas():
+        for path in write_contracts():
             print(path)
         return 0
     if args.command == "analytics":

@@ -59,3 +59,11 @@ def test_the_envelope_round_trips() -> None:
     event = sample_event()
     assert OrderEventV1.model_validate_json(event.to_json()) == event
     assert event.key == "ord_1"
+
+
+def test_committed_openapi_documents_are_the_generated_ones() -> None:
+    from cloudshop.contracts import SERVICES, openapi_documents, render
+
+    for service, document in openapi_documents().items():
+        committed = (SERVICES[service][1] / "openapi.json").read_text()
+        assert committed == render(document), f"run `make schemas`: the {service} API changed"

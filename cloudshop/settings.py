@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     # --- Event stream ----------------------------------------------------------------------------
     # Kafka when set; otherwise the embedded file log under `event_log_dir`.
     kafka_bootstrap_servers: str | None = None
-    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    # `AWS_MSK_IAM` on MSK (with SASL_SSL): the pod's IAM role signs in, no password exists.
+    kafka_sasl_mechanism: Literal["AWS_MSK_IAM"] | None = None
     event_log_dir: str = ".cloudshop/events"
     orders_topic: str = "orders"
     analytics_topic: str = "analytics-results"

@@ -71,10 +71,16 @@ class KafkaEventPublisher:
     delays events instead of failing the service."""
 
     def __init__(
-        self, bootstrap_servers: str, *, security_protocol: str = "PLAINTEXT", timeout_seconds: float = 5.0
+        self,
+        bootstrap_servers: str,
+        *,
+        security_protocol: str = "PLAINTEXT",
+        sasl_mechanism: str | None = None,
+        timeout_seconds: float = 5.0,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.security_protocol = security_protocol
+        self.sasl_mechanism = sasl_mechanism
         self.timeout_seconds = timeout_seconds
         self._producer = None
         self._lock = threading.Lock()
@@ -82,9 +88,11 @@ class KafkaEventPublisher:
     def _connect(self):  # type: ignore[no-untyped-def]
         from kafka import KafkaProducer
 
+        auth = {"sasl_mechanism": self.sasl_mechanism} if self.sasl_mechanism else {}
         return KafkaProducer(
             bootstrap_servers=self.bootstrap_servers.split(","),
             security_protocol=self.security_protocol,
+            **auth,
             acks="all",
             retries=2,
             linger_ms=2,
@@ -121,5 +129,9 @@ class KafkaEventPublisher:
 
 def publisher_from_settings(settings: Settings) -> EventPublisher:
     if settings.kafka_bootstrap_servers:
-        return KafkaEventPublisher(settings.kafka_bootstrap_servers, security_protocol=settings.kafka_security_protocol)
+        return KafkaEventPublisher(
+            settings.kafka_bootstrap_servers,
+            security_protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+        )
     return FileEventLog(settings.event_log_dir)

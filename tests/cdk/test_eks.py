@@ -1,0 +1,206 @@
+"""EksCore and PrivateIngress: cluster, nodes sized from the workloads, Pod Identity, ECR, ArgoCD,
+and the ALB that the gateway's VPC link reaches the services through."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+import yaml
+from aws_cdk.assertions import Match
+
+from cdk.eks import ARGOCD_BOOTSTRAP_DIR, node_group_bounds
+from cdk.service_ingress import listener_port
+from cloudshop.estate import ESTATE, WORKLOADS, Workload
+
+pytestmark = pytest.mark.infra
+
+
+def render(value: Any) -> str:
+    """A template string with every deploy-time value replaced by `<token>` (Fn::Join flattened)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(render(part) for part in parts)
+    return "<token>"
+
+
+def manifests(synth) -> list[dict[str, Any]]:
+    """Every Kubernetes object CDK applies (the Custom::AWSCDK-EKS-KubernetesResource manifests)."""
+    objects: list[dict[str, Any]] = []
+    for resource in synth.resources("Eks", "Custom::AWSCDK-EKS-KubernetesResource").values():
+        objects += json.loads(render(resource["Properties"]["Manifest"]))
+    return objects
+
+
+def manifest(synth, kind: str, name: str) -> dict[str, Any]:
+    found = [m for m in manifests(synth) if m["kind"] == kind and m["metadata"]["name"] == name]
+    assert len(found) == 1, f"no single {kind} {name}"
+    return found[0]
+
+
+def test_cluster_logs_everything_and_encrypts_secrets(synth) -> None:
+    synth.template("Eks").has_resource_properties(
+        "AWS::EKS::Cluster",
+        {
+            "Version": synth.config.kubernetes_version,
+            "EncryptionConfig": [{"Provider": {"KeyArn": Match.any_value()}, "Resources": ["secrets"]}],
+            "Logging": {
+                "ClusterLogging": {
+                    "EnabledTypes": Match.array_with(
+                        [{"Type": t} for t in ("api", "audit", "authenticator", "controllerManager", "scheduler")]
+                    )
+                }
+            },
+        },
+    )
+
+
+def test_node_group_is_sized_from_the_workloads_hpa_bounds(synth) -> None:
+    bounds = node_group_bounds(ESTATE.workloads, pods_per_node=synth.config.pods_per_node)
+    synth.template("Eks").has_resource_properties(
+        "AWS::EKS::Nodegroup",
+        {
+            "ScalingConfig": {
+                "MinSize": bounds.min_size,
+                "DesiredSize": bounds.desired_size,
+                "MaxSize": bounds.max_size,
+            },
+            "InstanceTypes": [synth.config.node_instance_type],
+            "AmiType": "AL2023_x86_64_STANDARD",
+        },
+    )
+
+
+def test_node_bounds_leave_room_for_every_workload_at_its_maximum() -> None:
+    pods_per_node = 6
+    bounds = node_group_bounds(WORKLOADS, pods_per_node=pods_per_node)
+    assert bounds.desired_size * pods_per_node >= sum(w.max_replicas for w in WORKLOADS)
+    assert bounds.min_size >= max(2, math.ceil(sum(w.min_replicas for w in WORKLOADS) / pods_per_node))
+    bigger = (*WORKLOADS, Workload(name="order", min_replicas=10, max_replicas=40))
+    assert node_group_bounds(bigger, pods_per_node=pods_per_node).max_size > bounds.max_size
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: w.name)
+def test_workload_service_account_gets_its_role_by_pod_identity(synth, workload: Workload) -> None:
+    synth.template("Eks").has_resource_properties(
+        "AWS::EKS::PodIdentityAssociation",
+        {
+            "Namespace": workload.namespace,
+            "ServiceAccount": workload.service_account,
+            "RoleArn": Match.any_value(),
+            "ClusterName": Match.any_value(),
+        },
+    )
+    synth.template("Eks").has_resource_properties(
+        "AWS::IAM::Role",
+        {
+            "Description": f"Pod Identity role of {workload.namespace}/{workload.service_account}",
+            "AssumeRolePolicyDocument": {
+                "Statement": [
+                    Match.object_like(
+                        {
+                            "Action": ["sts:AssumeRole", "sts:TagSession"],
+                            "Principal": {"Service": "pods.eks.amazonaws.com"},
+                        }
+                    )
+                ],
+                "Version": "2012-10-17",
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: w.name)
+def test_workload_has_an_immutable_scanned_repository(synth, workload: Workload) -> None:
+    synth.template("Eks").has_resource(
+        "AWS::ECR::Repository",
+        {
+            "Properties": Match.object_like(
+                {
+                    "RepositoryName": f"cloudshop/{workload.name}",
+                    "ImageTagMutability": "IMMUTABLE",
+                    "ImageScanningConfiguration": {"ScanOnPush": True},
+                    "EncryptionConfiguration": {"EncryptionType": "KMS"},
+                }
+            ),
+            "DeletionPolicy": "Retain",
+        },
+    )
+
+
+@pytest.mark.parametrize("addon", ["metrics-server", "eks-pod-identity-agent"])
+def test_cluster_addon(synth, addon: str) -> None:
+    synth.template("Eks").has_resource_properties("AWS::EKS::Addon", {"AddonName": addon})
+
+
+def test_argocd_is_installed_by_helm(synth) -> None:
+    synth.template("Eks").has_resource_properties(
+        "Custom::AWSCDK-EKS-HelmChart",
+        {
+            "Chart": "argo-cd",
+            "Repository": "https://argoproj.github.io/argo-helm",
+            "Version": synth.config.argocd_chart_version,
+            "Namespace": "argocd",
+            "CreateNamespace": True,
+        },
+    )
+
+
+def test_argocd_root_is_the_committed_bootstrap(synth) -> None:
+    committed = [
+        d for d in yaml.safe_load_all((ARGOCD_BOOTSTRAP_DIR / f"{synth.config.argocd_bootstrap}.yaml").read_text()) if d
+    ]
+    applied = [m for m in manifests(synth) if m.get("kind") in {"Application", "AppProject"}]
+    for document in applied:
+        # CDK labels what it applies so that it can prune it later; that label is CDK's, not ours.
+        labels = document["metadata"].pop("labels", {})
+        assert all(key.startswith("aws.cdk.eks/prune-") for key in labels)
+    assert applied == committed
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: w.name)
+def test_workload_pods_are_bound_to_an_internal_alb_listener(synth, workload: Workload) -> None:
+    index = WORKLOADS.index(workload)
+    synth.template("Eks").has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::Listener",
+        {"Port": listener_port(index), "Protocol": "HTTP", "DefaultActions": [Match.object_like({"Type": "forward"})]},
+    )
+    synth.template("Eks").has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::TargetGroup",
+        {"Port": workload.port, "Protocol": "HTTP", "TargetType": "ip",
+         "HealthCheckPath": "/healthz"},
+    )
+    binding = manifest(synth, "TargetGroupBinding", workload.name)
+    assert binding["metadata"]["namespace"] == workload.namespace
+    assert binding["spec"]["serviceRef"] == {"name": workload.name, "port": 80}
+    assert binding["spec"]["targetType"] == "ip"
+    assert binding["spec"]["targetGroupARN"] == "<token>"
+
+
+def test_load_balancer_is_internal_and_logs_access(synth) -> None:
+    synth.template("Eks").has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::LoadBalancer",
+        {
+            "Scheme": "internal",
+            "LoadBalancerAttributes": Match.array_with(
+                [
+                    {"Key": "routing.http.drop_invalid_header_fields.enabled", "Value": "true"},
+                    {"Key": "access_logs.s3.enabled", "Value": "true"},
+                ]
+            ),
+        },
+    )
+
+
+def test_deploy_time_settings_reach_the_pods_through_a_configmap(synth) -> None:
+    config_map = manifest(synth, "ConfigMap", "cloudshop-aws")
+    data = config_map["data"]
+    for name in ("ORDER_EVENTS_QUEUE_URL", "KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "DATABASE_SECRET_ARN",
+                 "INTERNAL_TOKEN_SECRET_ARN", "PRODUCT_SERVICE_URL", "AWS_REGION"):
+        assert name in data
+    assert not {"JWT_PRIVATE_KEY", "JWT_PRIVATE_KEY_SECRET_ARN", "SERVICE_NAME"} & set(data)
+    assert data["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"

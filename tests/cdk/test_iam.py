@@ -1,0 +1,62 @@
+"""IAM across every stack: no `*` or `service:*` action anywhere, and data resources are named."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from cdk.access import SERVICE_ACCESS
+from tests.cdk.conftest import STACKS
+
+pytestmark = pytest.mark.infra
+
+DATA_SERVICES = ("dynamodb", "s3", "sqs", "secretsmanager", "kafka-cluster", "kms", "ses")
+
+
+def statements(synth) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for stack in STACKS:
+        for logical_id, resource in synth.templates[stack]["Resources"].items():
+            if resource["Type"] in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"}:
+                for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+                    found.append((f"{stack}/{logical_id}", statement))
+    return found
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_no_statement_allows_every_action(synth) -> None:
+    offenders = [
+        (where, action)
+        for where, statement in statements(synth)
+        if statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"])
+        if action == "*" or action.endswith(":*")
+    ]
+    assert offenders == []
+
+
+def test_data_actions_never_apply_to_every_resource(synth) -> None:
+    offenders = [
+        (where, statement["Action"])
+        for where, statement in statements(synth)
+        if statement["Effect"] == "Allow"
+        and "*" in as_list(statement["Resource"])
+        and any(a.split(":")[0] in DATA_SERVICES for a in as_list(statement["Action"]))
+    ]
+    assert offenders == []
+
+
+def test_signing_key_is_readable_only_by_the_user_service(synth) -> None:
+    readers = [
+        where
+        for where, statement in statements(synth)
+        if "secretsmanager:GetSecretValue" in as_list(statement["Action"])
+        and "AuthSigningKey" in json.dumps(statement["Resource"])
+    ]
+    assert readers and all("User" in w or "KeyGenerator" in w for w in readers), readers
+    assert [s for s, a in SERVICE_ACCESS.items() if a.signing_key] == ["user"]

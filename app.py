@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import cast
 
 from aws_cdk import App, Validations
 from cdk_nag import AwsSolutionsChecks
 
-from cdk.config import preset
+from cdk.config import EnvironmentName, preset
 from cdk.deployment import build_deployment
 from cloudshop.build import BuildError, prepare
 
@@ -61,7 +62,7 @@ def main() -> None:
             overrides[field] = value
     if admins := _optional("CLOUDSHOP_CLUSTER_ADMIN_ROLE_ARNS"):
         overrides["cluster_admin_role_arns"] = tuple(a.strip() for a in admins.split(",") if a.strip())
-    config = preset(environment, **overrides)
+    config = preset(cast(EnvironmentName, environment), **overrides)
 
     try:
         build = prepare(allow_placeholder=os.environ.get("CLOUDSHOP_LAMBDA_ASSETS") == "placeholder")

@@ -89,9 +89,7 @@ class DataResources:
 
 def object_finding(buckets: EstateBuckets, name: str) -> str:
     """The cdk-nag finding for a grant on the objects of bucket `name` (rendered like cdk-nag does)."""
-    return (
-        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{buckets.bucket_name(name)}/*]"
-    )
+    return f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{buckets.bucket_name(name)}/*]"
 
 
 def access_findings(access: ServiceAccess, *, data: DataResources, stream: EventStream | None = None) -> dict[str, str]:

@@ -17,7 +17,7 @@ SIGNING_KEY_ROTATION_REASON = (
     "The JWT signing key is not rotated automatically: a rotation must publish the new public key to "
     "every verifier before the user service signs with it. The manual procedure is in cdk/README.md."
 )
-INTERNAL_TOKEN_ROTATION_REASON = (
+INTERNAL_ROTATION_REASON = (
     "The service-to-service secret is shared by every service; rotating it means a coordinated "
     "redeploy (cdk/README.md), so it is rotated by hand, not on a schedule."
 )
@@ -72,17 +72,15 @@ class AuthSecrets(Construct):
             secret_name=f"{name_prefix}internal-token",
             description="cloudshop service-to-service token secret (INTERNAL_TOKEN_SECRET)",
             encryption_key=encryption_key,
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                password_length=64, exclude_punctuation=True
-            ),
+            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=64, exclude_punctuation=True),
             removal_policy=RemovalPolicy.DESTROY,
         )
         nag(self.signing_key, {"AwsSolutions-SMG4": SIGNING_KEY_ROTATION_REASON})
         checkov_skip(self.signing_key, {"CKV2_AWS_57": SIGNING_KEY_ROTATION_REASON})
         nag(self.public_key, {"AwsSolutions-SMG4": SIGNING_KEY_ROTATION_REASON})
         checkov_skip(self.public_key, {"CKV2_AWS_57": SIGNING_KEY_ROTATION_REASON})
-        nag(self.internal_token, {"AwsSolutions-SMG4": INTERNAL_TOKEN_ROTATION_REASON})
-        checkov_skip(self.internal_token, {"CKV2_AWS_57": INTERNAL_TOKEN_ROTATION_REASON})
+        nag(self.internal_token, {"AwsSolutions-SMG4": INTERNAL_ROTATION_REASON})
+        checkov_skip(self.internal_token, {"CKV2_AWS_57": INTERNAL_ROTATION_REASON})
 
         log_group = logs.LogGroup(
             self, "KeyGeneratorLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY

@@ -22,8 +22,9 @@ class EstateBuckets(Construct):
     """Private, TLS-only, KMS-encrypted buckets with server access logs and lifecycle rules.
 
     Names are `<prefix><name>` like every estate resource. Bucket names are global: choose a prefix
-    nobody else uses (`CLOUDSHOP_RESOURCE_PREFIX`) if `cloudshop-<env>-` is taken. Versioned buckets hold documents (invoices) and are retained with the stack;
-    the others are destroyed with it once emptied.
+    nobody else uses (`CLOUDSHOP_RESOURCE_PREFIX`) if `cloudshop-<env>-` is taken. Versioned buckets
+    hold documents (invoices) and are retained with the stack; the others are destroyed with it once
+    emptied.
     """
 
     def __init__(
@@ -74,9 +75,7 @@ class EstateBuckets(Construct):
                 )
             ]
             if declaration.expire_after_days is not None:
-                rules.append(
-                    s3.LifecycleRule(id="expire", expiration=Duration.days(declaration.expire_after_days))
-                )
+                rules.append(s3.LifecycleRule(id="expire", expiration=Duration.days(declaration.expire_after_days)))
             if declaration.versioned:
                 rules.append(
                     s3.LifecycleRule(

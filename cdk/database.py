@@ -133,7 +133,4 @@ class Database(Construct):
     @property
     def instance_url(self) -> str:
         """`DATABASE_URL` for clients inside the VPC that bypass the proxy (EKS pods)."""
-        return (
-            f"postgresql://{self.instance.db_instance_endpoint_address}:{PORT}/{self.database_name}"
-            "?sslmode=require"
-        )
+        return f"postgresql://{self.instance.db_instance_endpoint_address}:{PORT}/{self.database_name}?sslmode=require"

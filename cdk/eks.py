@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from aws_cdk import CfnCondition, CfnResource, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
@@ -20,7 +19,6 @@ from aws_cdk.lambda_layer_kubectl_v36 import KubectlV36Layer
 from constructs import Construct
 
 from cdk.nag import (
-    CDK_PROVIDER_FUNCTION_SKIPS,
     LAMBDA_BASIC,
     LAMBDA_BASIC_REASON,
     LAMBDA_VPC,
@@ -141,9 +139,7 @@ class EksCore(Construct):
                 eks.ClusterLoggingTypes.CONTROLLER_MANAGER,
                 eks.ClusterLoggingTypes.SCHEDULER,
             ],
-            kubectl_provider_options=eks.KubectlProviderOptions(
-                kubectl_layer=KubectlV36Layer(self, "KubectlLayer")
-            ),
+            kubectl_provider_options=eks.KubectlProviderOptions(kubectl_layer=KubectlV36Layer(self, "KubectlLayer")),
             alb_controller=eks.AlbControllerOptions(version=eks.AlbControllerVersion.V2_17_1),
         )
         for index, arn in enumerate(admin_role_arns):
@@ -162,7 +158,12 @@ class EksCore(Construct):
         )
 
         self.pod_identity_agent = self.cluster.eks_pod_identity_agent
-        self.metrics_server = eks.Addon(self, "MetricsServer", cluster=self.cluster, addon_name="metrics-server")
+        self.metrics_server = eks.Addon(
+            self,
+            "MetricsServer",
+            cluster=self.cluster,  # type: ignore[arg-type]  # jsii's ICluster protocol lags Cluster
+            addon_name="metrics-server",
+        )
         self.metrics_server.node.add_dependency(self.nodegroup)
 
         self.repositories: dict[str, ecr.Repository] = {}
@@ -260,9 +261,9 @@ class EksCore(Construct):
                     "The kubectl provider pulls Helm charts stored as OCI artifacts in ECR."
                 ),
                 (
-                    "AwsSolutions-IAM4[Policy::{\"Fn::If\":[\"" + logical_id(ecr_public) + "\",{\"Fn::Join\":"
-                    "[\"\",[\"arn:\",{\"Ref\":\"AWS::Partition\"},\":iam::aws:policy/"
-                    "AmazonElasticContainerRegistryPublicReadOnly\"]]},{\"Ref\":\"AWS::NoValue\"}]}]"
+                    'AwsSolutions-IAM4[Policy::{"Fn::If":["' + logical_id(ecr_public) + '",{"Fn::Join":'
+                    '["",["arn:",{"Ref":"AWS::Partition"},":iam::aws:policy/'
+                    'AmazonElasticContainerRegistryPublicReadOnly"]]},{"Ref":"AWS::NoValue"}]}]'
                 ): "Only attached when charts come from ECR Public; read-only.",
                 "AwsSolutions-L1": kubectl_reason,
                 f"AwsSolutions-IAM5[Resource::<{logical_id(handler_resource)}.Arn>:*]": (

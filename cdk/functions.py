@@ -24,6 +24,7 @@ from cdk.nag import (
     checkov_skip,
     nag,
 )
+from cloudshop.estate import ServiceName
 
 # HTTP API integrations time out at 30 s; a function answering an API call must finish well before.
 API_TIMEOUT = Duration.seconds(15)
@@ -61,11 +62,11 @@ class ServiceFunctions(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        services: tuple[str, ...],
+        services: tuple[ServiceName, ...],
         packages: LambdaPackages,
         dependency_layer: lambda_.ILayerVersion,
-        environment: Mapping[str, Mapping[str, str]],
-        access: Mapping[str, ServiceAccess],
+        environment: Mapping[ServiceName, Mapping[str, str]],
+        access: Mapping[ServiceName, ServiceAccess],
         data: DataResources,
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
@@ -74,10 +75,8 @@ class ServiceFunctions(Construct):
         email_identities: list[str],
     ) -> None:
         super().__init__(scope, construct_id)
-        self.security_group = ec2.SecurityGroup(
-            self, "SecurityGroup", vpc=vpc, description="cloudshop Lambda services"
-        )
-        self.functions: dict[str, lambda_.Function] = {}
+        self.security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc, description="cloudshop Lambda services")
+        self.functions: dict[ServiceName, lambda_.Function] = {}
         for service in services:
             service_access = access[service]
             consumer = bool(service_access.consume_queues)
@@ -127,5 +126,5 @@ class ServiceFunctions(Construct):
             )
             self.functions[service] = function
 
-    def __getitem__(self, service: str) -> lambda_.Function:
+    def __getitem__(self, service: ServiceName) -> lambda_.Function:
         return self.functions[service]

@@ -19,6 +19,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk.tables import construct_id
+from cloudshop.estate import ServiceName
 
 PERIOD = Duration.minutes(5)
 # p99 duration alarms fire at this share of the function's timeout.
@@ -37,8 +38,8 @@ class Monitoring(Construct):
         construct_id_: str,
         *,
         name: str,
-        functions: Mapping[str, lambda_.Function],
-        timeouts: Mapping[str, Duration],
+        functions: Mapping[ServiceName, lambda_.Function],
+        timeouts: Mapping[ServiceName, Duration],
         api: apigw.HttpApi,
         tables: Mapping[str, dynamodb.Table],
         dead_letter_queues: Mapping[str, sqs.IQueue],

@@ -47,9 +47,7 @@ class EstateQueues(Construct):
                 construct_id(declaration.name),
                 queue_name=f"{prefix}{declaration.name}",
                 visibility_timeout=Duration.seconds(declaration.visibility_timeout_seconds),
-                dead_letter_queue=sqs.DeadLetterQueue(
-                    queue=dlq, max_receive_count=declaration.max_receive_count
-                ),
+                dead_letter_queue=sqs.DeadLetterQueue(queue=dlq, max_receive_count=declaration.max_receive_count),
                 encryption=sqs.QueueEncryption.KMS,
                 encryption_master_key=encryption_key,
                 enforce_ssl=True,

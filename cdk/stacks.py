@@ -12,7 +12,6 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from cdk.access import SERVICE_ACCESS, DataResources, access_findings, grant_service_access
-from cdk.nag import nag
 from cdk.assets import LambdaPackages
 from cdk.auth import AuthSecrets
 from cdk.buckets import EstateBuckets
@@ -24,6 +23,7 @@ from cdk.encryption import DataKey
 from cdk.functions import API_TIMEOUT, CONSUMER_TIMEOUT, ServiceFunctions
 from cdk.gateway import HttpGateway
 from cdk.monitoring import Monitoring
+from cdk.nag import nag
 from cdk.network import Network
 from cdk.queues import EstateQueues
 from cdk.service_ingress import PrivateIngress
@@ -101,9 +101,7 @@ class DataStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         key = DataKey(self, "DataKey", alias=f"alias/{config.prefix}data").key
         self.tables = EstateTables(self, "Tables", tables=ESTATE.tables, prefix=config.prefix, encryption_key=key)
-        self.buckets = EstateBuckets(
-            self, "Buckets", buckets=ESTATE.buckets, encryption_key=key, prefix=config.prefix
-        )
+        self.buckets = EstateBuckets(self, "Buckets", buckets=ESTATE.buckets, encryption_key=key, prefix=config.prefix)
         self.queues = EstateQueues(self, "Queues", queues=ESTATE.queues, prefix=config.prefix, encryption_key=key)
         self.database = Database(
             self,
@@ -144,8 +142,14 @@ class DataStack(Stack):
 
 class StreamingStack(Stack):
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: DeploymentConfig, network: Network,
-        data: DataResources, **kwargs: Any
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        network: Network,
+        data: DataResources,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.stream = EventStream(
@@ -210,8 +214,12 @@ class ApiStack(Stack):
             email_identities=[config.ses_sender, sender_domain],
         )
         allow_ingress(
-            self, "ServicesToProxy", target=data.database.proxy_security_group,
-            source=self.functions.security_group, port=DB_PORT, description="Lambda services to RDS Proxy",
+            self,
+            "ServicesToProxy",
+            target=data.database.proxy_security_group,
+            source=self.functions.security_group,
+            port=DB_PORT,
+            description="Lambda services to RDS Proxy",
         )
         self.authorizer_environment = {
             "SERVICE_NAME": "gateway-authorizer",
@@ -232,7 +240,9 @@ class ApiStack(Stack):
             cors_origins=config.cors_origins,
         )
         for service in LAMBDA_SERVICES:
-            integration = integrations.HttpLambdaIntegration(f"{service.capitalize()}Integration", self.functions[service])
+            integration = integrations.HttpLambdaIntegration(
+                f"{service.capitalize()}Integration", self.functions[service]
+            )
             self.gateway.add_routes(self.gateway, [r for r in ESTATE.routes if r.service == service], integration)
         self.timeouts = {
             service: CONSUMER_TIMEOUT if SERVICE_ACCESS[service].consume_queues else API_TIMEOUT
@@ -276,11 +286,19 @@ class EksStack(Stack):
         )
         cluster_sg = self.core.cluster.cluster_security_group
         allow_ingress(
-            self, "PodsToDatabase", target=data.database.security_group, source=cluster_sg, port=DB_PORT,
+            self,
+            "PodsToDatabase",
+            target=data.database.security_group,
+            source=cluster_sg,
+            port=DB_PORT,
             description="EKS pods to PostgreSQL",
         )
         allow_ingress(
-            self, "PodsToKafka", target=stream.security_group, source=cluster_sg, port=IAM_PORT,
+            self,
+            "PodsToKafka",
+            target=stream.security_group,
+            source=cluster_sg,
+            port=IAM_PORT,
             description="EKS pods to MSK (SASL/IAM)",
         )
         settings: dict[str, str] = {}
@@ -300,9 +318,7 @@ class EksStack(Stack):
                 )
             )
         # Per-pod values (SERVICE_NAME) and the two secret values stay in the Deployments.
-        self.aws_settings = {
-            k: v for k, v in settings.items() if k not in {"SERVICE_NAME", "JWT_PUBLIC_KEY"}
-        }
+        self.aws_settings = {k: v for k, v in settings.items() if k not in {"SERVICE_NAME", "JWT_PUBLIC_KEY"}}
         self.aws_settings["AWS_REGION"] = config.region
         self.aws_settings["PRODUCT_SERVICE_URL"] = gateway.url
         self.aws_settings["USER_SERVICE_URL"] = gateway.url
@@ -327,8 +343,14 @@ class EksStack(Stack):
 
 class MonitoringStack(Stack):
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: DeploymentConfig, api: ApiStack, data: DataStack,
-        **kwargs: Any
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        api: ApiStack,
+        data: DataStack,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.monitoring = Monitoring(
@@ -345,4 +367,3 @@ class MonitoringStack(Stack):
         )
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
         CfnOutput(self, "DashboardName", value=f"{config.prefix}ops")
-

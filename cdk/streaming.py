@@ -77,9 +77,7 @@ class EventStream(Construct):
             self, "SecurityGroup", vpc=vpc, description="cloudshop MSK brokers", allow_all_outbound=False
         )
         subnet_ids = vpc.select_subnets(subnet_group_name=subnets.subnet_group_name).subnet_ids
-        broker_logs = logs.LogGroup(
-            self, "BrokerLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
-        )
+        broker_logs = logs.LogGroup(self, "BrokerLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
         checkov_skip(broker_logs, {"CKV_AWS_158": LOG_GROUP_KMS_REASON})
         configuration = msk.CfnConfiguration(
             self,
@@ -110,13 +108,9 @@ class EventStream(Construct):
                 encryption_at_rest=msk.CfnCluster.EncryptionAtRestProperty(
                     data_volume_kms_key_id=encryption_key.key_arn
                 ),
-                encryption_in_transit=msk.CfnCluster.EncryptionInTransitProperty(
-                    client_broker="TLS", in_cluster=True
-                ),
+                encryption_in_transit=msk.CfnCluster.EncryptionInTransitProperty(client_broker="TLS", in_cluster=True),
             ),
-            configuration_info=msk.CfnCluster.ConfigurationInfoProperty(
-                arn=configuration.attr_arn, revision=1
-            ),
+            configuration_info=msk.CfnCluster.ConfigurationInfoProperty(arn=configuration.attr_arn, revision=1),
             enhanced_monitoring="PER_BROKER",
             open_monitoring=msk.CfnCluster.OpenMonitoringProperty(
                 prometheus=msk.CfnCluster.PrometheusProperty(
@@ -159,11 +153,7 @@ class EventStream(Construct):
                 output_paths=["BootstrapBrokerStringSaslIam"],
             ),
             policy=cr.AwsCustomResourcePolicy.from_statements(
-                [
-                    iam.PolicyStatement(
-                        actions=["kafka:GetBootstrapBrokers"], resources=[self.cluster_arn]
-                    )
-                ]
+                [iam.PolicyStatement(actions=["kafka:GetBootstrapBrokers"], resources=[self.cluster_arn])]
             ),
             install_latest_aws_sdk=False,
         )
@@ -202,8 +192,7 @@ class EventStream(Construct):
     def group_arn_rendered(self) -> str:
         """`group_arn(CONSUMER_GROUPS)` as cdk-nag renders it in its findings."""
         return (
-            f"arn:<AWS::Partition>:kafka:<AWS::Region>:<AWS::AccountId>:group/{self.cluster_name}/*/"
-            f"{CONSUMER_GROUPS}"
+            f"arn:<AWS::Partition>:kafka:<AWS::Region>:<AWS::AccountId>:group/{self.cluster_name}/*/{CONSUMER_GROUPS}"
         )
 
     def grant_connect(self, grantee: iam.IGrantable) -> None:

@@ -44,7 +44,9 @@ def test_app_synthesises_every_stack_within_the_budget(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
     assert elapsed < BUDGET_SECONDS, f"synth took {elapsed:.1f}s"
     manifest = json.loads((tmp_path / "cdk.out" / "manifest.json").read_text())
-    stacks = {name for name, artifact in manifest["artifacts"].items() if artifact["type"] == "aws:cloudformation:stack"}
+    stacks = {
+        name for name, artifact in manifest["artifacts"].items() if artifact["type"] == "aws:cloudformation:stack"
+    }
     assert stacks == {f"Cloudshop-Dev-{name}" for name in STACKS}
     for name in stacks:
         assert (tmp_path / "cdk.out" / f"{name}.template.json").is_file()

@@ -171,8 +171,7 @@ def test_workload_pods_are_bound_to_an_internal_alb_listener(synth, workload: Wo
     )
     synth.template("Eks").has_resource_properties(
         "AWS::ElasticLoadBalancingV2::TargetGroup",
-        {"Port": workload.port, "Protocol": "HTTP", "TargetType": "ip",
-         "HealthCheckPath": "/healthz"},
+        {"Port": workload.port, "Protocol": "HTTP", "TargetType": "ip", "HealthCheckPath": "/healthz"},
     )
     binding = manifest(synth, "TargetGroupBinding", workload.name)
     assert binding["metadata"]["namespace"] == workload.namespace
@@ -199,8 +198,15 @@ def test_load_balancer_is_internal_and_logs_access(synth) -> None:
 def test_deploy_time_settings_reach_the_pods_through_a_configmap(synth) -> None:
     config_map = manifest(synth, "ConfigMap", "cloudshop-aws")
     data = config_map["data"]
-    for name in ("ORDER_EVENTS_QUEUE_URL", "KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "DATABASE_SECRET_ARN",
-                 "INTERNAL_TOKEN_SECRET_ARN", "PRODUCT_SERVICE_URL", "AWS_REGION"):
+    for name in (
+        "ORDER_EVENTS_QUEUE_URL",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "DATABASE_URL",
+        "DATABASE_SECRET_ARN",
+        "INTERNAL_TOKEN_SECRET_ARN",
+        "PRODUCT_SERVICE_URL",
+        "AWS_REGION",
+    ):
         assert name in data
     assert not {"JWT_PRIVATE_KEY", "JWT_PRIVATE_KEY_SECRET_ARN", "SERVICE_NAME"} & set(data)
     assert data["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"

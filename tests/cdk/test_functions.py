@@ -16,7 +16,12 @@ pytestmark = pytest.mark.infra
 # Library-owned variables: Powertools reads them, Settings does not.
 LIBRARY_PREFIXES = ("POWERTOOLS_",)
 # Settings fields this deployment needs that `cloudshop.settings` does not declare yet (requested).
-REQUESTED_FIELDS = {"DATABASE_SECRET_ARN", "JWT_PRIVATE_KEY_SECRET_ARN", "INTERNAL_TOKEN_SECRET_ARN", "KAFKA_SASL_MECHANISM"}
+REQUESTED_FIELDS = {
+    "DATABASE_SECRET_ARN",
+    "JWT_PRIVATE_KEY_SECRET_ARN",
+    "INTERNAL_TOKEN_SECRET_ARN",
+    "KAFKA_SASL_MECHANISM",
+}
 
 
 def settings_names() -> set[str]:
@@ -74,8 +79,15 @@ def test_required_settings_and_resource_names_are_set(synth, service: str) -> No
     env = environment(synth, service)
     for name, value in resource_settings(synth.config.prefix).items():
         assert env[name] == value
-    for name in ("SERVICE_NAME", "ENVIRONMENT", "JWT_PUBLIC_KEY", "INTERNAL_TOKEN_SECRET_ARN",
-                 "ORDER_EVENTS_QUEUE_URL", "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
+    for name in (
+        "SERVICE_NAME",
+        "ENVIRONMENT",
+        "JWT_PUBLIC_KEY",
+        "INTERNAL_TOKEN_SECRET_ARN",
+        "ORDER_EVENTS_QUEUE_URL",
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+    ):
         assert name in env, f"{service} lacks {name}"
     assert env["SERVICE_NAME"] == env["POWERTOOLS_SERVICE_NAME"] == service
     assert env["ENVIRONMENT"] == synth.config.environment

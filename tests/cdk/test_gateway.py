@@ -66,8 +66,14 @@ def test_authorizer_checks_the_bearer_token_with_a_cached_simple_response(synth)
         "AWS::Lambda::Function",
         {
             "Handler": "cdk.runtime.authorizer.handler",
-            "Environment": {"Variables": {"JWT_PUBLIC_KEY": Match.any_value(), "JWT_ISSUER": "cloudshop",
-                                          "SERVICE_NAME": Match.any_value(), "ENVIRONMENT": "dev"}},
+            "Environment": {
+                "Variables": {
+                    "JWT_PUBLIC_KEY": Match.any_value(),
+                    "JWT_ISSUER": "cloudshop",
+                    "SERVICE_NAME": Match.any_value(),
+                    "ENVIRONMENT": "dev",
+                }
+            },
         },
     )
 

@@ -59,7 +59,9 @@ def test_table_throttle_alarm(synth, table) -> None:
     assert f"{synth.config.prefix}ops-{table.name}-table-throttles" in alarm_names(synth)
 
 
-@pytest.mark.parametrize(("alarm", "metric"), [("rds-cpu", "CPUUtilization"), ("rds-connections", "DatabaseConnections")])
+@pytest.mark.parametrize(
+    ("alarm", "metric"), [("rds-cpu", "CPUUtilization"), ("rds-connections", "DatabaseConnections")]
+)
 def test_database_alarm(synth, alarm: str, metric: str) -> None:
     synth.template("Monitoring").has_resource_properties(
         "AWS::CloudWatch::Alarm",

@@ -24,5 +24,7 @@ def test_every_acknowledgment_carries_a_written_reason(synth) -> None:
         for logical_id, resource in synth.templates[stack]["Resources"].items():
             for rule in resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", []):
                 acknowledged += 1
-                assert len(rule["reason"].strip()) >= MIN_REASON, f"{stack}/{logical_id}: {rule['id']} {rule['reason']!r}"
+                assert len(rule["reason"].strip()) >= MIN_REASON, (
+                    f"{stack}/{logical_id}: {rule['id']} {rule['reason']!r}"
+                )
     assert acknowledged > 0, "the acknowledgments did not reach the templates' metadata"

@@ -40,9 +40,7 @@ def test_every_queue_policy_denies_plain_http(synth) -> None:
             "PolicyDocument": Match.object_like(
                 {
                     "Statement": [
-                        Match.object_like(
-                            {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
-                        )
+                        Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})
                     ]
                 }
             )

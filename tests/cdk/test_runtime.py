@@ -67,10 +67,10 @@ class InMemorySecrets:
         self.values = dict(values)
         self.puts: list[str] = []
 
-    def get_secret_value(self, SecretId: str) -> dict[str, Any]:  # noqa: N803 - boto3's spelling
+    def get_secret_value(self, SecretId: str) -> dict[str, Any]:
         return {"SecretString": self.values[SecretId]}
 
-    def put_secret_value(self, SecretId: str, SecretString: str) -> None:  # noqa: N803
+    def put_secret_value(self, SecretId: str, SecretString: str) -> None:
         self.puts.append(SecretId)
         self.values[SecretId] = SecretString
 

@@ -33,9 +33,7 @@ def test_declared_table_has_its_keys_ttl_and_encryption(synth, table: Table) -> 
     synth.template("Data").has_resource_properties("AWS::DynamoDB::Table", properties)
 
 
-@pytest.mark.parametrize(
-    "table", [t for t in ESTATE.tables if t.indexes], ids=lambda t: t.name
-)
+@pytest.mark.parametrize("table", [t for t in ESTATE.tables if t.indexes], ids=lambda t: t.name)
 def test_declared_indexes_are_global_secondary_indexes(synth, table: Table) -> None:
     indexes = []
     for index in table.indexes:

@@ -27,7 +27,10 @@ def test_cfn_lint_finds_no_error(synth) -> None:
     files = [str(path) for path in synth.template_files.values()]
     result = subprocess.run(
         [str(Path(sys.executable).with_name("cfn-lint")), "--format", "json", *files],
-        capture_output=True, text=True, check=False, timeout=300,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     assert result.returncode in (0, 4, 8, 12), result.stderr[-3000:]  # bit 2 = errors, bit 4 = warnings
     findings = json.loads(result.stdout or "[]")
@@ -42,7 +45,10 @@ def checkov_report(synth) -> dict:
     args = [arg for path in synth.template_files.values() for arg in ("-f", str(path))]
     result = subprocess.run(
         [str(CHECKOV), *args, "--framework", "cloudformation", "--output", "json", "--compact"],
-        capture_output=True, text=True, check=False, timeout=600,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
     )
     assert result.returncode in (0, 1), result.stderr[-3000:]
     return json.loads(result.stdout)

@@ -90,7 +90,7 @@ class EventGenerator:
     mean_gap_seconds: float = 4.0
 
     def __post_init__(self) -> None:
-        self._random = random.Random(self.seed)
+        self._random = random.Random(self.seed)  # noqa: S311 - test data, not secrets
         self._clock = self.start
         self._orders = 0
         self._events = 0
@@ -104,7 +104,7 @@ class EventGenerator:
         self._orders += 1
         self._clock += timedelta(seconds=rnd.expovariate(1 / self.mean_gap_seconds))
         order_id = f"ord-{self.seed}-{self._orders:07d}"
-        common = {
+        common: dict[str, Any] = {
             "order_id": order_id,
             "user_id": f"user-{rnd.randrange(self.users):04d}",
             "amount": rnd.randrange(100, 500_000),

@@ -116,10 +116,8 @@ class Job:
         """Every event so far -> every window, written to every sink; returns the results."""
         events = parse_events(self.source.read_batch(self.spark)).persist()
         try:
-            max_micros = events.agg(F.unix_micros(max_sale_time(events))).first()[0]
-            max_event_time = (
-                F.expr(f"timestamp_micros({int(max_micros)})") if max_micros is not None else F.lit(None)
-            )
+            (max_micros,) = events.agg(F.unix_micros(max_sale_time(events))).collect()[0]
+            max_event_time = F.expr(f"timestamp_micros({int(max_micros)})") if max_micros is not None else F.lit(None)
             results = mark_final_at(
                 window_metrics(events, watermark=self.watermark),
                 max_event_time=max_event_time.cast("timestamp"),
@@ -222,9 +220,7 @@ def s3_client_factory() -> Callable[[], Any]:
     def build() -> Any:
         import boto3
 
-        return boto3.client(
-            "s3", endpoint_url=_env("aws_endpoint_url"), region_name=_env("aws_region", "eu-west-1")
-        )
+        return boto3.client("s3", endpoint_url=_env("aws_endpoint_url"), region_name=_env("aws_region", "eu-west-1"))
 
     return build
 
@@ -272,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = job.run_once()
         summary = results.agg(
             F.count("*").alias("windows"), F.sum(F.col("final").cast("int")).alias("final")
-        ).first()
+        ).collect()[0]
         print(json.dumps({"windows": summary["windows"], "final": summary["final"] or 0}), flush=True)
         return 0
 

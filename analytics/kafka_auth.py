@@ -36,8 +36,7 @@ class KafkaAuth:
                 raise ValueError(f"unsupported SASL mechanism {self.sasl_mechanism!r}")
             options["kafka.sasl.mechanism"] = self.sasl_mechanism.upper()
             options["kafka.sasl.jaas.config"] = (
-                f'{module} required username="{_jaas_escape(self.username)}" '
-                f'password="{_jaas_escape(self.password)}";'
+                f'{module} required username="{_jaas_escape(self.username)}" password="{_jaas_escape(self.password)}";'
             )
         return options
 

@@ -17,9 +17,7 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 def build(destination: Path) -> list[str]:
     destination.parent.mkdir(parents=True, exist_ok=True)
-    members = sorted(
-        path for pattern in ("*.py", "*.xml") for path in PACKAGE.glob(pattern) if path.name != "bench.py"
-    )
+    members = sorted(path for pattern in ("*.py", "*.xml") for path in PACKAGE.glob(pattern) if path.name != "bench.py")
     names = []
     with zipfile.ZipFile(destination, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in members:

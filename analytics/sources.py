@@ -83,9 +83,7 @@ class FileLogSource:
 
     def read_batch(self, spark: SparkSession) -> DataFrame:
         self._ensure_directory()
-        return (
-            spark.read.schema(_LINES).format("text").option("pathGlobFilter", ANY_SEGMENT_GLOB).load(self.directory)
-        )
+        return spark.read.schema(_LINES).format("text").option("pathGlobFilter", ANY_SEGMENT_GLOB).load(self.directory)
 
 
 Source = KafkaSource | FileLogSource

@@ -131,9 +131,9 @@ def window_metrics(events: DataFrame, *, watermark: str, window: str = WINDOW_DU
         F.collect_set("user_id").alias("_users"),
         F.collect_set("order_id").alias("_orders"),
         # collect_list skips nulls: a sale without a total counts as an order, not as revenue.
-        F.collect_list(
-            F.when(F.col("currency").isNotNull(), F.struct(F.col("currency"), F.col("amount")))
-        ).alias("_sales"),
+        F.collect_list(F.when(F.col("currency").isNotNull(), F.struct(F.col("currency"), F.col("amount")))).alias(
+            "_sales"
+        ),
         F.sum("items").alias("_items"),
     )
     return aggregated.select(

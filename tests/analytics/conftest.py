@@ -15,11 +15,11 @@ import pytest
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
-from tests.analytics.helpers import SegmentWriter  # noqa: E402
+from tests.analytics.helpers import SegmentWriter
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator["SparkSession"]:  # type: ignore[name-defined]  # noqa: F821
+def spark() -> Iterator[SparkSession]:  # type: ignore[name-defined]  # noqa: F821
     pytest.importorskip("pyspark")
     from analytics.spark import build_session, kafka_package
 

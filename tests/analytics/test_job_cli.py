@@ -79,7 +79,10 @@ def test_connectors_are_requested_only_when_used(monkeypatch):
 
 
 def test_sasl_credentials_come_from_secret_names_and_never_show(monkeypatch):
-    secrets = {"projects/p/secrets/kafka-user/versions/latest": "analytics\n", "projects/p/secrets/pw/versions/3": 'p"w'}
+    secrets = {
+        "projects/p/secrets/kafka-user/versions/latest": "analytics\n",
+        "projects/p/secrets/pw/versions/3": 'p"w',
+    }
     args = parse(
         "--source", "kafka", "--kafka-bootstrap-servers", "b:9096", "--sink", "kafka", "--once",
         "--kafka-security-protocol", "SASL_SSL", "--kafka-sasl-mechanism", "SCRAM-SHA-512",
@@ -90,8 +93,7 @@ def test_sasl_credentials_come_from_secret_names_and_never_show(monkeypatch):
     options = auth.spark_options()
     assert options["kafka.sasl.mechanism"] == "SCRAM-SHA-512"
     assert options["kafka.sasl.jaas.config"] == (
-        "org.apache.kafka.common.security.scram.ScramLoginModule required "
-        'username="analytics" password="p\\"w";'
+        'org.apache.kafka.common.security.scram.ScramLoginModule required username="analytics" password="p\\"w";'
     )
     assert 'p"w' not in repr(auth)
 

@@ -44,9 +44,7 @@ def consume(bootstrap: str, topic: str, *, count: int, timeout: float = 90.0) ->
     """Read `count` records from the start of `topic` (keys must equal window_start)."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=1000
-    )
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=1000)
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     try:

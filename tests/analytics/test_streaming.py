@@ -79,9 +79,7 @@ def process(query, segment_writer_obj, records) -> None:
     query.processAllAvailable()
 
 
-def test_windows_are_emitted_once_final_and_late_events_are_dropped_and_counted(
-    spark, segment_writer, start_stream
-):
+def test_windows_are_emitted_once_final_and_late_events_are_dropped_and_counted(spark, segment_writer, start_stream):
     writer = segment_writer()
     query, monitor, sink = start_stream(writer.event_log_dir)
 

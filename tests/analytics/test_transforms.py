@@ -43,7 +43,7 @@ def run_batch(spark, records: list[Any], *, watermark: str = WATERMARK) -> list[
     """The `--once` path on an in-memory batch: parse, aggregate, mark final, serialise."""
     from pyspark.sql import functions as F
 
-    from analytics.transforms import max_sale_time, mark_final_at, parse_events, to_records, window_metrics
+    from analytics.transforms import mark_final_at, max_sale_time, parse_events, to_records, window_metrics
 
     events = parse_events(lines_frame(spark, records))
     max_time = events.agg(max_sale_time(events)).first()[0]

@@ -12,6 +12,7 @@ This is the only place that reads the environment. Inputs:
   (default: the values in `eks_services/argocd/bootstrap/<env>.yaml`).
 - `CLOUDSHOP_RESOURCE_PREFIX`: physical-name prefix (default `cloudshop-<env>-`).
 - `CLOUDSHOP_ALARM_EMAIL`: subscribed to the alarm topic. `CLOUDSHOP_SES_SENDER`: verified SES sender.
+- `CLOUDSHOP_JWT_KEY_GENERATION`: bump after putting a new signing key (cdk/README.md, rotation).
 - `CLOUDSHOP_CLUSTER_ADMIN_ROLE_ARNS`: comma-separated IAM roles given cluster-admin on EKS.
 - `CLOUDSHOP_LAMBDA_ASSETS=placeholder`: synthesise without `make build` output (templates for
   inspection and tests only; the dependency layer is empty and must not be deployed).
@@ -60,6 +61,8 @@ def main() -> None:
     ):
         if value := _optional(variable):
             overrides[field] = value
+    if generation := _optional("CLOUDSHOP_JWT_KEY_GENERATION"):
+        overrides["jwt_key_generation"] = int(generation)
     if admins := _optional("CLOUDSHOP_CLUSTER_ADMIN_ROLE_ARNS"):
         overrides["cluster_admin_role_arns"] = tuple(a.strip() for a in admins.split(",") if a.strip())
     config = preset(cast(EnvironmentName, environment), **overrides)

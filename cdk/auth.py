@@ -48,6 +48,7 @@ class AuthSecrets(Construct):
         encryption_key: kms.IKey,
         name_prefix: str,
         log_retention: logs.RetentionDays,
+        key_generation: int = 1,
     ) -> None:
         super().__init__(scope, construct_id)
         self.signing_key = secretsmanager.Secret(
@@ -129,6 +130,8 @@ class AuthSecrets(Construct):
             properties={
                 "PrivateKeySecretArn": self.signing_key.secret_arn,
                 "PublicKeySecretArn": self.public_key.secret_arn,
+                # A new value is an update: the resource re-reads the key and answers its public half.
+                "Generation": str(key_generation),
             },
         )
         self.public_key_pem = self.key_pair.get_att_string("PublicKeyPem")

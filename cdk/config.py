@@ -50,6 +50,9 @@ class DeploymentConfig:
     # Browser origins allowed by CORS; empty = no CORS configuration.
     cors_origins: tuple[str, ...] = ()
 
+    # Bump to make the JwtKeyPair resource re-read the signing key (after you put a new one).
+    jwt_key_generation: int = 1
+
     # --- EKS ----------------------------------------------------------------------------------------
     kubernetes_version: str = "1.35"
     node_instance_type: str = "m6i.large"

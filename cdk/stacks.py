@@ -126,6 +126,7 @@ class DataStack(Stack):
             encryption_key=key,
             name_prefix=config.prefix,
             log_retention=_retention(config),
+            key_generation=config.jwt_key_generation,
         )
         self.resources = DataResources(
             key=key,

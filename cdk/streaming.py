@@ -204,6 +204,10 @@ class EventStream(Construct):
 
     def grant_produce(self, grantee: iam.IGrantable, topic: str) -> None:
         self.grant_connect(grantee)
+        # Idempotent producers (the default of current Kafka clients) need this on the cluster.
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=["kafka-cluster:WriteDataIdempotently"], resource_arns=[self.cluster_arn]
+        )
         iam.Grant.add_to_principal(
             grantee=grantee,
             actions=["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"],

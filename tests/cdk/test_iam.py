@@ -60,3 +60,25 @@ def test_signing_key_is_readable_only_by_the_user_service(synth) -> None:
     ]
     assert readers and all("User" in w or "KeyGenerator" in w for w in readers), readers
     assert [s for s, a in SERVICE_ACCESS.items() if a.signing_key] == ["user"]
+
+
+def test_order_service_may_produce_orders_idempotently_and_nothing_more_on_kafka(synth) -> None:
+    kafka = sorted(
+        {
+            action
+            for where, statement in statements(synth)
+            if "OrderPodRole" in where
+            for action in as_list(statement["Action"])
+            if action.startswith("kafka-cluster:")
+        }
+    )
+    assert kafka == [
+        "kafka-cluster:AlterGroup",
+        "kafka-cluster:Connect",
+        "kafka-cluster:DescribeCluster",
+        "kafka-cluster:DescribeGroup",
+        "kafka-cluster:DescribeTopic",
+        "kafka-cluster:ReadData",
+        "kafka-cluster:WriteData",
+        "kafka-cluster:WriteDataIdempotently",
+    ]

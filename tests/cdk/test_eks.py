@@ -14,6 +14,7 @@ from aws_cdk.assertions import Match
 from cdk.eks import ARGOCD_BOOTSTRAP_DIR, node_group_bounds
 from cdk.service_ingress import listener_port
 from cloudshop.estate import ESTATE, WORKLOADS, Workload
+from tests.cdk.test_functions import REQUESTED_FIELDS, settings_names
 
 pytestmark = pytest.mark.infra
 
@@ -210,3 +211,11 @@ def test_deploy_time_settings_reach_the_pods_through_a_configmap(synth) -> None:
         assert name in data
     assert not {"JWT_PRIVATE_KEY", "JWT_PRIVATE_KEY_SECRET_ARN", "SERVICE_NAME"} & set(data)
     assert data["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+
+
+def test_every_configmap_key_is_a_settings_field(synth) -> None:
+    keys = set(manifest(synth, "ConfigMap", "cloudshop-aws")["data"])
+    unknown = keys - settings_names()
+    assert unknown <= REQUESTED_FIELDS, f"not Settings fields: {unknown - REQUESTED_FIELDS}"
+    if unknown:
+        pytest.xfail(f"requested Settings fields not declared yet: {sorted(unknown)}")

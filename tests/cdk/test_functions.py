@@ -16,12 +16,7 @@ pytestmark = pytest.mark.infra
 # Library-owned variables: Powertools reads them, Settings does not.
 LIBRARY_PREFIXES = ("POWERTOOLS_",)
 # Settings fields this deployment needs that `cloudshop.settings` does not declare yet (requested).
-REQUESTED_FIELDS = {
-    "DATABASE_SECRET_ARN",
-    "JWT_PRIVATE_KEY_SECRET_ARN",
-    "INTERNAL_TOKEN_SECRET_ARN",
-    "KAFKA_SASL_MECHANISM",
-}
+REQUESTED_FIELDS = {"DATABASE_SECRET_ARN", "JWT_PRIVATE_KEY_SECRET_ARN", "INTERNAL_TOKEN_SECRET_ARN"}
 
 
 def settings_names() -> set[str]:

@@ -82,14 +82,17 @@ class Topic:
 class Route:
     """One gateway route. `path` uses API Gateway syntax (`{proxy+}` matches the rest of the path).
 
-    `public` routes need no token; every other route needs a valid access token at the gateway, and
-    the service checks roles and ownership again behind it.
+    `public` routes need no token; `internal` routes take only a service token (`x-service-token`),
+    for a service that reaches another one through the API (the order pods calling the product
+    Lambda); every other route needs a valid access token of a live session at the gateway. The
+    service checks roles, ownership and service tokens again behind it.
     """
 
     method: str
     path: str
     service: ServiceName
     public: bool = False
+    internal: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,9 @@ def _routes() -> tuple[Route, ...]:
         Route("ANY", f"{p}/payments/{{proxy+}}", "payment"),
         Route("GET", f"{p}/notifications", "notification"),
         Route("GET", f"{p}/analytics/windows", "order"),
+        # Stock reservations: order (EKS) → product (Lambda) crosses the API in the cloud.
+        Route("POST", f"{p}/internal/reservations", "product", internal=True),
+        Route("POST", f"{p}/internal/reservations/{{proxy+}}", "product", internal=True),
     )
 
 

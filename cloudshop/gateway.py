@@ -22,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
-from cloudshop.auth import TokenVerifier, bearer_token
+from cloudshop.auth import InternalTokens, TokenVerifier, bearer_token
 from cloudshop.errors import CloudshopError, Unauthorized, problem
 from cloudshop.estate import ESTATE, Route
 from cloudshop.observability import REQUEST_ID_HEADER, Metrics, configure_logging, new_request_id, request_id_var
+from cloudshop.web import SERVICE_TOKEN_HEADER
 
 log = logging.getLogger("cloudshop.gateway")
 
@@ -74,6 +75,7 @@ def build_gateway(
     upstreams: dict[str, str],
     verifier: TokenVerifier,
     session_active: Callable[[str], bool],
+    internal_tokens: InternalTokens,
     timeout_seconds: float = 30.0,
     log_level: str = "INFO",
 ) -> Starlette:
@@ -91,7 +93,10 @@ def build_gateway(
             )
         return clients[service]
 
-    async def authorise(request: Request) -> None:
+    async def authorise(request: Request, route: Route) -> None:
+        if route.internal:
+            internal_tokens.verify(request.headers.get(SERVICE_TOKEN_HEADER, ""))
+            return
         principal = verifier.verify(bearer_token(request.headers.get("authorization")))
         if not await anyio.to_thread.run_sync(session_active, principal.session_id):
             raise Unauthorized("The session has ended; log in again.")
@@ -112,7 +117,7 @@ def build_gateway(
             return _problem(404, "Not found", "No route for this method and path.")
         try:
             if not route.public:
-                await authorise(request)
+                await authorise(request, route)
         except CloudshopError as exc:
             return JSONResponse(
                 exc.problem(),
@@ -172,11 +177,11 @@ def _problem(status: int, title: str, detail: str) -> Response:
 def build_gateway_from_settings() -> Starlette:
     """The gateway process of `cloudshop up` (`uvicorn --factory cloudshop.gateway:build_gateway_from_settings`)."""
     from cloudshop import aws
+    from cloudshop.sessions import session_is_active
     from cloudshop.settings import get_settings
-    from functions.user.repository import DynamoDBSessionStore
 
     settings = get_settings()
-    sessions = DynamoDBSessionStore(aws.client("dynamodb", settings), table=settings.sessions_table)
+    dynamodb = aws.client("dynamodb", settings)
     upstreams: dict[str, Any] = {
         "user": settings.user_service_url,
         "product": settings.product_service_url,
@@ -187,6 +192,7 @@ def build_gateway_from_settings() -> Starlette:
     return build_gateway(
         upstreams=upstreams,
         verifier=TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer),
-        session_active=sessions.is_active,
+        session_active=lambda sid: session_is_active(dynamodb, table=settings.sessions_table, session_id=sid),
+        internal_tokens=InternalTokens(settings.internal_token_secret.get_secret_value(), service="gateway"),
         log_level=settings.log_level,
     )

@@ -7,6 +7,8 @@ manifests, the local runner sets them on its child processes. Names are the uppe
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
 
@@ -48,6 +50,9 @@ class Settings(BaseSettings):
 
     # --- SQL -----------------------------------------------------------------------------------
     database_url: str = "sqlite:///.cloudshop/cloudshop.db"
+    # In the cloud the credentials live in the RDS secret (JSON with username/password, rotated):
+    # DATABASE_URL then names only host, port and database, and `load_secrets` adds the rest.
+    database_secret_arn: str | None = None
     db_pool_size: int = Field(default=10, ge=1, le=100)
 
     # --- Event stream ----------------------------------------------------------------------------
@@ -69,6 +74,9 @@ class Settings(BaseSettings):
     refresh_token_ttl_seconds: int = Field(default=14 * 86400, ge=300)
     # Shared secret for service-to-service tokens (Secrets Manager in the cloud).
     internal_token_secret: SecretStr = SecretStr("")
+    # Where the two secrets above live in the cloud; read once at start-up by `load_secrets`.
+    jwt_private_key_secret_arn: str | None = None
+    internal_token_secret_arn: str | None = None
     login_max_failures: int = Field(default=5, ge=1)
     login_failure_window_seconds: int = Field(default=900, ge=1)
     admin_email: str | None = Field(default=None, alias="CLOUDSHOP_ADMIN_EMAIL")
@@ -122,6 +130,32 @@ def resource_settings(prefix: str) -> dict[str, str]:
     return env
 
 
+def load_secrets(settings: Settings, *, fetch: Callable[[str], str] | None = None) -> Settings:
+    """Fill in secret values that the environment names only by ARN (the cloud's way).
+
+    Values already present win, so the local runner and the tests, which set them directly, never
+    reach Secrets Manager.
+    """
+    if fetch is None:
+        from cloudshop import aws
+
+        def fetch(arn: str) -> str:
+            return str(aws.client("secretsmanager", settings).get_secret_value(SecretId=arn)["SecretString"])
+
+    updates: dict[str, object] = {}
+    if settings.internal_token_secret_arn and not settings.internal_token_secret.get_secret_value():
+        updates["internal_token_secret"] = SecretStr(fetch(settings.internal_token_secret_arn))
+    if settings.jwt_private_key_secret_arn and not settings.jwt_private_key:
+        updates["jwt_private_key"] = SecretStr(fetch(settings.jwt_private_key_secret_arn))
+    if settings.database_secret_arn:
+        from sqlalchemy.engine import make_url
+
+        credentials = json.loads(fetch(settings.database_secret_arn))
+        url = make_url(settings.database_url).set(username=credentials["username"], password=credentials["password"])
+        updates["database_url"] = url.render_as_string(hide_password=False)
+    return settings.model_copy(update=updates) if updates else settings
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_secrets(Settings())

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cloudshop.aws import from_item
 from cloudshop.errors import Conflict, NotFound
+from cloudshop.sessions import session_is_active, session_key
 from functions.user.model import User
 
 metadata = MetaData()
@@ -90,7 +91,7 @@ class DynamoDBSessionStore:
         self.client.put_item(
             TableName=self.table,
             Item={
-                "pk": {"S": f"session#{session_id}"},
+                **session_key(session_id),
                 "user_id": {"S": user_id},
                 "refresh_hash": {"S": hash_secret(secret)},
                 "created_at": {"N": str(now)},
@@ -99,22 +100,19 @@ class DynamoDBSessionStore:
         )
 
     def get(self, session_id: str) -> dict[str, Any] | None:
-        answer = self.client.get_item(
-            TableName=self.table, Key={"pk": {"S": f"session#{session_id}"}}, ConsistentRead=True
-        )
+        answer = self.client.get_item(TableName=self.table, Key=session_key(session_id), ConsistentRead=True)
         item = answer.get("Item")
         return from_item(item) if item else None
 
     def is_active(self, session_id: str) -> bool:
-        session = self.get(session_id) if session_id else None
-        return bool(session) and not session.get("revoked") and int(session["expires_at"]) > time.time()  # type: ignore[index, union-attr]
+        return session_is_active(self.client, table=self.table, session_id=session_id)
 
     def rotate(self, *, session_id: str, old_secret: str, new_secret: str, ttl_seconds: int) -> bool:
         """Swap the refresh secret; False when `old_secret` is not the current one (reuse or race)."""
         try:
             self.client.update_item(
                 TableName=self.table,
-                Key={"pk": {"S": f"session#{session_id}"}},
+                Key=session_key(session_id),
                 UpdateExpression="SET refresh_hash = :new, expires_at = :exp",
                 ConditionExpression="refresh_hash = :old AND attribute_not_exists(revoked)",
                 ExpressionAttributeValues={
@@ -133,7 +131,7 @@ class DynamoDBSessionStore:
         try:
             self.client.update_item(
                 TableName=self.table,
-                Key={"pk": {"S": f"session#{session_id}"}},
+                Key=session_key(session_id),
                 UpdateExpression="SET revoked = :t",
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeValues={":t": {"BOOL": True}},

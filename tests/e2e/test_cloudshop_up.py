@@ -88,6 +88,10 @@ def test_a_visitor_registers_logs_in_and_browses_and_the_admin_adds_a_product(
         "stock": 3,
     }
     assert api.post("/products", json=product).status_code == 401
+    # Internal routes take a service token only; a customer token does not open them.
+    reservation = {"order_id": "o-1", "lines": [{"product_id": "p", "quantity": 1}]}
+    customer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert api.post("/internal/reservations", json=reservation, headers=customer).status_code == 401
     assert (
         api.post("/products", json=product, headers={"Authorization": f"Bearer {tokens['access_token']}"}).status_code
         == 403

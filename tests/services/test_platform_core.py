@@ -33,6 +33,8 @@ ROUTES = compile_routes(ESTATE.routes)
         ("POST", "/api/v1/payments/pay_1/refunds", "payment", False),
         ("GET", "/api/v1/notifications", "notification", False),
         ("GET", "/api/v1/analytics/windows", "order", False),
+        ("POST", "/api/v1/internal/reservations", "product", False),
+        ("POST", "/api/v1/internal/reservations/o1/release", "product", False),
     ],
 )
 def test_gateway_routes_follow_the_shared_route_table(method: str, path: str, service: str, public: bool) -> None:
@@ -40,9 +42,7 @@ def test_gateway_routes_follow_the_shared_route_table(method: str, path: str, se
     assert route is not None and (route.service, route.public) == (service, public)
 
 
-@pytest.mark.parametrize(
-    "path", ["/api/v1/internal/reservations", "/api/v1/internal/orders/o1", "/metrics", "/api/v2/x"]
-)
+@pytest.mark.parametrize("path", ["/api/v1/internal/orders/o1", "/api/v1/internal/payments", "/metrics", "/api/v2/x"])
 def test_internal_and_unknown_paths_are_not_routed(path: str) -> None:
     assert match_route(ROUTES, "POST", path) is None and match_route(ROUTES, "GET", path) is None
 
@@ -87,3 +87,12 @@ def test_unknown_paths_and_methods_are_problems_without_internals(product_app: T
     for answer in (product_app.get("/nope"), product_app.put("/api/v1/products")):
         assert answer.status_code in (404, 405)
         assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_reservations_are_internal_routes_and_nothing_else_is() -> None:
+    internal = {(r.method, r.path, r.service) for r in ESTATE.routes if r.internal}
+    assert internal == {
+        ("POST", "/api/v1/internal/reservations", "product"),
+        ("POST", "/api/v1/internal/reservations/{proxy+}", "product"),
+    }
+    assert not any(r.internal and r.public for r in ESTATE.routes)

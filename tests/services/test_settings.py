@@ -1,0 +1,56 @@
+"""Settings: the environment contract, and secrets that the cloud hands over by ARN."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from cloudshop.settings import Settings, load_secrets
+
+
+def test_postgres_urls_mean_psycopg3() -> None:
+    assert Settings(database_url="postgresql://u@db:5432/shop").database_url == "postgresql+psycopg://u@db:5432/shop"
+
+
+def test_secrets_named_by_arn_are_read_once_and_fill_the_settings() -> None:
+    store = {
+        "arn:db": json.dumps({"username": "app", "password": "p@ss/word", "host": "ignored"}),
+        "arn:jwt": "-----BEGIN PRIVATE KEY-----...",
+        "arn:internal": "i" * 64,
+    }
+    asked: list[str] = []
+
+    def fetch(arn: str) -> str:
+        asked.append(arn)
+        return store[arn]
+
+    settings = load_secrets(
+        Settings(
+            database_url="postgresql://proxy.internal:5432/cloudshop",
+            database_secret_arn="arn:db",
+            jwt_private_key_secret_arn="arn:jwt",
+            internal_token_secret_arn="arn:internal",
+        ),
+        fetch=fetch,
+    )
+
+    assert settings.database_url == "postgresql+psycopg://app:p%40ss%2Fword@proxy.internal:5432/cloudshop"
+    assert settings.jwt_private_key is not None and settings.jwt_private_key.get_secret_value().startswith("-----")
+    assert settings.internal_token_secret.get_secret_value() == "i" * 64
+    assert sorted(asked) == ["arn:db", "arn:internal", "arn:jwt"]
+
+
+def test_values_set_directly_win_over_arns() -> None:
+    settings = load_secrets(
+        Settings(internal_token_secret="local-" + "x" * 32, internal_token_secret_arn="arn:never"),
+        fetch=lambda arn: pytest.fail(f"fetched {arn}"),
+    )
+    assert settings.internal_token_secret.get_secret_value().startswith("local-")
+
+
+@pytest.mark.parametrize("field", [{"currency": "inr"}, {"db_pool_size": 0}, {"kafka_security_protocol": "NONE"}])
+def test_bad_settings_fail_at_start_up(field: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**field)  # type: ignore[arg-type]

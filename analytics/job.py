@@ -278,14 +278,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         query_name=args.query_name,
     )
 
-    def stop(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping the query after the current batch", signum)
+    stopping: list[int] = []
+    # The handler only records the signal: stopping the query is a JVM call, made from the loop below
+    # rather than from inside whatever call the signal interrupted.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: stopping.append(signum))
+    while query.isActive and not stopping:
+        query.awaitTermination(2)
+    if stopping:
+        log.info("signal %d: stopping the query", stopping[0])
         query.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    query.awaitTermination()
     log.info("stopped; late events dropped while running: %d", monitor.late_events)
+    if query.exception() is not None:
+        log.error("the query failed: %s", query.exception())
+        return 1
     return 0
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from analytics.eventgen import EventGenerator
 from analytics.job import ENVIRONMENT, build_parser, kafka_auth, spark_requirements, validate
+from analytics.spark import hadoop_aws_package, kafka_package
 from tests.analytics.helpers import SegmentWriter, dumps, reference_batch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,7 +75,8 @@ def test_connectors_are_requested_only_when_used(monkeypatch):
             "--sink", "parquet", "--parquet-path", "s3a://lake/windows", "--once",
         )
     )  # fmt: skip
-    assert [p.split(":")[1] for p in packages] == ["spark-sql-kafka-0-10_2.13", "hadoop-aws"]
+    assert packages == [kafka_package(), hadoop_aws_package()]
+    assert packages[0].split(":")[1].startswith("spark-sql-kafka-0-10_")
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:5000"
 
 
@@ -166,3 +168,60 @@ def test_the_dataproc_package_holds_the_job_and_is_reproducible(tmp_path):
     assert {"analytics/__init__.py", "analytics/job.py", "analytics/transforms.py"} <= set(names)
     assert not [name for name in names if "test" in name or name.endswith(".tf")]
     assert first.read_bytes() == second.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("spark_version", "coordinates"),
+    [
+        ("4.3.0", "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"),
+        ("4.1.3", "org.apache.spark:spark-sql-kafka-0-10_2.13:4.1.3"),
+        ("3.5.1", "org.apache.spark:spark-sql-kafka-0-10_2.12:3.5.1"),
+    ],
+)
+def test_the_kafka_connector_matches_the_spark_build(monkeypatch, spark_version, coordinates):
+    monkeypatch.delenv("ANALYTICS_KAFKA_PACKAGE", raising=False)
+    assert kafka_package(spark_version) == coordinates
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_the_streaming_command_emits_closed_windows_and_stops_cleanly_on_sigterm(tmp_path):
+    import signal
+    import time
+
+    from analytics.eventgen import order_event
+
+    def sale(event_id: str, at: str) -> dict:
+        return order_event(
+            event_id=event_id, event_type="order.paid", occurred_at=at, order_id=f"o-{event_id}", user_id="u1"
+        )
+
+    writer = SegmentWriter(tmp_path / "events")
+    log_path = tmp_path / "job.log"
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "EVENT_LOG_DIR": str(tmp_path / "events")}
+    command = [
+        sys.executable, "-m", "analytics.job", "--source", "files", "--sink", "console",
+        "--checkpoint-location", str(tmp_path / "checkpoint"), "--trigger-interval", "1 second",
+    ]  # fmt: skip
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        # Given a sale at 10:00 and, later, one at 10:05 that takes the watermark past 10:01
+        writer.write_segment([sale("e1", "2025-01-01T10:00:10Z"), sale("e2", "2025-01-01T10:00:20Z")])
+        writer.write_segment([sale("e3", "2025-01-01T10:05:00Z")])
+        # Then the 10:00 window is printed once the stream has caught up
+        deadline = time.monotonic() + 120
+        while "|2025-01-01 10:00:00|2025-01-01 10:01:00|1 " not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.5)
+        # And SIGTERM stops the query and the process cleanly
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = log_path.read_text()
+    assert "stopped; late events dropped while running: 0" in output
+    assert "10:05:00|2025-01-01 10:06:00" not in output

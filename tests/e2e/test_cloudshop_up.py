@@ -41,11 +41,10 @@ def cloudshop_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     while time.monotonic() - started < 90:
         if process.poll() is not None:
             pytest.fail(f"cloudshop up exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{gateway}/api/v1/products", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
+        # The banner comes once every service answers its health check; the catalog must then be served.
+        if "cloudshop is up" in log.read_text():
+            assert httpx.get(f"{gateway}/api/v1/products", timeout=5).status_code == 200
+            break
         time.sleep(0.5)
     else:
         process.kill()

@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -19,8 +23,7 @@ from tests.analytics.helpers import SegmentWriter
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[SparkSession]:  # type: ignore[name-defined]  # noqa: F821
-    pytest.importorskip("pyspark")
+def spark() -> Iterator[SparkSession]:
     from analytics.spark import build_session, kafka_package
 
     session = build_session("cloudshop-analytics-tests", master="local[2]", packages=[kafka_package()])

@@ -4,11 +4,11 @@ Every source yields a frame with one string column `value` (one JSON envelope pe
 (`read_stream`) or as a batch of every event so far (`read_batch`, for `--once`). Parsing is the
 transforms' business.
 
-File log layout (see analytics/README.md, "File log layout"): `<EVENT_LOG_DIR>/<topic>/` holds
-sealed segments `<20-digit offset>.jsonl`, immutable once they have their name, and at most one
-active segment `<20-digit offset>.jsonl.open` that the writer appends to. Spark's file source
-tracks *files*, not lines, so the stream reads sealed segments only (`*.jsonl`); a batch also reads
-the active segment, whose last line may be half-written and is then dropped as malformed.
+File log layout (analytics/README.md, "File log layout"): `<EVENT_LOG_DIR>/<topic>/` holds segment
+files `<20-digit first offset>.jsonl` that appear atomically (renamed into place) and never change,
+and optionally one active segment `<offset>.jsonl.open` being appended to. Spark's file source tracks
+*files*, not lines, so the stream reads the complete segments only (`*.jsonl`); a batch also reads
+an active segment, whose half-written last line is then dropped as malformed.
 """
 
 from __future__ import annotations

@@ -218,6 +218,9 @@ class Platform:
     def prepare_data(self, env: dict[str, str]) -> None:
         from cloudshop.provision import provision
 
+        # moto accepts any credentials, but boto3 in this process insists on having some.
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+            os.environ.setdefault(name, env[name])
         settings = Settings(**{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields})
         urls = provision(settings)
         env["ORDER_EVENTS_QUEUE_URL"] = urls["order-events"]

@@ -26,7 +26,12 @@ def cloudshop_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     state = tmp_path_factory.mktemp("up")
     base = free_base_port()
     log = state / "up.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    # A fresh laptop: no AWS credentials, no database or broker settings in the environment.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("AWS_") and k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+    }
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "cloudshop.cli", "up", "--state-dir", str(state), "--base-port", str(base)],

@@ -136,27 +136,7 @@ def run_profile(profile: str, *, buyers: int, seconds: float, profile_cpu: bool,
 
             threads = [threading.Thread(target=buyer, args=(t,)) for t in tokens]
             threads.append(threading.Thread(target=sample_memory))
-            spy = None
-            if profile_cpu and shutil.which("py-spy"):
-                order_pid = next(p.pid for p in platform.processes if getattr(p, "service", "") == "order")
-                spy_out = out_dir / f"py-spy-order-{profile}.txt"
-                spy = subprocess.Popen(  # noqa: S603 - fixed argv
-                    [
-                        str(shutil.which("py-spy")),
-                        "record",
-                        "-p",
-                        str(order_pid),
-                        "-d",
-                        str(int(min(seconds, 20))),
-                        "-f",
-                        "raw",
-                        "-o",
-                        str(spy_out),
-                        "--nonblocking",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+            spies = start_profilers(platform, seconds=seconds, out_dir=out_dir, profile=profile) if profile_cpu else {}
             began = time.monotonic()
             for thread in threads:
                 thread.start()
@@ -182,13 +162,48 @@ def run_profile(profile: str, *, buyers: int, seconds: float, profile_cpu: bool,
                 "peak_platform_rss_mib": round(peak["rss"] / 2**20, 1),
                 "cpu_count": os.cpu_count(),
             }
-            if spy is not None:
+            cpu: dict[str, Any] = {}
+            for name, (spy, raw) in spies.items():
                 spy.wait(timeout=60)
-                result["order_service_cpu_top"] = top_frames(out_dir / f"py-spy-order-{profile}.txt")
+                cpu[name] = top_frames(raw)
+            if cpu:
+                result["cpu_top_frames_by_process"] = cpu
             return result
     finally:
         platform.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+def start_profilers(
+    platform: Platform, *, seconds: float, out_dir: Path, profile: str
+) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
+    """py-spy on each busy process (services, gateway, moto) for the length of the run."""
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if not py_spy:
+        say("py-spy not found: no CPU profile")
+        return {}
+    targets = {getattr(p, "service", p.name): p.pid for p in platform.processes if p.pid}
+    targets |= {f"moto-{n}": s.pid for n, s in enumerate(platform.servers) if s.name == "moto" and s.pid}
+    spies = {}
+    for name, pid in targets.items():
+        raw = out_dir / f"py-spy-{profile}-{name}.txt"
+        command = [
+            py_spy,
+            "record",
+            "-p",
+            str(pid),
+            "-d",
+            str(int(seconds)),
+            "-r",
+            "50",
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--nonblocking",
+        ]
+        spies[name] = (subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), raw)  # noqa: S603
+    return spies
 
 
 def top_frames(raw: Path, limit: int = 12) -> list[dict[str, Any]]:

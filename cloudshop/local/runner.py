@@ -44,7 +44,8 @@ def free_port_range(span: int = 11) -> int:
     import random
 
     for _ in range(200):
-        base = random.randint(20000, 40000)  # noqa: S311 - a port, not a secret
+        # Below Linux's ephemeral range (32768+), so clients' own source ports never land in it.
+        base = random.randint(20000, 32000)  # noqa: S311 - a port, not a secret
         if not any(_port_open(base + i) for i in range(span)):
             return base
     raise RuntimeError("no free port range found")

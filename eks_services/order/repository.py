@@ -241,27 +241,46 @@ class DynamoDBCartRepository:
         return dict(from_item(item).get("lines", {})) if item else {}
 
     def set_line(self, user_id: str, product_id: str, line: dict[str, Any], *, max_lines: int) -> None:
-        lines = self.get(user_id)
-        if product_id not in lines and len(lines) >= max_lines:
-            raise Conflict(f"A cart holds at most {max_lines} different products.")
-        self.client.update_item(
-            TableName=self.table,
-            Key={"user_id": {"S": user_id}},
-            UpdateExpression="SET #lines = if_not_exists(#lines, :empty), updated_at = :now, expires_at = :exp",
-            ExpressionAttributeNames={"#lines": "lines"},
-            ExpressionAttributeValues={
-                ":empty": {"M": {}},
-                ":now": {"S": datetime.now(UTC).isoformat()},
-                ":exp": {"N": str(int(time.time()) + self.ttl_seconds)},
-            },
-        )
-        self.client.update_item(
-            TableName=self.table,
-            Key={"user_id": {"S": user_id}},
-            UpdateExpression="SET #lines.#pid = :line",
-            ExpressionAttributeNames={"#lines": "lines", "#pid": product_id},
-            ExpressionAttributeValues={":line": to_value(line)},
-        )
+        """One conditional write in the common case (the cart exists and has room)."""
+        stamps = {
+            ":now": {"S": datetime.now(UTC).isoformat()},
+            ":exp": {"N": str(int(time.time()) + self.ttl_seconds)},
+        }
+        for _ in range(3):
+            try:
+                self.client.update_item(
+                    TableName=self.table,
+                    Key={"user_id": {"S": user_id}},
+                    UpdateExpression="SET #lines.#pid = :line, updated_at = :now, expires_at = :exp",
+                    ConditionExpression=(
+                        "attribute_exists(#lines) AND (attribute_exists(#lines.#pid) OR size(#lines) < :max)"
+                    ),
+                    ExpressionAttributeNames={"#lines": "lines", "#pid": product_id},
+                    ExpressionAttributeValues={":line": to_value(line), ":max": {"N": str(max_lines)}, **stamps},
+                )
+                return
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+            if self.get(user_id):
+                raise Conflict(f"A cart holds at most {max_lines} different products.")
+            try:
+                self.client.put_item(
+                    TableName=self.table,
+                    Item={
+                        "user_id": {"S": user_id},
+                        "lines": {"M": {product_id: to_value(line)}},
+                        "updated_at": stamps[":now"],
+                        "expires_at": stamps[":exp"],
+                    },
+                    ConditionExpression="attribute_not_exists(user_id)",
+                )
+                return
+            except ClientError as exc:
+                # Another request created the cart meanwhile: go round and update it instead.
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+        raise Conflict("The cart is changing too fast; try again.")
 
     def remove_line(self, user_id: str, product_id: str) -> None:
         try:

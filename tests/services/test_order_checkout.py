@@ -325,3 +325,21 @@ def test_outbox_holds_every_event_until_the_relay_sends_it(
     mine = [e for e in log.read("orders") if e["data"]["order_id"] == order["id"]]  # type: ignore[index]
     assert [e["event_type"] for e in mine] == ["order.created", "order.paid"]
     assert not [e for e in relay.orders.pending_events() if e["order_id"] == order["id"]]
+
+
+def test_a_cart_holds_at_most_fifty_products_but_quantities_can_still_change(
+    order_app: TestClient, customer: Callable[..., dict[str, str]], fakes: tuple[InMemoryCatalog, InMemoryPayments]
+) -> None:
+    me = customer()
+    for n in range(51):
+        fakes[0].products[f"x{n}"] = {
+            "id": f"x{n}",
+            "name": f"X{n}",
+            "price": {"amount": 100, "currency": "INR"},
+            "stock": 5,
+        }
+    for n in range(50):
+        assert order_app.put(f"/api/v1/cart/items/x{n}", json={"quantity": 1}, headers=me).status_code == 200
+    assert_problem(order_app.put("/api/v1/cart/items/x50", json={"quantity": 1}, headers=me), 409)
+    assert order_app.put("/api/v1/cart/items/x0", json={"quantity": 3}, headers=me).status_code == 200
+    assert len(order_app.get("/api/v1/cart", headers=me).json()["items"]) == 50

@@ -142,20 +142,17 @@ TABLES = (
     ),
     Table(name="carts", partition_key=Key("user_id"), ttl_attribute="expires_at", settings_field="carts_table"),
     Table(
+        # Each order item carries its own outbox (see eks_services/order/repository.py).
+        # `outbox_pending` exists only while events wait for the relay, so `pending_outbox` is a
+        # sparse index the relay queries instead of scanning.
         name="orders",
         partition_key=Key("order_id"),
-        indexes=(Index("by_user", Key("user_id"), Key("created_at")),),
+        indexes=(
+            Index("by_user", Key("user_id"), Key("created_at")),
+            Index("pending_outbox", Key("outbox_pending"), Key("updated_at")),
+        ),
         critical=True,
         settings_field="orders_table",
-    ),
-    Table(
-        # The transactional outbox. `pending` exists only until the relay has published the event,
-        # which makes `pending_events` a sparse index: the relay queries it, never scans the table.
-        name="outbox",
-        partition_key=Key("event_id"),
-        indexes=(Index("pending_events", Key("pending"), Key("occurred_at")),),
-        ttl_attribute="expires_at",
-        settings_field="outbox_table",
     ),
     Table(
         name="payments",

@@ -38,7 +38,6 @@ class Settings(BaseSettings):
     sessions_table: str = "cloudshop-sessions"
     carts_table: str = "cloudshop-carts"
     orders_table: str = "cloudshop-orders"
-    outbox_table: str = "cloudshop-outbox"
     payments_table: str = "cloudshop-payments"
     notifications_table: str = "cloudshop-notifications"
     idempotency_table: str = "cloudshop-idempotency"

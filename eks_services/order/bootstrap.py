@@ -41,7 +41,7 @@ def build_app(settings: Settings, *, catalog: Catalog | None = None, payments: P
     payments = payments or HttpPayments(
         service_client(settings, name="payment", base_url=settings.payment_service_url, tokens=tokens)
     )
-    orders = DynamoDBOrderRepository(dynamodb, orders_table=settings.orders_table, outbox_table=settings.outbox_table)
+    orders = DynamoDBOrderRepository(dynamodb, orders_table=settings.orders_table)
     carts = DynamoDBCartRepository(dynamodb, table=settings.carts_table, ttl_seconds=settings.cart_ttl_seconds)
     relay = OutboxRelay(
         orders=orders,
@@ -65,7 +65,6 @@ def build_app(settings: Settings, *, catalog: Catalog | None = None, payments: P
         routers=[router()],
         readiness={
             "orders": lambda: dynamodb.describe_table(TableName=settings.orders_table),
-            "outbox": lambda: dynamodb.describe_table(TableName=settings.outbox_table),
         },
         verifier=TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer),
         internal_tokens=tokens,

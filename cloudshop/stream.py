@@ -1,9 +1,13 @@
 """The event stream: Apache Kafka when `KAFKA_BOOTSTRAP_SERVERS` is set, else the embedded file log.
 
-The file log keeps one append-only JSON-lines file per topic under `EVENT_LOG_DIR`
-(`<dir>/<topic>.jsonl`), one event envelope per line; the analytics job reads it in the embedded
-profile. Both publishers are at-least-once: `publish` returns only once every record is durable
-(Kafka acks=all / fsync'd line) and raises otherwise, so the outbox keeps the events for a retry.
+The file log keeps one directory per topic under `EVENT_LOG_DIR` (`<dir>/<topic>/`) made of segment
+files: one per publish, named by the topic offset of its first record (`00000000000000000042.jsonl`),
+written under a hidden name and renamed into place, then never changed. The analytics job's Spark
+file source follows such a directory (it tracks files, not appended lines); the contract is in
+`analytics/README.md` ("File log layout").
+
+Both publishers are at-least-once: `publish` returns only once every record is durable (Kafka
+acks=all, or an fsync'd segment) and raises otherwise, so the outbox keeps the events for a retry.
 """
 
 from __future__ import annotations
@@ -38,32 +42,51 @@ class FileEventLog:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
 
-    def path(self, topic: str) -> Path:
-        return self.directory / f"{topic}.jsonl"
+    def topic_dir(self, topic: str) -> Path:
+        return self.directory / topic
 
     def publish(self, topic: str, records: list[Record]) -> None:
+        if not records:
+            return
+        directory = self.topic_dir(topic)
+        directory.mkdir(parents=True, exist_ok=True)
         lines = "".join(value.strip() + "\n" for _, value in records)
-        with self._lock, open(self.path(topic), "a", encoding="utf-8") as handle:
-            # Several processes may append (order replicas, tests): the file lock keeps lines whole.
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
+        with self._lock, open(directory / ".lock", "a") as lock:
+            # Several processes may publish (order replicas, tests): the file lock orders segments.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            segments = sorted(directory.glob("*.jsonl"))
+            # The next offset follows from the last segment itself: nothing to get out of step after a crash.
+            offset = int(segments[-1].stem) + _count_lines(segments[-1]) if segments else 0
+            temporary = directory / f".{offset:020d}.jsonl.tmp"
+            with open(temporary, "w", encoding="utf-8") as handle:
                 handle.write(lines)
                 handle.flush()
                 os.fsync(handle.fileno())
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+            os.rename(temporary, directory / f"{offset:020d}.jsonl")
+            _fsync_directory(directory)
 
     def read(self, topic: str) -> Iterator[dict[str, object]]:
-        path = self.path(topic)
-        if not path.exists():
-            return
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    yield json.loads(line)
+        for segment in sorted(self.topic_dir(topic).glob("*.jsonl")):
+            with open(segment, encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip():
+                        yield json.loads(line)
 
     def close(self) -> None:
         pass
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class KafkaEventPublisher:

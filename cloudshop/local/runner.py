@@ -9,6 +9,7 @@ Every service runs as its own uvicorn process, with the environment CDK would gi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -277,6 +278,24 @@ class Platform:
         return None
 
 
+RUNTIME_ENV = "runtime-env.json"
+
+
+def write_runtime_env(state_dir: Path, env: dict[str, str]) -> None:
+    """What the running platform's services were given, for tools started beside it
+    (`cloudshop analytics`). Local state only: it holds the local signing key, so owner-only."""
+    path = state_dir / RUNTIME_ENV
+    path.write_text(json.dumps(env, indent=2, sort_keys=True))
+    path.chmod(0o600)
+
+
+def read_runtime_env(state_dir: Path) -> dict[str, str]:
+    path = state_dir / RUNTIME_ENV
+    if not path.exists():
+        raise SystemExit(f"[cloudshop] no running platform found in {state_dir}: start it first with `make run`.")
+    return dict(json.loads(path.read_text()))
+
+
 def banner(platform: Platform, env: dict[str, str]) -> str:
     gateway = f"http://{HOST}:{platform.base_port}"
     docs = "\n".join(
@@ -312,6 +331,7 @@ def up(*, profile: str, state_dir: Path, base_port: int) -> int:
     try:
         env = platform.settings_env(platform.start_servers())
         platform.prepare_data(env)
+        write_runtime_env(platform.state_dir, env)
         say("starting services: " + ", ".join(SERVICES) + ", notification-poller ...")
         platform.start_services(env)
         print(banner(platform, env), flush=True)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloudshop.errors import BadRequest
 from cloudshop.estate import API_PREFIX
 from cloudshop.web import AdminPrincipal, CurrentPrincipal, InternalCaller
 from eks_services.order.model import QUANTITY_MAX, QUANTITY_MIN, Order
@@ -134,12 +135,15 @@ def router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         cursor: Annotated[str | None, Query(max_length=500)] = None,
     ) -> dict[str, Any]:
-        from analytics.windows import list_windows
+        from analytics.windows import InvalidCursorError, list_windows
 
         settings = request.app.state.settings
-        items, next_cursor = list_windows(
-            request.app.state.s3, settings.analytics_results_bucket, limit=limit, cursor=cursor
-        )
+        try:
+            items, next_cursor = list_windows(
+                request.app.state.s3, settings.analytics_results_bucket, limit=limit, cursor=cursor
+            )
+        except InvalidCursorError as exc:
+            raise BadRequest("The cursor is not valid.") from exc
         return {"items": items, "next_cursor": next_cursor}
 
     # --- internal ---------------------------------------------------------------------------------

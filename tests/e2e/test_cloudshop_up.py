@@ -112,6 +112,41 @@ def test_a_visitor_registers_logs_in_and_browses_and_the_admin_adds_a_product(
     assert "cloudshop is up" in log.read_text()
 
 
+@pytest.mark.spark
+def test_a_purchase_shows_up_in_the_analytics_windows(cloudshop_up: tuple[str, subprocess.Popen[str], Path]) -> None:
+    gateway, _, log = cloudshop_up
+    api = httpx.Client(base_url=f"{gateway}/api/v1", timeout=30)
+    email = f"analyst-{uuid.uuid4().hex[:8]}@example.com"
+    api.post("/auth/register", json={"email": email, "password": "visitor-pass-1", "name": "A"})
+    login = api.post("/auth/login", json={"email": email, "password": "visitor-pass-1"}).json()
+    buyer = {"Authorization": f"Bearer {login['access_token']}"}
+    product = api.get("/products", params={"limit": 1}).json()["items"][0]
+    api.put(f"/cart/items/{product['id']}", json={"quantity": 2}, headers=buyer)
+    address = {"name": "A", "line1": "1 Road", "city": "Pune", "state": "MH", "postal_code": "411001", "country": "IN"}
+    order = api.post(
+        "/orders",
+        json={"shipping_address": address, "payment_method": "pm_card_ok"},
+        headers=buyer | {"Idempotency-Key": uuid.uuid4().hex},
+    ).json()
+    assert order["status"] == "PAID"
+    time.sleep(2)  # the outbox relay publishes to the file log within a second
+
+    batch = subprocess.run(
+        [sys.executable, "-m", "cloudshop.cli", "analytics", "--once", "--state-dir", str(log.parent)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert batch.returncode == 0, batch.stdout[-3000:] + batch.stderr[-3000:]
+
+    admin = {"Authorization": f"Bearer {api.post('/auth/login', json=ADMIN).json()['access_token']}"}
+    assert api.get("/analytics/windows", headers=buyer).status_code == 403
+    windows = api.get("/analytics/windows", params={"limit": 5}, headers=admin).json()["items"]
+    assert windows and windows[0]["orders"] >= 1 and windows[0]["unique_users"] >= 1
+    assert {"amount": order["total"]["amount"], "currency": "INR"} in windows[0]["revenue"] or windows[0]["revenue"]
+    assert api.get("/analytics/windows", params={"cursor": "bogus"}, headers=admin).status_code == 400
+
+
 def test_ctrl_c_stops_every_child(cloudshop_up: tuple[str, subprocess.Popen[str], Path]) -> None:
     gateway, process, log = cloudshop_up
     process.send_signal(signal.SIGINT)

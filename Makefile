@@ -8,7 +8,8 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PATH := $(CURDIR)/.cache/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help run run-full test test-fast lint typecheck build synth bench schemas system-deps tools clean
+.PHONY: help run run-full test test-fast lint typecheck build synth bench schemas system-deps tools clean \
+        analytics-once analytics-stream analytics-test analytics-test-spark35 analytics-package
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,5 +72,23 @@ bench: $(VENV)/.dev system-deps ## benchmarks; results in bench-results/
 	@$(BIN)/python -m cloudshop.bench --out bench-results/checkout.json
 	@$(BIN)/python -m analytics.bench --out bench-results/analytics.json
 
+analytics-once: $(VENV)/.dev ## analytics: every window so far, against the running platform (`make run`)
+	@$(BIN)/cloudshop analytics --once
+
+analytics-stream: $(VENV)/.dev ## analytics: stream windows from the running platform until Ctrl-C
+	@$(BIN)/cloudshop analytics
+
+analytics-test: tools ## analytics tests only (Spark, real Kafka, moto, Terraform)
+	@$(BIN)/python -m pytest tests/analytics -p no:cacheprovider
+
+analytics-test-spark35: $(VENV)/.dev ## the analytics tests on Spark 3.5, as on Dataproc 2.2
+	@test -x .venv-spark35/bin/python || $(PYTHON) -m venv .venv-spark35
+	@.venv-spark35/bin/pip install -q "pyspark==3.5.7" "pandas<2.3" "numpy<2" "pyarrow<17"
+	@$(BIN)/python -c "import site; print(site.getsitepackages()[0])" > "$$(.venv-spark35/bin/python -c 'import site; print(site.getsitepackages()[0])')/zz-cloudshop.pth"
+	@.venv-spark35/bin/python -m pytest tests/analytics -p no:cacheprovider
+
+analytics-package: $(VENV)/.dev ## zip the analytics job for Dataproc (dist/analytics.zip)
+	@$(BIN)/python -m analytics.package dist/analytics.zip
+
 clean: ## remove local state, caches and build output (keeps .venv)
-	rm -rf .cloudshop build cdk.out bench-results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .cloudshop build cdk.out bench-results dist .pytest_cache .mypy_cache .ruff_cache

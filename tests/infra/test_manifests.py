@@ -2,8 +2,10 @@
 
 Every overlay is built with kustomize and validated offline (kubernetes-validate ships the schemas).
 The workloads' scaling bounds, service accounts and ports come from `cloudshop.estate.WORKLOADS`;
-the ConfigMap keys are `cloudshop.settings.Settings` fields; the resource names are
-`resource_settings(prefix)`. ArgoCD's objects (CRDs, no schema offline) are checked structurally.
+the ConfigMap keys are `cloudshop.settings.Settings` fields; what only a deployment knows (names,
+queue, brokers, secret ARNs) is left to CDK's `cloudshop-aws` ConfigMap, and
+tests/cdk/test_gitops_contract.py checks the two sides together. ArgoCD's objects (CRDs, no schema
+offline) are checked structurally.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from cloudshop.estate import ESTATE, WORKLOADS, Workload
+from cloudshop.estate import WORKLOADS, Workload
 from cloudshop.observability import Metrics
 from cloudshop.settings import Settings, resource_settings
 from tests.infra import ARGOCD, ENVIRONMENTS, K8S, OVERLAYS, REPO, find, kustomize_build, one
@@ -28,26 +30,30 @@ KUBERNETES_VERSION = "1.33"
 NAMESPACE = "cloudshop"
 DEMO_TARGETS = {"cpu": 15, "memory": 30}
 PLACEHOLDER_CIDR = "192.0.2.0/24"
-# What the order and payment services read from their environment (the settings contract).
-REQUIRED_ENV = {
-    "AWS_REGION",
-    "ORDERS_TABLE",
-    "OUTBOX_TABLE",
-    "PAYMENTS_TABLE",
-    "CARTS_TABLE",
-    "IDEMPOTENCY_TABLE",
-    "ORDER_DOCUMENTS_BUCKET",
-    "ANALYTICS_RESULTS_BUCKET",
-    "ORDER_EVENTS_QUEUE_URL",
-    "KAFKA_BOOTSTRAP_SERVERS",
-    "KAFKA_SECURITY_PROTOCOL",
-    "JWT_PUBLIC_KEY",
-    "INTERNAL_TOKEN_SECRET",
-    "PRODUCT_SERVICE_URL",
-    "PAYMENT_SERVICE_URL",
+# What git gives the order and payment pods (the rest of the settings contract comes from CDK).
+GIT_ENV = {
     "SERVICE_NAME",
     "ENVIRONMENT",
+    "KAFKA_SECURITY_PROTOCOL",
+    "KAFKA_SASL_MECHANISM",
+    "PAYMENT_SERVICE_URL",
+    "ORDER_SERVICE_URL",
 }
+# Only a deployment knows these: CDK writes them to the `cloudshop-aws` ConfigMap, git never does.
+AWS_SETTINGS_CONFIGMAP = "cloudshop-aws"
+DEPLOY_TIME_ENV = {
+    "AWS_REGION",
+    "RESOURCE_PREFIX",
+    *resource_settings("any-"),
+    "ORDER_EVENTS_QUEUE_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "PRODUCT_SERVICE_URL",
+    "DATABASE_URL",
+    "DATABASE_SECRET_ARN",
+    "INTERNAL_TOKEN_SECRET_ARN",
+    "JWT_PRIVATE_KEY_SECRET_ARN",
+}
+# Secret values never appear in git: a pod reads them by ARN, or from an optional Secret.
 SECRET_ENV = {"JWT_PUBLIC_KEY", "INTERNAL_TOKEN_SECRET"}
 
 
@@ -88,7 +94,6 @@ def test_every_overlay_renders_objects_valid_against_the_kubernetes_schemas(over
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "NetworkPolicy",
-        "Ingress",
     }
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -254,20 +259,10 @@ def test_images_come_from_ecr_and_a_release_is_pinned_by_digest(overlay: str) ->
         assert match["tag"] == "bootstrap" or match["digest"], f"{image}: a release needs its digest"
 
 
-def test_the_gateway_ingress_routes_every_eks_route_of_the_estate_to_its_service() -> None:
-    ingress = one(render("dev"), "Ingress", "cloudshop")
-    annotations = ingress["metadata"]["annotations"]
-    paths = {p["path"]: p["backend"]["service"] for p in ingress["spec"]["rules"][0]["http"]["paths"]}
-    eks_services = {w.name for w in WORKLOADS}
-
-    assert annotations["alb.ingress.kubernetes.io/scheme"] == "internal"
-    for route in ESTATE.routes:
-        if route.service not in eks_services:
-            continue
-        prefix = route.path.split("/{", 1)[0]
-        covering = [p for p in paths if prefix == p or prefix.startswith(p + "/")]
-        assert covering, f"{route.method} {route.path} has no ingress path"
-        assert paths[covering[0]] == {"name": route.service, "port": {"name": "http"}}
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_ingress_the_alb_and_its_target_group_bindings_are_cdks(overlay: str) -> None:
+    # An Ingress would make the AWS Load Balancer Controller create a second ALB nobody routes to.
+    assert not find(render(overlay), "Ingress")
 
 
 # --- configuration (the settings contract) -------------------------------------------------------
@@ -281,46 +276,50 @@ def test_config_keys_are_settings_fields_and_validate(overlay: str) -> None:
     assert not unknown, f"not Settings fields: {unknown}"
     settings = Settings.model_validate({key.lower(): value for key, value in data.items()})
     assert settings.environment in {"dev", "prod"}
-    assert settings.kafka_bootstrap_servers
+    # MSK with IAM auth, as CDK configures it (the pods' roles may connect, nothing else).
+    assert (settings.kafka_security_protocol, settings.kafka_sasl_mechanism) == ("SASL_SSL", "AWS_MSK_IAM")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_resource_names_are_the_estate_names_for_the_overlay_prefix(overlay: str) -> None:
-    data = config(render(overlay))
-    expected = resource_settings(f"cloudshop-{overlay}-")
-
-    assert {key: data[key] for key in expected} == expected
-    assert data["ORDER_EVENTS_QUEUE_URL"].endswith(f"/cloudshop-{overlay}-order-events")
+def test_git_leaves_what_only_a_deployment_knows_to_cdk(overlay: str) -> None:
+    assert not DEPLOY_TIME_ENV & set(config(render(overlay)))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("workload", WORKLOADS, ids=workload_ids)
-def test_pods_get_every_setting_they_need_and_secrets_only_from_a_secret(
-    overlay: str, workload: Workload
-) -> None:
+def test_pods_read_git_settings_then_cdks_and_secrets_never_from_git(overlay: str, workload: Workload) -> None:
     objects = render(overlay)
     c = container(objects, workload)
     config_name = next(m["metadata"]["name"] for m in find(objects, "ConfigMap"))
     env = {e["name"]: e for e in c["env"]}
 
-    assert c["envFrom"] == [{"configMapRef": {"name": config_name}}]
-    assert REQUIRED_ENV <= set(config(objects)) | set(env)
+    # Later sources win: CDK's deploy-time values override git's.
+    assert c["envFrom"] == [
+        {"configMapRef": {"name": config_name}},
+        {"configMapRef": {"name": AWS_SETTINGS_CONFIGMAP, "optional": True}},
+    ]
+    assert GIT_ENV <= set(config(objects)) | set(env)
     assert env["SERVICE_NAME"]["value"] == workload.name
     for name in SECRET_ENV:
         assert set(env[name]) == {"name", "valueFrom"}
-        assert env[name]["valueFrom"]["secretKeyRef"]["key"] == name
+        reference = env[name]["valueFrom"]["secretKeyRef"]
+        # Optional: on AWS the values come by ARN and from `cloudshop-aws`; the Secret only overrides.
+        assert reference["key"] == name and reference["optional"] is True
         assert name not in config(objects)
 
 
-def test_order_reaches_payment_through_its_service() -> None:
+@pytest.mark.parametrize(("caller", "callee"), [("order", "payment"), ("payment", "order")])
+def test_the_services_reach_each_other_through_their_services(caller: str, callee: str) -> None:
     objects = render("prod")
-    payment = next(w for w in WORKLOADS if w.name == "payment")
-    service = one(objects, "Service", payment.name)
+    target = next(w for w in WORKLOADS if w.name == callee)
+    service = one(objects, "Service", target.name)
 
-    assert config(objects)["PAYMENT_SERVICE_URL"] == (
-        f"http://{service['metadata']['name']}.{payment.namespace}.svc.cluster.local"
+    assert config(objects)[f"{callee.upper()}_SERVICE_URL"] == (
+        f"http://{service['metadata']['name']}.{target.namespace}.svc.cluster.local"
     )
     assert service["spec"]["ports"][0]["port"] == 80
+    assert (f"cloudshop/app.kubernetes.io/name={caller}", "TCP/8080") in allowed(objects, callee, "Ingress")
+    assert (f"cloudshop/app.kubernetes.io/name={callee}", "TCP/8080") in allowed(objects, caller, "Egress")
 
 
 # --- network policies ----------------------------------------------------------------------------
@@ -399,7 +398,12 @@ def test_ingress_order_from_the_gateway_payment_from_order_and_both_from_prometh
     prometheus = ("monitoring/app.kubernetes.io/name=prometheus", "TCP/8080")
     from_gateway = {(f"cidr:{cidr}", "TCP/8080") for cidr in gateway}
 
-    assert allowed(objects, "order", "Ingress") == {prometheus, *from_gateway}
+    # Payment looks orders up and reports refunds on order's internal API.
+    assert allowed(objects, "order", "Ingress") == {
+        prometheus,
+        *from_gateway,
+        ("cloudshop/app.kubernetes.io/name=payment", "TCP/8080"),
+    }
     # /payments/{id} is a public route of the gateway, so payment takes the gateway path too.
     assert allowed(objects, "payment", "Ingress") == {
         prometheus,
@@ -409,7 +413,7 @@ def test_ingress_order_from_the_gateway_payment_from_order_and_both_from_prometh
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_egress_only_to_dns_aws_msk_the_pod_identity_agent_and_order_to_payment(overlay: str) -> None:
+def test_egress_only_to_dns_aws_the_pod_identity_agent_each_other_and_msk_for_order(overlay: str) -> None:
     objects = render(overlay)
     _, vpc = _gateway_and_vpc(objects)
     common = {
@@ -417,12 +421,13 @@ def test_egress_only_to_dns_aws_msk_the_pod_identity_agent_and_order_to_payment(
         ("kube-system/k8s-app=kube-dns", "TCP/53"),
         ("cidr:0.0.0.0/0 except 169.254.169.254/32", "TCP/443"),
         ("cidr:169.254.170.23/32", "TCP/80"),
-        (f"cidr:{vpc}", "TCP/9092-9098"),
     }
 
-    assert allowed(objects, "payment", "Egress") == common
+    assert allowed(objects, "payment", "Egress") == common | {("cloudshop/app.kubernetes.io/name=order", "TCP/8080")}
+    # Only the order service's outbox relay publishes to Kafka: MSK's IAM port, inside the VPC.
     assert allowed(objects, "order", "Egress") == common | {
-        ("cloudshop/app.kubernetes.io/name=payment", "TCP/8080")
+        ("cloudshop/app.kubernetes.io/name=payment", "TCP/8080"),
+        (f"cidr:{vpc}", "TCP/9098"),
     }
 
 

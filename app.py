@@ -8,8 +8,6 @@ This is the only place that reads the environment. Inputs:
   account the templates are account-agnostic; the region defaults to eu-west-1 (`CLOUDSHOP_REGION`
   overrides both) and the AZs to `<region>a,b,c` (`CLOUDSHOP_AZS=az1,az2,az3`), so synth needs no
   credentials and no context lookups.
-- `CLOUDSHOP_GIT_REPO_URL`, `CLOUDSHOP_GIT_REVISION`: override what ArgoCD's root Application tracks
-  (default: the values in `eks_services/argocd/bootstrap/<env>.yaml`).
 - `CLOUDSHOP_RESOURCE_PREFIX`: physical-name prefix (default `cloudshop-<env>-`).
 - `CLOUDSHOP_ALARM_EMAIL`: subscribed to the alarm topic. `CLOUDSHOP_SES_SENDER`: verified SES sender.
 - `CLOUDSHOP_JWT_KEY_GENERATION`: bump after putting a new signing key (cdk/README.md, rotation).
@@ -46,6 +44,12 @@ def _cdk_json_context() -> dict[str, object]:
 
 def main() -> None:
     app = App(outdir=os.environ.get("CDK_OUTDIR", "cdk.out"), context=_cdk_json_context())
+    for retired in ("CLOUDSHOP_GIT_REPO_URL", "CLOUDSHOP_GIT_REVISION"):
+        if _optional(retired):
+            raise SystemExit(
+                f"{retired} is no longer read: ArgoCD's root and child Applications all name the repository "
+                "and revision in eks_services/argocd (bootstrap/, apps/); change them there (cdk/README.md)."
+            )
     environment = os.environ.get("CLOUDSHOP_ENV") or app.node.try_get_context("env") or "dev"
     overrides: dict[str, object] = {"account": _optional("CDK_DEFAULT_ACCOUNT")}
     if region := _optional("CLOUDSHOP_REGION") or _optional("CDK_DEFAULT_REGION"):
@@ -53,8 +57,6 @@ def main() -> None:
     if azs := _optional("CLOUDSHOP_AZS"):
         overrides["availability_zones"] = tuple(az.strip() for az in azs.split(",") if az.strip())
     for variable, field in (
-        ("CLOUDSHOP_GIT_REPO_URL", "git_repo_url"),
-        ("CLOUDSHOP_GIT_REVISION", "git_revision"),
         ("CLOUDSHOP_ALARM_EMAIL", "alarm_email"),
         ("CLOUDSHOP_SES_SENDER", "ses_sender"),
         ("CLOUDSHOP_RESOURCE_PREFIX", "resource_prefix"),

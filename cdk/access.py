@@ -20,17 +20,12 @@ from cdk.streaming import CONSUMER_GROUPS, EventStream
 from cdk.tables import EstateTables
 from cloudshop.estate import ServiceName
 
-TABLE_READ = [
-    "dynamodb:GetItem",
-    "dynamodb:BatchGetItem",
-    "dynamodb:Query",
-    "dynamodb:Scan",
-    "dynamodb:ConditionCheckItem",
-    "dynamodb:DescribeTable",
-]
-TABLE_WRITE = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+# What the adapters call: single-item reads and writes (also inside TransactWriteItems, which IAM
+# authorises item by item), index queries, and DescribeTable for `/readyz`. No scans, no batches.
+TABLE_READ = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:DescribeTable"]
+TABLE_WRITE = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
 OBJECT_READ = ["s3:GetObject"]
-OBJECT_WRITE = ["s3:PutObject", "s3:DeleteObject"]
+OBJECT_WRITE = ["s3:PutObject"]  # uploads and invoices; nothing deletes objects
 KEY_DECRYPT = ["kms:Decrypt", "kms:DescribeKey"]
 KEY_ENCRYPT = ["kms:Encrypt", "kms:GenerateDataKey"]
 SECRET_READ = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
@@ -39,7 +34,11 @@ QUEUE_SEND = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
 
 @dataclass(frozen=True, kw_only=True)
 class ServiceAccess:
-    """The data one service reaches. Names are the estate's logical names."""
+    """The data one service reaches. Names are the estate's logical names.
+
+    Each entry is what the service's code touches (its `bootstrap.py` and the adapters it wires), no
+    more; `tests/cdk/test_access.py` reads the code and fails when the two part.
+    """
 
     write_tables: tuple[str, ...] = ()
     read_tables: tuple[str, ...] = ()
@@ -51,27 +50,33 @@ class ServiceAccess:
     consume_topics: tuple[str, ...] = ()
     database: bool = False
     signing_key: bool = False
+    # Reads INTERNAL_TOKEN_SECRET (by ARN): it calls another service or answers internal routes.
+    internal_token: bool = False
     send_email: bool = False
 
 
 SERVICE_ACCESS: dict[ServiceName, ServiceAccess] = {
-    "user": ServiceAccess(write_tables=("sessions", "idempotency"), database=True, signing_key=True),
-    "product": ServiceAccess(write_buckets=("product-images",), database=True),
+    # Users and credentials in SQL; sessions and login-failure counters in `sessions`; signs tokens.
+    "user": ServiceAccess(write_tables=("sessions",), database=True, signing_key=True),
+    # The catalog and stock reservations in SQL; image uploads and links by presigned S3 URLs.
+    "product": ServiceAccess(write_buckets=("product-images",), database=True, internal_token=True),
+    # Powertools idempotency records per event in `idempotency`; the order e-mail through SES.
     "notification": ServiceAccess(
         write_tables=("notifications", "idempotency"), consume_queues=("order-events",), send_email=True
     ),
+    # Carts; orders, each item with its own outbox; invoices; the analytics windows (S3, read); the
+    # relay sends to SQS and Kafka. Stock goes through the product service (internal route), so no
+    # SQL; the order id is derived from the Idempotency-Key, so no idempotency table.
     "order": ServiceAccess(
-        write_tables=("carts", "orders", "outbox", "idempotency"),
+        write_tables=("carts", "orders"),
         write_buckets=("order-documents",),
         read_buckets=("analytics-results",),
         send_queues=("order-events",),
         produce_topics=("orders",),
-        consume_topics=("analytics-results",),
-        database=True,
+        internal_token=True,
     ),
-    "payment": ServiceAccess(
-        write_tables=("payments", "idempotency", "outbox"), read_tables=("orders",), database=True
-    ),
+    # Its own payments table (refund idempotency lives on the payment item); orders over HTTP.
+    "payment": ServiceAccess(write_tables=("payments",), internal_token=True),
 }
 
 
@@ -113,6 +118,18 @@ def _allow(grantee: iam.IGrantable, actions: list[str], resources: list[str]) ->
     iam.Grant.add_to_principal(grantee=grantee, actions=actions, resource_arns=resources)
 
 
+def grant_session_check(grantee: iam.IGrantable, *, data: DataResources) -> None:
+    """What `cloudshop.sessions.session_is_active` needs: one item read on `sessions` (and its key)."""
+    _allow(grantee, ["dynamodb:GetItem"], [data.tables["sessions"].table_arn])
+    _allow(grantee, KEY_DECRYPT, [data.key.key_arn])
+
+
+def grant_internal_token(grantee: iam.IGrantable, *, data: DataResources) -> None:
+    """What `load_secrets` needs for `INTERNAL_TOKEN_SECRET_ARN`: that one secret's value (and its key)."""
+    _allow(grantee, ["secretsmanager:GetSecretValue"], [data.auth.internal_token.secret_arn])
+    _allow(grantee, KEY_DECRYPT, [data.key.key_arn])
+
+
 def grant_service_access(
     grantee: iam.IGrantable,
     access: ServiceAccess,
@@ -121,7 +138,7 @@ def grant_service_access(
     stream: EventStream | None = None,
     email_identities: list[str] | None = None,
 ) -> None:
-    """Grant `grantee` exactly what `access` lists, plus the internal-token secret every service reads."""
+    """Grant `grantee` exactly what `access` lists."""
     key = data.key.key_arn
     encrypts = bool(access.write_tables or access.write_buckets or access.send_queues)
     for name in access.write_tables + access.read_tables:
@@ -137,13 +154,16 @@ def grant_service_access(
     for name in access.consume_queues:
         data.queues[name].grant_consume_messages(grantee)
     _allow(grantee, KEY_DECRYPT + (KEY_ENCRYPT if encrypts else []), [key])
-    secrets = [data.auth.internal_token.secret_arn]
+    secrets = []
+    if access.internal_token:
+        secrets.append(data.auth.internal_token.secret_arn)
     if access.database:
         assert data.database.secret is not None
         secrets.append(data.database.secret.secret_arn)
     if access.signing_key:
         secrets.append(data.auth.signing_key.secret_arn)
-    _allow(grantee, SECRET_READ, secrets)
+    if secrets:
+        _allow(grantee, SECRET_READ, secrets)
     if access.produce_topics or access.consume_topics:
         if stream is None:
             raise ValueError("this service uses Kafka topics but no event stream was given")

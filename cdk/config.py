@@ -58,11 +58,9 @@ class DeploymentConfig:
     node_instance_type: str = "m6i.large"
     # How many of our application pods one node holds, at their requests, after the system pods.
     pods_per_node: int = 6
-    # The ArgoCD root applied at deploy: `eks_services/argocd/bootstrap/<argocd_bootstrap>.yaml`.
+    # The ArgoCD root applied at deploy: `eks_services/argocd/bootstrap/<argocd_bootstrap>.yaml`, as
+    # committed (repository and revision are git's to say; a fork edits the ArgoCD files).
     argocd_bootstrap: str = "dev"
-    # Overrides of the repository and revision the root tracks; None keeps the committed file's.
-    git_repo_url: str | None = None
-    git_revision: str | None = None
     argocd_chart_version: str = "8.1.1"
     # IAM role ARNs given cluster-admin through EKS access entries (operators, CI).
     cluster_admin_role_arns: tuple[str, ...] = ()

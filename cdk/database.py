@@ -18,7 +18,7 @@ MASTER_USER = "cloudshop_admin"
 class Database(Construct):
     """`secret` holds the credentials (JSON: username, password, host, port, dbname), rotated by a
     Secrets Manager rotation function; `proxy` pools connections for the Lambdas and reads the same
-    secret, so a rotation needs no redeploy. EKS pods connect to `instance` directly.
+    secret, so a rotation needs no redeploy. A pod that needed SQL would connect to `instance` directly.
     """
 
     def __init__(

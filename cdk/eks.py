@@ -47,21 +47,12 @@ ECR_IMAGES_KEPT = 30
 AWS_SETTINGS_CONFIGMAP = "cloudshop-aws"
 
 
-def argocd_bootstrap(name: str, *, repo_url: str | None = None, revision: str | None = None) -> list[dict[str, Any]]:
+def argocd_bootstrap(name: str) -> list[dict[str, Any]]:
     """The documents of `eks_services/argocd/bootstrap/<name>.yaml` (AppProject + root Application),
-    with the repository and revision optionally overridden for a fork or a branch."""
+    applied as committed. The repository and revision live in git only: the child Applications the
+    root syncs name them too, so a deploy-time override of the root alone would split the two."""
     path = ARGOCD_BOOTSTRAP_DIR / f"{name}.yaml"
-    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    for document in documents:
-        spec = document.get("spec", {})
-        if document["kind"] == "AppProject" and repo_url:
-            spec["sourceRepos"] = [repo_url]
-        if document["kind"] == "Application":
-            if repo_url:
-                spec["source"]["repoURL"] = repo_url
-            if revision:
-                spec["source"]["targetRevision"] = revision
-    return documents
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
 @dataclass(frozen=True)
@@ -220,7 +211,7 @@ class EksCore(Construct):
             },
         )
         self.argocd.node.add_dependency(self.nodegroup)
-        # The same root the GitOps docs apply by hand (eks_services/argocd/bootstrap/<env>.yaml).
+        # The committed root (eks_services/argocd/bootstrap/<env>.yaml): nobody applies it by hand.
         self.root_application = self.cluster.add_manifest("ArgoRootApplication", *argocd_bootstrap)
         self.root_application.node.add_dependency(self.argocd)
         self._acknowledge_cdk_managed_findings()
@@ -282,8 +273,9 @@ class EksCore(Construct):
             checkov_skip_all(controller, {"CKV_AWS_111": reason}, resource_type="AWS::IAM::Policy")
 
     def add_settings(self, namespace: str, settings: Mapping[str, str]) -> eks.KubernetesManifest:
-        """ConfigMap `cloudshop-aws`: the settings only a deployment knows (queue URL, MSK brokers,
-        database endpoint, secret ARNs), for `envFrom` after the git-managed `cloudshop-config`."""
+        """ConfigMap `cloudshop-aws`: the settings only a deployment knows (queue URL, MSK brokers, secret
+        ARNs, the JWT public key, the API URL, the physical names), read by the Deployments with an
+        `envFrom` after the git-managed `cloudshop-config`, so these values win."""
         manifest = self.cluster.add_manifest(
             f"{namespace.capitalize()}AwsSettings",
             {

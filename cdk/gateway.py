@@ -14,6 +14,7 @@ from constructs import Construct
 
 from cdk.assets import ARCHITECTURE, RUNTIME, RUNTIME_REASON, LambdaPackages
 from cdk.nag import LAMBDA_BASIC, LAMBDA_BASIC_REASON, LOG_GROUP_KMS_REASON, XRAY, XRAY_REASON, checkov_skip, nag
+from cdk.runtime.authorizer import SERVICE_TOKEN_HEADER
 from cdk.tables import construct_id
 from cloudshop.build import PLATFORM_ASSET
 from cloudshop.estate import Route
@@ -34,14 +35,24 @@ ACCESS_LOG_FORMAT = json.dumps(
         "integrationError": "$context.integrationErrorMessage",
         "authorizerError": "$context.authorizer.error",
         "sub": "$context.authorizer.sub",
+        "service": "$context.authorizer.service",
     }
 )
 PUBLIC_ROUTE_REASON = "Public by the route table (cloudshop.estate route with public=True): {route}."
 AUTHORIZER_SKIPS = {
     "CKV_AWS_116": "Invoked synchronously by API Gateway, which denies the request on failure.",
-    "CKV_AWS_117": "Verifies a signature with a public key from its settings: it calls nothing in the VPC.",
-    "CKV_AWS_115": "Bounded by the stage throttling and the authorizer result cache.",
-    "CKV_AWS_173": "Its environment holds the JWT public key and issuer, which are public values.",
+    "CKV_AWS_117": (
+        "Verifies a signature with the public key and reads the sessions table through DynamoDB's regional "
+        "endpoint: it reaches nothing inside the VPC."
+    ),
+    "CKV_AWS_115": "Bounded by the stage throttling; reserving concurrency would cap the whole API.",
+    "CKV_AWS_173": "Its environment holds the JWT public key, the issuer and a table name: no secret values.",
+}
+SERVICE_AUTHORIZER_SKIPS = {
+    "CKV_AWS_116": "Invoked synchronously by API Gateway, which denies the request on failure.",
+    "CKV_AWS_117": "Reads one secret from Secrets Manager's regional endpoint: it reaches nothing in the VPC.",
+    "CKV_AWS_115": "Bounded by the stage throttling; reserving concurrency would cap the internal routes.",
+    "CKV_AWS_173": "Its environment names the secret by ARN; the value is read at run time, never stored.",
 }
 
 
@@ -56,12 +67,15 @@ def route_id(route: Route) -> str:
 
 
 class HttpGateway(Construct):
-    """The HTTP API with a `$default` stage (throttled, JSON access logs) and a Lambda authorizer.
+    """The HTTP API with a `$default` stage (throttled, JSON access logs) and two Lambda authorizers.
 
-    Non-public routes carry `authorizer`, which checks the RS256 access token with the public key
-    (`cdk/runtime/authorizer.py`): a JWT authorizer would need an OIDC issuer URL serving JWKS, which the
-    user service does not publish. Routes are added from the estate's route table by service:
-    `add_routes` takes the routes of the services a given integration serves.
+    User routes carry `authorizer`, which checks the RS256 access token with the public key and that
+    its session is still active (`cdk/runtime/authorizer.py`): a JWT authorizer would need an OIDC
+    issuer URL serving JWKS, which the user service does not publish, and could not see a logout.
+    Internal routes carry `service_authorizer`, which takes only a service token (`x-service-token`).
+    Neither caches its answers. The stack grants the functions what they read (sessions table, secret).
+    Routes are added from the estate's route table by service: `add_routes` takes the routes of the
+    services a given integration serves.
     """
 
     def __init__(
@@ -73,6 +87,7 @@ class HttpGateway(Construct):
         packages: LambdaPackages,
         dependency_layer: lambda_.ILayerVersion,
         authorizer_environment: Mapping[str, str],
+        service_authorizer_environment: Mapping[str, str],
         throttle_rate: int,
         throttle_burst: int,
         log_retention: logs.RetentionDays,
@@ -113,43 +128,89 @@ class HttpGateway(Construct):
             destination_arn=self.access_logs.log_group_arn, format=ACCESS_LOG_FORMAT
         )
 
-        authorizer_logs = logs.LogGroup(
-            self, "AuthorizerLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY
-        )
-        checkov_skip(authorizer_logs, {"CKV_AWS_158": LOG_GROUP_KMS_REASON})
-        self.authorizer_function = lambda_.Function(
-            self,
+        self.authorizer_function = self._authorizer_function(
             "AuthorizerFunction",
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
             handler="cdk.runtime.authorizer.handler",
-            code=packages.code(PLATFORM_ASSET),
-            layers=[dependency_layer],
-            memory_size=256,
-            timeout=Duration.seconds(5),
-            environment=dict(authorizer_environment),
-            tracing=lambda_.Tracing.ACTIVE,
-            log_group=authorizer_logs,
-            description="cloudshop gateway token authorizer (RS256)",
+            environment=authorizer_environment,
+            description="cloudshop gateway authorizer: RS256 access token of a live session",
+            skips=AUTHORIZER_SKIPS,
+            packages=packages,
+            dependency_layer=dependency_layer,
+            log_retention=log_retention,
         )
-        checkov_skip(self.authorizer_function, AUTHORIZER_SKIPS)
-        nag(
-            self.authorizer_function,
-            {
-                "AwsSolutions-L1": RUNTIME_REASON,
-                LAMBDA_BASIC: LAMBDA_BASIC_REASON,
-                XRAY: XRAY_REASON,
-            },
+        self.service_authorizer_function = self._authorizer_function(
+            "ServiceAuthorizerFunction",
+            handler="cdk.runtime.authorizer.service_handler",
+            environment=service_authorizer_environment,
+            description="cloudshop gateway authorizer: service token on internal routes",
+            skips=SERVICE_AUTHORIZER_SKIPS,
+            packages=packages,
+            dependency_layer=dependency_layer,
+            log_retention=log_retention,
         )
+        # No result cache on either: a cached "allow" would outlive a logout (access tokens) or the
+        # token's own five-minute life (service tokens).
         self.authorizer = authorizers.HttpLambdaAuthorizer(
             "TokenAuthorizer",
             self.authorizer_function,
             authorizer_name="cloudshop-token",
             response_types=[authorizers.HttpLambdaResponseType.SIMPLE],
             identity_source=["$request.header.Authorization"],
-            results_cache_ttl=Duration.minutes(5),
+            results_cache_ttl=Duration.seconds(0),
+        )
+        self.service_authorizer = authorizers.HttpLambdaAuthorizer(
+            "ServiceTokenAuthorizer",
+            self.service_authorizer_function,
+            authorizer_name="cloudshop-service-token",
+            response_types=[authorizers.HttpLambdaResponseType.SIMPLE],
+            identity_source=[f"$request.header.{SERVICE_TOKEN_HEADER}"],
+            results_cache_ttl=Duration.seconds(0),
         )
         self.routes: dict[Route, apigw.HttpRoute] = {}
+
+    def _authorizer_function(
+        self,
+        construct_id_: str,
+        *,
+        handler: str,
+        environment: Mapping[str, str],
+        description: str,
+        skips: Mapping[str, str],
+        packages: LambdaPackages,
+        dependency_layer: lambda_.ILayerVersion,
+        log_retention: logs.RetentionDays,
+    ) -> lambda_.Function:
+        log_group = logs.LogGroup(
+            self,
+            construct_id_.replace("Function", "Logs"),
+            retention=log_retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        checkov_skip(log_group, {"CKV_AWS_158": LOG_GROUP_KMS_REASON})
+        function = lambda_.Function(
+            self,
+            construct_id_,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler=handler,
+            code=packages.code(PLATFORM_ASSET),
+            layers=[dependency_layer],
+            memory_size=256,
+            timeout=Duration.seconds(5),
+            environment=dict(environment),
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            description=description,
+        )
+        checkov_skip(function, skips)
+        nag(function, {"AwsSolutions-L1": RUNTIME_REASON, LAMBDA_BASIC: LAMBDA_BASIC_REASON, XRAY: XRAY_REASON})
+        return function
+
+    def authorizer_for(self, route: Route) -> authorizers.HttpLambdaAuthorizer | None:
+        """Public routes: none; internal routes: the service token; every other route: the access token."""
+        if route.public:
+            return None
+        return self.service_authorizer if route.internal else self.authorizer
 
     def add_routes(
         self, scope: Construct, routes: Iterable[Route], integration: apigw.HttpRouteIntegration
@@ -163,7 +224,7 @@ class HttpGateway(Construct):
                 http_api=self.api,
                 route_key=route_key(route),
                 integration=integration,
-                authorizer=None if route.public else self.authorizer,
+                authorizer=self.authorizer_for(route),
             )
             if route.public:
                 reason = PUBLIC_ROUTE_REASON.format(route=f"{route.method} {route.path}")

@@ -6,6 +6,8 @@ tests check it against `Settings.model_fields`. Lambdas and the EKS ConfigMap ge
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from cdk.access import DataResources, ServiceAccess
 from cdk.config import DeploymentConfig
 from cloudshop.estate import ESTATE, ServiceName
@@ -30,11 +32,13 @@ def service_settings(
         "LOG_LEVEL": "INFO",
         **resource_settings(config.prefix),
         "JWT_PUBLIC_KEY": data.auth.public_key_pem,
-        "INTERNAL_TOKEN_SECRET_ARN": data.auth.internal_token.secret_arn,
-        "SES_SENDER": config.ses_sender,
     }
-    for name, queue in data.queues.queues.items():
-        env[ESTATE.queue(name).settings_field.upper()] = queue.queue_url
+    if access.internal_token:
+        env["INTERNAL_TOKEN_SECRET_ARN"] = data.auth.internal_token.secret_arn
+    if access.send_email:
+        env["SES_SENDER"] = config.ses_sender
+    for name in dict.fromkeys(access.send_queues + access.consume_queues):
+        env[ESTATE.queue(name).settings_field.upper()] = data.queues[name].queue_url
     if access.database:
         if database_url is None:
             raise ValueError(f"{service} needs the database but no DATABASE_URL was given")
@@ -59,3 +63,30 @@ def powertools_settings(service: ServiceName) -> dict[str, str]:
         "POWERTOOLS_METRICS_NAMESPACE": POWERTOOLS_NAMESPACE,
         "POWERTOOLS_LOG_LEVEL": "INFO",
     }
+
+
+# What each pod sets itself (its Deployment) or takes from git (the overlay), never from CDK.
+POD_OWN_SETTINGS = frozenset({"SERVICE_NAME", "LOG_LEVEL"})
+
+
+def shared_pod_settings(per_workload: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The `cloudshop-aws` ConfigMap of one namespace: the union of its workloads' settings.
+
+    Every pod of the namespace reads all of it, so a value must agree between workloads, and a secret
+    named by ARN must be one every workload may read (`load_secrets` reads each ARN it finds at
+    start-up, and a pod without the grant would fail to start).
+    """
+    shared: dict[str, str] = {}
+    for workload, settings in per_workload.items():
+        for name, value in settings.items():
+            if name in POD_OWN_SETTINGS:
+                continue
+            if name in shared and shared[name] != value:
+                raise ValueError(f"{name} differs between the workloads of one namespace ({workload})")
+            shared[name] = value
+    for name in shared:
+        if name.endswith("_SECRET_ARN"):
+            lacking = sorted(w for w, settings in per_workload.items() if name not in settings)
+            if lacking:
+                raise ValueError(f"{name} would reach {lacking}, which may not read that secret")
+    return shared

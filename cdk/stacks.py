@@ -11,7 +11,14 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from cdk.access import SERVICE_ACCESS, DataResources, access_findings, grant_service_access
+from cdk.access import (
+    SERVICE_ACCESS,
+    DataResources,
+    access_findings,
+    grant_internal_token,
+    grant_service_access,
+    grant_session_check,
+)
 from cdk.assets import LambdaPackages
 from cdk.auth import AuthSecrets
 from cdk.buckets import EstateBuckets
@@ -27,11 +34,11 @@ from cdk.nag import nag
 from cdk.network import Network
 from cdk.queues import EstateQueues
 from cdk.service_ingress import PrivateIngress
-from cdk.settings_env import powertools_settings, service_settings
+from cdk.settings_env import powertools_settings, service_settings, shared_pod_settings
 from cdk.streaming import IAM_PORT, EventStream
 from cdk.tables import EstateTables
 from cloudshop.estate import ESTATE, LAMBDA_SERVICES
-from cloudshop.settings import Settings
+from cloudshop.settings import Settings, resource_settings
 
 
 def allow_ingress(
@@ -222,11 +229,18 @@ class ApiStack(Stack):
             port=DB_PORT,
             description="Lambda services to RDS Proxy",
         )
+        # Settings fields, like every other function's environment (tests/cdk/test_gateway.py checks).
         self.authorizer_environment = {
             "SERVICE_NAME": "gateway-authorizer",
             "ENVIRONMENT": config.environment,
             "JWT_PUBLIC_KEY": data.auth.public_key_pem,
             "JWT_ISSUER": str(Settings.model_fields["jwt_issuer"].default),
+            "SESSIONS_TABLE": resource_settings(config.prefix)["SESSIONS_TABLE"],
+        }
+        self.service_authorizer_environment = {
+            "SERVICE_NAME": "gateway-service-authorizer",
+            "ENVIRONMENT": config.environment,
+            "INTERNAL_TOKEN_SECRET_ARN": data.auth.internal_token.secret_arn,
         }
         self.gateway = HttpGateway(
             self,
@@ -235,11 +249,14 @@ class ApiStack(Stack):
             packages=packages,
             dependency_layer=layer,
             authorizer_environment=self.authorizer_environment,
+            service_authorizer_environment=self.service_authorizer_environment,
             throttle_rate=config.api_throttle_rate,
             throttle_burst=config.api_throttle_burst,
             log_retention=_retention(config),
             cors_origins=config.cors_origins,
         )
+        grant_session_check(self.gateway.authorizer_function, data=data)
+        grant_internal_token(self.gateway.service_authorizer_function, data=data)
         for service in LAMBDA_SERVICES:
             integration = integrations.HttpLambdaIntegration(
                 f"{service.capitalize()}Integration", self.functions[service]
@@ -279,53 +296,57 @@ class EksStack(Stack):
             workloads=ESTATE.workloads,
             node_instance_type=config.node_instance_type,
             pods_per_node=config.pods_per_node,
-            argocd_bootstrap=argocd_bootstrap(
-                config.argocd_bootstrap, repo_url=config.git_repo_url, revision=config.git_revision
-            ),
+            argocd_bootstrap=argocd_bootstrap(config.argocd_bootstrap),
             argocd_chart_version=config.argocd_chart_version,
             admin_role_arns=config.cluster_admin_role_arns,
         )
         cluster_sg = self.core.cluster.cluster_security_group
-        allow_ingress(
-            self,
-            "PodsToDatabase",
-            target=data.database.security_group,
-            source=cluster_sg,
-            port=DB_PORT,
-            description="EKS pods to PostgreSQL",
-        )
-        allow_ingress(
-            self,
-            "PodsToKafka",
-            target=stream.security_group,
-            source=cluster_sg,
-            port=IAM_PORT,
-            description="EKS pods to MSK (SASL/IAM)",
-        )
-        settings: dict[str, str] = {}
+        workload_access = {w.name: SERVICE_ACCESS[w.name] for w in ESTATE.workloads}
+        if any(access.database for access in workload_access.values()):
+            allow_ingress(
+                self,
+                "PodsToDatabase",
+                target=data.database.security_group,
+                source=cluster_sg,
+                port=DB_PORT,
+                description="EKS pods to PostgreSQL",
+            )
+        if any(access.produce_topics or access.consume_topics for access in workload_access.values()):
+            allow_ingress(
+                self,
+                "PodsToKafka",
+                target=stream.security_group,
+                source=cluster_sg,
+                port=IAM_PORT,
+                description="EKS pods to MSK (SASL/IAM)",
+            )
+        per_workload: dict[str, dict[str, str]] = {}
         for workload in ESTATE.workloads:
-            access = SERVICE_ACCESS[workload.name]
+            access = workload_access[workload.name]
             role = self.core.roles[workload.name]
             grant_service_access(role, access, data=data, stream=stream)
             nag(role, access_findings(access, data=data, stream=stream))
-            settings.update(
-                service_settings(
+            per_workload[workload.name] = {
+                **service_settings(
                     workload.name,
                     access,
                     config=config,
                     data=data,
                     database_url=data.database.instance_url,
                     kafka_bootstrap_servers=stream.bootstrap_servers,
-                )
-            )
-        # Per-pod values (SERVICE_NAME) and the two secret values stay in the Deployments.
-        self.aws_settings = {k: v for k, v in settings.items() if k not in {"SERVICE_NAME", "JWT_PUBLIC_KEY"}}
-        self.aws_settings["AWS_REGION"] = config.region
-        self.aws_settings["PRODUCT_SERVICE_URL"] = gateway.url
-        self.aws_settings["USER_SERVICE_URL"] = gateway.url
-        namespaces = {w.namespace for w in ESTATE.workloads}
-        for namespace in sorted(namespaces):
-            self.core.add_settings(namespace, self.aws_settings)
+                ),
+                "AWS_REGION": config.region,
+                # The product service is a Lambda: pods reach it through the HTTP API (internal routes).
+                "PRODUCT_SERVICE_URL": gateway.url,
+            }
+        # One `cloudshop-aws` ConfigMap per namespace, shared by its workloads' pods.
+        self.aws_settings: dict[str, dict[str, str]] = {}
+        for namespace in sorted({w.namespace for w in ESTATE.workloads}):
+            members: dict[str, dict[str, str]] = {
+                w.name: per_workload[w.name] for w in ESTATE.workloads if w.namespace == namespace
+            }
+            self.aws_settings[namespace] = shared_pod_settings(members)
+            self.core.add_settings(namespace, self.aws_settings[namespace])
         self.ingress = PrivateIngress(
             self,
             "Ingress",

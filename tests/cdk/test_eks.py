@@ -13,8 +13,10 @@ from aws_cdk.assertions import Match
 
 from cdk.eks import ARGOCD_BOOTSTRAP_DIR, node_group_bounds
 from cdk.service_ingress import listener_port
+from cdk.settings_env import shared_pod_settings
 from cloudshop.estate import ESTATE, WORKLOADS, Workload
-from tests.cdk.test_functions import REQUESTED_FIELDS, settings_names
+from cloudshop.settings import Settings, resource_settings
+from tests.cdk.test_functions import settings_names
 
 pytestmark = pytest.mark.infra
 
@@ -197,25 +199,44 @@ def test_load_balancer_is_internal_and_logs_access(synth) -> None:
 
 
 def test_deploy_time_settings_reach_the_pods_through_a_configmap(synth) -> None:
-    config_map = manifest(synth, "ConfigMap", "cloudshop-aws")
-    data = config_map["data"]
+    data = manifest(synth, "ConfigMap", "cloudshop-aws")["data"]
     for name in (
         "ORDER_EVENTS_QUEUE_URL",
         "KAFKA_BOOTSTRAP_SERVERS",
-        "DATABASE_URL",
-        "DATABASE_SECRET_ARN",
         "INTERNAL_TOKEN_SECRET_ARN",
+        "JWT_PUBLIC_KEY",
         "PRODUCT_SERVICE_URL",
         "AWS_REGION",
+        *resource_settings(synth.config.prefix),
     ):
-        assert name in data
-    assert not {"JWT_PRIVATE_KEY", "JWT_PRIVATE_KEY_SECRET_ARN", "SERVICE_NAME"} & set(data)
-    assert data["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+        assert name in data, name
+    assert {k: data[k] for k in resource_settings(synth.config.prefix)} == resource_settings(synth.config.prefix)
+    assert (data["KAFKA_SECURITY_PROTOCOL"], data["KAFKA_SASL_MECHANISM"]) == ("SASL_SSL", "AWS_MSK_IAM")
+    # Per pod (SERVICE_NAME) or git's choice (LOG_LEVEL); and no pod may find a secret it cannot read.
+    assert not {"SERVICE_NAME", "LOG_LEVEL", "JWT_PRIVATE_KEY", "JWT_PRIVATE_KEY_SECRET_ARN"} & set(data)
+    assert not {"DATABASE_URL", "DATABASE_SECRET_ARN"} & set(data), "no workload uses SQL"
 
 
-def test_every_configmap_key_is_a_settings_field(synth) -> None:
-    keys = set(manifest(synth, "ConfigMap", "cloudshop-aws")["data"])
-    unknown = keys - settings_names()
-    assert unknown <= REQUESTED_FIELDS, f"not Settings fields: {unknown - REQUESTED_FIELDS}"
-    if unknown:
-        pytest.xfail(f"requested Settings fields not declared yet: {sorted(unknown)}")
+def test_every_configmap_key_is_a_settings_field_and_every_literal_validates(synth) -> None:
+    data = manifest(synth, "ConfigMap", "cloudshop-aws")["data"]
+    unknown = set(data) - settings_names()
+    assert not unknown, f"not Settings fields: {unknown}"
+    Settings.model_validate({k.lower(): v for k, v in data.items() if "<token>" not in v})
+
+
+def test_workloads_of_a_namespace_must_agree_on_their_shared_settings() -> None:
+    assert shared_pod_settings({"a": {"X": "1", "SERVICE_NAME": "a"}, "b": {"X": "1", "SERVICE_NAME": "b"}}) == {
+        "X": "1"
+    }
+    with pytest.raises(ValueError, match="differs"):
+        shared_pod_settings({"a": {"X": "1"}, "b": {"X": "2"}})
+    with pytest.raises(ValueError, match="may not read"):
+        shared_pod_settings({"a": {"DATABASE_SECRET_ARN": "arn:db"}, "b": {}})
+
+
+def test_pods_reach_no_database_they_do_not_use(synth) -> None:
+    ingress = synth.resources("Eks", "AWS::EC2::SecurityGroupIngress")
+    assert not any(r["Properties"].get("Description") == "EKS pods to PostgreSQL" for r in ingress.values())
+    synth.template("Eks").has_resource_properties(
+        "AWS::EC2::SecurityGroupIngress", {"Description": "EKS pods to MSK (SASL/IAM)", "FromPort": 9098}
+    )

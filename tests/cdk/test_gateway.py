@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from aws_cdk.assertions import Match
 
 from cloudshop.estate import ESTATE, LAMBDA_SERVICES, Route
+from cloudshop.settings import resource_settings
+from tests.cdk.test_functions import settings_names
 
 pytestmark = pytest.mark.infra
 
@@ -14,17 +19,36 @@ def stack_of(route: Route) -> str:
     return "Api" if route.service in LAMBDA_SERVICES else "Eks"
 
 
+def authorizers_by_identity(synth) -> dict[str, str]:
+    """The logical id of each authorizer, by the header it takes its identity from."""
+    found = {}
+    for logical_id, resource in synth.resources("Api", "AWS::ApiGatewayV2::Authorizer").items():
+        (source,) = resource["Properties"]["IdentitySource"]
+        found[source] = logical_id
+    return found
+
+
 @pytest.mark.parametrize("route", ESTATE.routes, ids=lambda r: f"{r.method} {r.path}")
 def test_every_route_of_the_table_is_on_the_api_with_its_authorization(synth, route: Route) -> None:
-    authorization = (
-        {"AuthorizationType": "NONE"}
-        if route.public
-        else {"AuthorizationType": "CUSTOM", "AuthorizerId": Match.any_value()}
-    )
+    by_identity = authorizers_by_identity(synth)
+    if route.public:
+        authorization: dict[str, object] = {"AuthorizationType": "NONE"}
+    else:
+        # Internal routes take only a service token; every other route an access token.
+        identity = "$request.header.x-service-token" if route.internal else "$request.header.Authorization"
+        authorizer_id: object = {"Ref": by_identity[identity]}
+        if stack_of(route) != "Api":
+            authorizer_id = Match.any_value()  # imported across stacks
+        authorization = {"AuthorizationType": "CUSTOM", "AuthorizerId": authorizer_id}
     synth.template(stack_of(route)).has_resource_properties(
         "AWS::ApiGatewayV2::Route",
         {"RouteKey": f"{route.method} {route.path}", "Target": Match.any_value(), **authorization},
     )
+
+
+def test_internal_routes_exist_and_serve_reservations_only() -> None:
+    internal = [r for r in ESTATE.routes if r.internal]
+    assert internal and all(r.service == "product" and not r.public for r in internal)
 
 
 def test_no_route_exists_that_the_table_does_not_declare(synth) -> None:
@@ -51,31 +75,95 @@ def test_stage_is_throttled_and_writes_json_access_logs(synth) -> None:
     )
 
 
-def test_authorizer_checks_the_bearer_token_with_a_cached_simple_response(synth) -> None:
+@pytest.mark.parametrize(
+    ("identity", "handler"),
+    [
+        ("$request.header.Authorization", "cdk.runtime.authorizer.handler"),
+        ("$request.header.x-service-token", "cdk.runtime.authorizer.service_handler"),
+    ],
+)
+def test_authorizers_answer_simply_and_are_never_cached(synth, identity: str, handler: str) -> None:
+    # A cached "allow" would outlive a logout (access tokens) or the token itself (service tokens).
     synth.template("Api").has_resource_properties(
         "AWS::ApiGatewayV2::Authorizer",
         {
             "AuthorizerType": "REQUEST",
-            "IdentitySource": ["$request.header.Authorization"],
+            "IdentitySource": [identity],
             "EnableSimpleResponses": True,
             "AuthorizerPayloadFormatVersion": "2.0",
-            "AuthorizerResultTtlInSeconds": 300,
+            "AuthorizerResultTtlInSeconds": 0,
         },
     )
-    synth.template("Api").has_resource_properties(
-        "AWS::Lambda::Function",
-        {
-            "Handler": "cdk.runtime.authorizer.handler",
-            "Environment": {
-                "Variables": {
-                    "JWT_PUBLIC_KEY": Match.any_value(),
-                    "JWT_ISSUER": "cloudshop",
-                    "SERVICE_NAME": Match.any_value(),
-                    "ENVIRONMENT": "dev",
-                }
-            },
-        },
-    )
+    synth.template("Api").has_resource_properties("AWS::Lambda::Function", {"Handler": handler})
+
+
+def authorizer_function(synth, handler: str) -> tuple[str, dict[str, Any]]:
+    (found,) = [
+        (logical_id, f["Properties"])
+        for logical_id, f in synth.resources("Api", "AWS::Lambda::Function").items()
+        if f["Properties"]["Handler"] == handler
+    ]
+    return found
+
+
+def test_access_token_authorizer_gets_the_key_issuer_and_sessions_table(synth) -> None:
+    _, function = authorizer_function(synth, "cdk.runtime.authorizer.handler")
+    env = function["Environment"]["Variables"]
+
+    assert env["JWT_ISSUER"] == "cloudshop"
+    assert env["SESSIONS_TABLE"] == resource_settings(synth.config.prefix)["SESSIONS_TABLE"]
+    assert env["ENVIRONMENT"] == synth.config.environment
+    assert "JWT_PUBLIC_KEY" in env
+
+
+def test_service_token_authorizer_names_the_secret_by_arn_only(synth) -> None:
+    _, function = authorizer_function(synth, "cdk.runtime.authorizer.service_handler")
+    env = function["Environment"]["Variables"]
+
+    assert "INTERNAL_TOKEN_SECRET_ARN" in env
+    assert "INTERNAL_TOKEN_SECRET" not in env
+
+
+@pytest.mark.parametrize("handler", ["cdk.runtime.authorizer.handler", "cdk.runtime.authorizer.service_handler"])
+def test_authorizer_variables_are_settings_fields(synth, handler: str) -> None:
+    _, function = authorizer_function(synth, handler)
+    assert set(function["Environment"]["Variables"]) <= settings_names()
+
+
+def policy_statements_of(synth, handler: str) -> list[dict[str, Any]]:
+    _, function = authorizer_function(synth, handler)
+    role = function["Role"]["Fn::GetAtt"][0]
+    return [
+        statement
+        for policy in synth.resources("Api", "AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"]["Roles"]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def data_actions(statements: list[dict[str, Any]]) -> dict[str, str]:
+    """{action: rendered resource} for the data actions (X-Ray's are not data)."""
+    found = {}
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        for action in actions:
+            if not action.startswith("xray:"):
+                found[action] = json.dumps(statement["Resource"])
+    return found
+
+
+def test_access_token_authorizer_may_only_read_session_items(synth) -> None:
+    actions = data_actions(policy_statements_of(synth, "cdk.runtime.authorizer.handler"))
+
+    assert set(actions) == {"dynamodb:GetItem", "kms:Decrypt", "kms:DescribeKey"}
+    assert "TablesSessions" in actions["dynamodb:GetItem"]
+
+
+def test_service_token_authorizer_may_only_read_the_internal_token_secret(synth) -> None:
+    actions = data_actions(policy_statements_of(synth, "cdk.runtime.authorizer.service_handler"))
+
+    assert set(actions) == {"secretsmanager:GetSecretValue", "kms:Decrypt", "kms:DescribeKey"}
+    assert "AuthInternalToken" in actions["secretsmanager:GetSecretValue"]
 
 
 def test_eks_routes_go_through_the_vpc_link(synth) -> None:

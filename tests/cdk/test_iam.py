@@ -63,6 +63,7 @@ def test_signing_key_is_readable_only_by_the_user_service(synth) -> None:
 
 
 def test_order_service_may_produce_orders_idempotently_and_nothing_more_on_kafka(synth) -> None:
+    # It consumes nothing: the analytics windows come from S3, not from the results topic.
     kafka = sorted(
         {
             action
@@ -73,12 +74,19 @@ def test_order_service_may_produce_orders_idempotently_and_nothing_more_on_kafka
         }
     )
     assert kafka == [
-        "kafka-cluster:AlterGroup",
         "kafka-cluster:Connect",
         "kafka-cluster:DescribeCluster",
-        "kafka-cluster:DescribeGroup",
         "kafka-cluster:DescribeTopic",
-        "kafka-cluster:ReadData",
         "kafka-cluster:WriteData",
         "kafka-cluster:WriteDataIdempotently",
     ]
+
+
+def test_no_pod_role_reaches_kafka_unless_it_produces(synth) -> None:
+    payment = [
+        action
+        for where, statement in statements(synth)
+        if "PaymentPodRole" in where
+        for action in as_list(statement["Action"])
+    ]
+    assert payment and not [a for a in payment if a.startswith(("kafka-cluster:", "rds", "sqs:", "s3:"))]

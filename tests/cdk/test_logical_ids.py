@@ -15,7 +15,6 @@ PINNED = {
             "TablesIdempotency498FF680",
             "TablesNotifications29081F10",
             "TablesOrdersACF7C9C0",
-            "TablesOutboxD51CD487",
             "TablesPayments3BE89793",
             "TablesSessions486350CB",
         },

@@ -1,15 +1,24 @@
-"""The infrastructure's own Lambda code: the gateway authorizer and the JWT key generator."""
+"""The infrastructure's own Lambda code: the gateway authorizers and the JWT key generator.
+
+`authorize`/`authorize_service` are tested with injected verifiers and session checks; the handlers
+once more against the real stores on moto (a logout, a secret read by ARN), as the cloud runs them.
+"""
 
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
 import pytest
 
 from cdk.runtime import authorizer, jwt_keygen
-from cloudshop.auth import TokenIssuer, TokenVerifier, generate_key_pair
+from cloudshop import aws
+from cloudshop.auth import InternalTokens, TokenIssuer, TokenVerifier, generate_key_pair
+from cloudshop.web import SERVICE_TOKEN_HEADER
+from functions.user.repository import DynamoDBSessionStore
 
 pytestmark = pytest.mark.infra
 
@@ -25,10 +34,47 @@ def issue(private_key: str, *, role: str = "customer", ttl: int = 300, issuer: s
     )
 
 
-def test_valid_access_token_is_authorized_with_the_principal_in_context(keys) -> None:
+def live(_session_id: str) -> bool:
+    return True
+
+
+def test_valid_access_token_of_a_live_session_is_authorized_with_the_principal_in_context(keys) -> None:
     private, public = keys
-    answer = authorizer.authorize(f"Bearer {issue(private)}", TokenVerifier(public, issuer="cloudshop"))
+    checked: list[str] = []
+
+    def session_active(session_id: str) -> bool:
+        checked.append(session_id)
+        return True
+
+    answer = authorizer.authorize(
+        f"Bearer {issue(private)}", TokenVerifier(public, issuer="cloudshop"), session_active=session_active
+    )
+
     assert answer == {"isAuthorized": True, "context": {"sub": "u-1", "role": "customer"}}
+    assert checked == ["s-1"]
+
+
+def test_token_of_a_revoked_session_is_denied(keys) -> None:
+    private, public = keys
+
+    answer = authorizer.authorize(
+        f"Bearer {issue(private)}", TokenVerifier(public, issuer="cloudshop"), session_active=lambda _sid: False
+    )
+
+    assert answer == {"isAuthorized": False}
+
+
+def test_a_failing_session_lookup_denies(keys) -> None:
+    private, public = keys
+
+    def unreachable(_session_id: str) -> bool:
+        raise ConnectionError("DynamoDB is unreachable")
+
+    answer = authorizer.authorize(
+        f"Bearer {issue(private)}", TokenVerifier(public, issuer="cloudshop"), session_active=unreachable
+    )
+
+    assert answer == {"isAuthorized": False}
 
 
 @pytest.mark.parametrize(
@@ -36,28 +82,122 @@ def test_valid_access_token_is_authorized_with_the_principal_in_context(keys) ->
     [None, "", "Basic abc", "Bearer ", "Bearer not-a-jwt"],
 )
 def test_missing_or_malformed_token_is_denied(keys, header: str | None) -> None:
-    assert authorizer.authorize(header, TokenVerifier(keys[1], issuer="cloudshop")) == {"isAuthorized": False}
+    verifier = TokenVerifier(keys[1], issuer="cloudshop")
+    assert authorizer.authorize(header, verifier, session_active=live) == {"isAuthorized": False}
 
 
 def test_token_from_another_key_issuer_or_expired_is_denied(keys) -> None:
     private, public = keys
     other_private, _ = generate_key_pair()
     verifier = TokenVerifier(public, issuer="cloudshop")
-    assert authorizer.authorize(f"Bearer {issue(other_private)}", verifier)["isAuthorized"] is False
-    assert authorizer.authorize(f"Bearer {issue(private, issuer='evil')}", verifier)["isAuthorized"] is False
+    assert (
+        authorizer.authorize(f"Bearer {issue(other_private)}", verifier, session_active=live)["isAuthorized"] is False
+    )
+    evil = issue(private, issuer="evil")
+    assert authorizer.authorize(f"Bearer {evil}", verifier, session_active=live)["isAuthorized"] is False
     expired = jwt.encode(
         {"sub": "u", "role": "customer", "iss": "cloudshop", "exp": int(time.time()) - 10}, private, algorithm="RS256"
     )
-    assert authorizer.authorize(f"Bearer {expired}", verifier)["isAuthorized"] is False
+    assert authorizer.authorize(f"Bearer {expired}", verifier, session_active=live)["isAuthorized"] is False
 
 
-def test_handler_reads_the_key_from_the_settings(keys, monkeypatch: pytest.MonkeyPatch) -> None:
-    private, public = keys
-    monkeypatch.setenv("JWT_PUBLIC_KEY", public)
-    authorizer._verifier.cache_clear()
-    event = {"headers": {"authorization": f"Bearer {issue(private, role='admin')}"}}
-    assert authorizer.handler(event, None)["context"]["role"] == "admin"
-    authorizer._verifier.cache_clear()
+# --- internal routes: service tokens only ------------------------------------------------------------
+
+
+SERVICE_SECRET = "s" * 48
+
+
+def test_internal_route_with_a_service_token_is_authorized_with_the_caller_in_context() -> None:
+    token = InternalTokens(SERVICE_SECRET, service="order").token()
+
+    answer = authorizer.authorize_service(token, InternalTokens(SERVICE_SECRET, service="gateway"))
+
+    assert answer == {"isAuthorized": True, "context": {"service": "order"}}
+
+
+def test_user_access_token_never_opens_an_internal_route(keys) -> None:
+    gateway = InternalTokens(SERVICE_SECRET, service="gateway")
+    access_token = issue(keys[0], role="admin")
+
+    assert authorizer.authorize_service(access_token, gateway) == {"isAuthorized": False}
+    assert authorizer.authorize_service(f"Bearer {access_token}", gateway) == {"isAuthorized": False}
+
+
+@pytest.mark.parametrize("token", [None, "", "not-a-jwt"])
+def test_internal_route_without_a_valid_service_token_is_denied(token: str | None) -> None:
+    assert authorizer.authorize_service(token, InternalTokens(SERVICE_SECRET, service="gateway")) == {
+        "isAuthorized": False
+    }
+
+
+def test_service_token_signed_with_another_secret_is_denied() -> None:
+    forged = InternalTokens("f" * 48, service="order").token()
+    assert authorizer.authorize_service(forged, InternalTokens(SERVICE_SECRET, service="gateway")) == {
+        "isAuthorized": False
+    }
+
+
+def test_service_handler_takes_the_token_from_the_service_token_header_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    clear_caches()
+    monkeypatch.setenv("INTERNAL_TOKEN_SECRET", SERVICE_SECRET)
+    token = InternalTokens(SERVICE_SECRET, service="order").token()
+    try:
+        assert authorizer.service_handler({"headers": {"x-service-token": token}}, None)["isAuthorized"] is True
+        assert authorizer.service_handler({"headers": {"authorization": f"Bearer {token}"}}, None) == {
+            "isAuthorized": False
+        }
+    finally:
+        clear_caches()
+
+
+def test_the_authorizer_reads_the_header_the_services_send() -> None:
+    assert authorizer.SERVICE_TOKEN_HEADER == SERVICE_TOKEN_HEADER
+
+
+# --- the handlers against the real stores (moto): sessions table and Secrets Manager ---------------
+
+
+def clear_caches() -> None:
+    for cached in (authorizer._settings, authorizer._verifier, authorizer._session_check, authorizer._internal_tokens):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def cloud_env(make_settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The environment the authorizers get from CDK, pointed at a provisioned estate on moto."""
+    settings = make_settings(prefix="authz-")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", str(settings.aws_endpoint_url))
+    monkeypatch.setenv("JWT_PUBLIC_KEY", settings.jwt_public_key)
+    monkeypatch.setenv("SESSIONS_TABLE", settings.sessions_table)
+    clear_caches()
+    yield settings
+    clear_caches()
+
+
+def test_handler_refuses_the_tokens_of_a_session_once_it_is_logged_out(cloud_env) -> None:
+    sessions = DynamoDBSessionStore(aws.client("dynamodb", cloud_env), table=cloud_env.sessions_table)
+    session_id = f"s-{uuid.uuid4().hex}"
+    sessions.create(session_id=session_id, user_id="u-1", secret="refresh", ttl_seconds=600)
+    token = TokenIssuer(
+        cloud_env.jwt_private_key.get_secret_value(), issuer="cloudshop", access_ttl_seconds=300
+    ).access_token(user_id="u-1", role="admin", email="a@example.com", session_id=session_id)
+    event = {"headers": {"authorization": f"Bearer {token}"}}
+
+    assert authorizer.handler(event, None)["context"] == {"sub": "u-1", "role": "admin"}
+    sessions.revoke(session_id)
+    assert authorizer.handler(event, None) == {"isAuthorized": False}
+
+
+def test_service_handler_reads_the_secret_by_its_arn(cloud_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "k" * 64
+    arn = aws.client("secretsmanager", cloud_env).create_secret(
+        Name=f"authz-internal-token-{uuid.uuid4().hex}", SecretString=secret
+    )["ARN"]
+    monkeypatch.setenv("INTERNAL_TOKEN_SECRET_ARN", arn)
+    monkeypatch.delenv("INTERNAL_TOKEN_SECRET", raising=False)
+    token = InternalTokens(secret, service="order").token()
+
+    assert authorizer.service_handler({"headers": {"x-service-token": token}}, None)["context"] == {"service": "order"}
 
 
 class InMemorySecrets:

@@ -57,6 +57,22 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants so far."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            pids += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -137,12 +153,19 @@ def run_profile(profile: str, *, buyers: int, seconds: float, profile_cpu: bool,
             threads = [threading.Thread(target=buyer, args=(t,)) for t in tokens]
             threads.append(threading.Thread(target=sample_memory))
             spies = start_profilers(platform, seconds=seconds, out_dir=out_dir, profile=profile) if profile_cpu else {}
+            processes = {getattr(p, "service", p.name): p.pid for p in platform.processes if p.pid}
+            processes |= {f"{s.name}-{n}": s.pid for n, s in enumerate(platform.servers) if s.pid}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
             began = time.monotonic()
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
             elapsed = time.monotonic() - began
+            done = max(len(order_latency), 1)
+            cpu_per_checkout_ms = {
+                name: round((cpu_seconds(pid) - cpu_before[name]) / done * 1000, 1) for name, pid in processes.items()
+            }
             result: dict[str, Any] = {
                 "profile": profile,
                 "buyers": buyers,
@@ -160,6 +183,8 @@ def run_profile(profile: str, *, buyers: int, seconds: float, profile_cpu: bool,
                 "mean_post_orders_ms": round(statistics.fmean(order_latency) * 1000, 1) if order_latency else None,
                 "errors": dict(errors),
                 "peak_platform_rss_mib": round(peak["rss"] / 2**20, 1),
+                # Where the two cores go: CPU milliseconds each process spends per checkout.
+                "cpu_ms_per_checkout": dict(sorted(cpu_per_checkout_ms.items(), key=lambda kv: -kv[1])),
                 "cpu_count": os.cpu_count(),
             }
             cpu: dict[str, Any] = {}

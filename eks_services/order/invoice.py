@@ -41,8 +41,22 @@ class InvoiceWriter:
         self.s3 = s3
         self.bucket = bucket
 
+    @staticmethod
+    def key(order: Order) -> str:
+        # Derived from the order, so the order item needs no pointer to it.
+        return f"invoices/{order.user_id}/{order.id}.html"
+
+    def exists(self, order: Order) -> bool:
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=self.key(order))
+        except self.s3.exceptions.ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
     def write(self, order: Order) -> str:
-        key = f"invoices/{order.user_id}/{order.id}.html"
+        key = self.key(order)
         self.s3.put_object(
             Bucket=self.bucket, Key=key, Body=render_invoice(order).encode(), ContentType="text/html; charset=utf-8"
         )

@@ -84,7 +84,6 @@ class Order:
     payment_id: str | None = None
     version: int = 1
     failure_reason: str | None = None
-    invoice_key: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

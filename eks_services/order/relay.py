@@ -19,6 +19,8 @@ log = logging.getLogger("cloudshop.relay")
 
 
 class OutboxRelay:
+    coalesce_seconds = 0.1
+
     def __init__(
         self,
         *,
@@ -78,7 +80,10 @@ class OutboxRelay:
                 self.failures += 1
                 backoff = min(backoff * 2, 5.0)
                 log.warning("outbox relay round failed", extra={"fields": {"error": repr(exc)}})
-            self._wake.wait(backoff)
+            if self._wake.wait(backoff):
+                # Woken by a write: let the writes of the next few milliseconds join this round, so
+                # a busy service queries its outbox a few times a second, not once per checkout.
+                self._stop.wait(self.coalesce_seconds)
             self._wake.clear()
 
     def start(self) -> None:

@@ -54,7 +54,6 @@ def _order_item(order: Order) -> dict[str, Any]:
             "customer_email": order.customer_email or None,
             "payment_id": order.payment_id,
             "failure_reason": order.failure_reason,
-            "invoice_key": order.invoice_key,
             "version": order.version,
             "created_at": order.created_at.isoformat(),
             "updated_at": order.updated_at.isoformat(),
@@ -76,7 +75,6 @@ def _order(item: dict[str, Any]) -> Order:
         customer_email=data.get("customer_email", ""),
         payment_id=data.get("payment_id"),
         failure_reason=data.get("failure_reason"),
-        invoice_key=data.get("invoice_key"),
         version=int(data["version"]),
         created_at=datetime.fromisoformat(data["created_at"]),
         updated_at=datetime.fromisoformat(data["updated_at"]),
@@ -122,7 +120,7 @@ class DynamoDBOrderRepository:
         a put would bring them back (harmless duplicates, but needless ones).
         """
         fields = {k: v for k, v in _order_item(order).items() if k != "order_id"}
-        removed = [k for k in ("payment_id", "failure_reason", "invoice_key", "customer_email") if k not in fields]
+        removed = [k for k in ("payment_id", "failure_reason", "customer_email") if k not in fields]
         names = {f"#f{n}": name for n, name in enumerate(fields)}
         values = {f":f{n}": value for n, value in enumerate(fields.values())}
         assignments = [f"#f{n} = :f{n}" for n in range(len(fields))]
@@ -150,15 +148,6 @@ class DynamoDBOrderRepository:
             if _failed_condition(exc):
                 raise StaleOrder(f"Order {order.id} changed meanwhile.") from exc
             raise
-
-    def set_invoice(self, order_id: str, key: str) -> None:
-        # Not a state change: no event, no version bump.
-        self.client.update_item(
-            TableName=self.orders_table,
-            Key={"order_id": {"S": order_id}},
-            UpdateExpression="SET invoice_key = :k",
-            ExpressionAttributeValues={":k": {"S": key}},
-        )
 
     def get(self, order_id: str) -> Order | None:
         item = self.client.get_item(
@@ -211,30 +200,33 @@ class DynamoDBOrderRepository:
         return sorted(events, key=lambda e: (e["order_id"], json.loads(e["payload"])["occurred_at"]))
 
     def mark_sent(self, order_id: str, event_ids: list[str]) -> None:
-        """Drop published events from the order's outbox; clear the pending flag once it is empty."""
+        """Drop published events from the order's outbox, and the pending flag with them when they
+        were all it held: one write in the common case."""
         names = {f"#e{n}": event_id for n, event_id in enumerate(event_ids)} | {"#outbox": "outbox"}
-        answer = self.client.update_item(
-            TableName=self.orders_table,
-            Key={"order_id": {"S": order_id}},
-            UpdateExpression="REMOVE " + ", ".join(f"#outbox.#e{n}" for n in range(len(event_ids))),
-            ExpressionAttributeNames=names,
-            ReturnValues="ALL_NEW",
+        remove = ", ".join(f"#outbox.#e{n}" for n in range(len(event_ids)))
+        exactly_these = " AND ".join(
+            ["size(#outbox) = :count", *(f"attribute_exists(#outbox.#e{n})" for n in range(len(event_ids)))]
         )
-        if answer.get("Attributes", {}).get("outbox", {}).get("M"):
-            return
+        key = {"order_id": {"S": order_id}}
         try:
             self.client.update_item(
                 TableName=self.orders_table,
-                Key={"order_id": {"S": order_id}},
-                UpdateExpression="REMOVE outbox_pending",
-                # A writer may have added an event since: then the flag must stay.
-                ConditionExpression="size(#outbox) = :zero",
-                ExpressionAttributeNames={"#outbox": "outbox"},
-                ExpressionAttributeValues={":zero": {"N": "0"}},
+                Key=key,
+                UpdateExpression=f"REMOVE {remove}, outbox_pending",
+                ConditionExpression=exactly_these,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={":count": {"N": str(len(event_ids))}},
             )
         except ClientError as exc:
             if not _failed_condition(exc):
                 raise
+            # A writer added an event since (or another relay sent some): keep the flag.
+            self.client.update_item(
+                TableName=self.orders_table,
+                Key=key,
+                UpdateExpression=f"REMOVE {remove}",
+                ExpressionAttributeNames=names,
+            )
 
 
 class DynamoDBCartRepository:

@@ -245,8 +245,7 @@ class CheckoutService:
 
     def _write_invoice(self, order: Order) -> None:
         try:
-            key = self.invoices.write(order)
-            self.orders.set_invoice(order.id, key)
+            self.invoices.write(order)
         except Exception:  # the invoice is re-made on demand by GET /invoice; never lose the order for it
             log.exception("invoice write failed", extra={"fields": {"order_id": order.id}})
 
@@ -294,8 +293,6 @@ class CheckoutService:
             or not order.payment_id
         ):
             raise Conflict("An invoice exists once the order is paid.")
-        key = order.invoice_key
-        if not key:
-            key = self.invoices.write(order)
-            self.orders.set_invoice(order.id, key)
+        # Written off the request path after payment; made here if that has not happened (yet).
+        key = self.invoices.key(order) if self.invoices.exists(order) else self.invoices.write(order)
         return {"url": self.invoices.url(key), "expires_in": self.invoices.url_ttl_seconds}

@@ -21,6 +21,8 @@ from cloudshop.errors import Forbidden, Unauthorized
 Role = Literal["customer", "admin"]
 ROLES: tuple[str, ...] = ("customer", "admin")
 INTERNAL_AUDIENCE = "internal"
+# The header that carries a service token (a header name, not a secret).
+SERVICE_TOKEN_HEADER = "x-service-token"  # noqa: S105
 ACCESS_AUDIENCE = "cloudshop"
 
 

@@ -15,10 +15,9 @@ from typing import Any
 
 import httpx
 
-from cloudshop.auth import InternalTokens
+from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens
 from cloudshop.errors import DependencyUnavailable, error_from_problem
 from cloudshop.observability import REQUEST_ID_HEADER, request_id_var
-from cloudshop.web import SERVICE_TOKEN_HEADER
 
 log = logging.getLogger("cloudshop.clients")
 

@@ -22,11 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
-from cloudshop.auth import InternalTokens, TokenVerifier, bearer_token
+from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, TokenVerifier, bearer_token
 from cloudshop.errors import CloudshopError, Unauthorized, problem
 from cloudshop.estate import ESTATE, Route
 from cloudshop.observability import REQUEST_ID_HEADER, Metrics, configure_logging, new_request_id, request_id_var
-from cloudshop.web import SERVICE_TOKEN_HEADER
 
 log = logging.getLogger("cloudshop.gateway")
 

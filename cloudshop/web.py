@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloudshop.auth import InternalTokens, Principal, TokenVerifier, bearer_token
+from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, Principal, TokenVerifier, bearer_token
 from cloudshop.errors import PROBLEM_CONTENT_TYPE, CloudshopError, Unauthorized, problem
 from cloudshop.observability import Metrics, RequestContextMiddleware, configure_logging
 from cloudshop.settings import Settings
@@ -25,7 +25,6 @@ from cloudshop.settings import Settings
 log = logging.getLogger("cloudshop.web")
 
 MAX_BODY_BYTES = 64 * 1024
-SERVICE_TOKEN_HEADER = "x-service-token"  # noqa: S105 - a header name, not a secret
 
 ReadinessCheck = Callable[[], object]
 

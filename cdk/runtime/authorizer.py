@@ -22,15 +22,13 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from cloudshop.auth import InternalTokens, TokenVerifier, bearer_token
+# HTTP API lower-cases header names (payload 2.0), as SERVICE_TOKEN_HEADER is.
+from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, TokenVerifier, bearer_token
 from cloudshop.errors import Unauthorized
 from cloudshop.settings import Settings, load_secrets
 
 log = logging.getLogger("cloudshop.authorizer")
 
-# `cloudshop.web.SERVICE_TOKEN_HEADER`, repeated so the authorizer does not import FastAPI (cold start);
-# tests/cdk/test_runtime.py holds the two equal. HTTP API lower-cases header names (payload 2.0).
-SERVICE_TOKEN_HEADER = "x-service-token"  # noqa: S105 - a header name, not a secret
 DENY: dict[str, Any] = {"isAuthorized": False}
 SessionCheck = Callable[[str], bool]
 

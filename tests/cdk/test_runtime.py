@@ -17,7 +17,6 @@ import pytest
 from cdk.runtime import authorizer, jwt_keygen
 from cloudshop import aws
 from cloudshop.auth import InternalTokens, TokenIssuer, TokenVerifier, generate_key_pair
-from cloudshop.web import SERVICE_TOKEN_HEADER
 from functions.user.repository import DynamoDBSessionStore
 
 pytestmark = pytest.mark.infra
@@ -148,10 +147,6 @@ def test_service_handler_takes_the_token_from_the_service_token_header_only(monk
         }
     finally:
         clear_caches()
-
-
-def test_the_authorizer_reads_the_header_the_services_send() -> None:
-    assert authorizer.SERVICE_TOKEN_HEADER == SERVICE_TOKEN_HEADER
 
 
 # --- the handlers against the real stores (moto): sessions table and Secrets Manager ---------------

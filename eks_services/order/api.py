@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from analytics.windows import InvalidCursorError, list_windows
 from cloudshop.errors import BadRequest
 from cloudshop.estate import API_PREFIX
 from cloudshop.web import AdminPrincipal, CurrentPrincipal, InternalCaller
@@ -135,8 +136,6 @@ def router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         cursor: Annotated[str | None, Query(max_length=500)] = None,
     ) -> dict[str, Any]:
-        from analytics.windows import InvalidCursorError, list_windows
-
         settings = request.app.state.settings
         try:
             items, next_cursor = list_windows(

@@ -11,6 +11,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from cloudshop.auth import generate_key_pair
 from cloudshop.events import write_schemas
 from cloudshop.settings import Settings
@@ -31,7 +33,7 @@ def openapi_documents() -> dict[str, dict[str, Any]]:
     _, public = generate_key_pair()
     settings = Settings(
         jwt_public_key=public,
-        internal_token_secret="x" * 32,
+        internal_token_secret=SecretStr("x" * 32),
         database_url="sqlite://",
         aws_endpoint_url="http://127.0.0.1:9",
         outbox_relay_enabled=False,

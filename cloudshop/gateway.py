@@ -133,7 +133,7 @@ def build_gateway(
             upstream = await client_for(route.service).request(
                 request.method,
                 request.url.path,
-                params=request.query_params.multi_items(),
+                params=request.url.query,
                 content=body,
                 headers=headers,
             )

@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cloudshop.settings import Settings
 
@@ -105,7 +105,7 @@ class KafkaEventPublisher:
         self.security_protocol = security_protocol
         self.sasl_mechanism = sasl_mechanism
         self.timeout_seconds = timeout_seconds
-        self._producer = None
+        self._producer: Any = None
         self._lock = threading.Lock()
 
     def _connect(self):  # type: ignore[no-untyped-def]

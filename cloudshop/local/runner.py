@@ -52,6 +52,11 @@ def free_port_range(span: int = 11) -> int:
     raise RuntimeError("no free port range found")
 
 
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """The Settings a child process with this environment would build for itself."""
+    return Settings.model_validate({k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields})
+
+
 def say(message: str) -> None:
     print(f"[cloudshop] {message}", file=sys.stderr, flush=True)
 
@@ -223,7 +228,7 @@ class Platform:
         # moto accepts any credentials, but boto3 in this process insists on having some.
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
             os.environ.setdefault(name, env[name])
-        settings = Settings(**{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields})
+        settings = settings_from_env(env)
         urls = provision(settings)
         env["ORDER_EVENTS_QUEUE_URL"] = urls["order-events"]
         settings.order_events_queue_url = urls["order-events"]
@@ -251,7 +256,7 @@ class Platform:
 
     def start_services(self, env: dict[str, str]) -> None:
         logs = self.state_dir / "logs"
-        processes = [
+        processes: list[ManagedServer] = [
             ServiceProcess(name, target=target, factory=factory, port=self.port(offset), env=env, logs=logs)
             for name, (offset, target, factory) in SERVICES.items()
         ]

@@ -12,7 +12,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -48,6 +48,12 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_pre_ping=True,
         pool_recycle=300,
     )
+
+
+def ping(engine: Engine) -> None:
+    """A readiness check: raises unless the database answers."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
 
 
 def migrate(engine: Engine, *, script_location: Path, version_table: str) -> None:

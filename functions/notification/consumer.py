@@ -32,13 +32,6 @@ class PoisonMessage(Exception):
     """The message can never be processed; retrying only moves it towards the dead-letter queue."""
 
 
-def is_sqs_batch(event: Any) -> bool:
-    records = event.get("Records") if isinstance(event, dict) else None
-    if not isinstance(records, list) or not records:
-        return False
-    return all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
-
-
 class OrderEventConsumer:
     def __init__(self, *, service: NotificationService, persistence: BasePersistenceLayer) -> None:
         self.service = service
@@ -53,17 +46,20 @@ class OrderEventConsumer:
     def process_batch(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # Lets an in-progress record expire with the invocation that owned it, not an hour later.
         self.config.register_lambda_context(context)
-        return dict(process_partial_response(
-            event=event, record_handler=self._record, processor=self.processor, context=context
-        ))
+        return dict(
+            process_partial_response(
+                event=event, record_handler=self._record, processor=self.processor, context=context
+            )
+        )
 
     def _record(self, record: SQSRecord) -> dict[str, Any]:
         try:
             event = OrderEventV1.model_validate_json(record.body)
         except ValidationError as exc:
             # Only the id and the reason: the body may carry personal data.
-            log.warning("poison message", extra={"fields": {"message_id": record.message_id,
-                                                             "errors": exc.error_count()}})
+            log.warning(
+                "poison message", extra={"fields": {"message_id": record.message_id, "errors": exc.error_count()}}
+            )
             raise PoisonMessage(f"message {record.message_id} is not an order event") from exc
         return self._handle_once(event=event.model_dump(mode="json"))  # type: ignore[no-any-return]
 

@@ -16,8 +16,10 @@ ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "
 MESSAGES: dict[str, tuple[str, str]] = {
     "order.created": ("Order received", "We received your order {order} for {total}."),
     "order.paid": ("Order confirmed", "Your payment of {total} went through; order {order} is confirmed."),
-    "order.payment_failed": ("Payment failed",
-                             "The payment for order {order} did not go through. Nothing was charged."),
+    "order.payment_failed": (
+        "Payment failed",
+        "The payment for order {order} did not go through. Nothing was charged.",
+    ),
     "order.cancelled": ("Order cancelled", "Your order {order} is cancelled."),
     "order.refunded": ("Refund issued", "We refunded {refunded} for order {order}."),
     "order.fulfilled": ("Order shipped", "Your order {order} is on its way."),
@@ -92,9 +94,14 @@ def _texts(event: OrderEventV1) -> dict[str, str]:
 def notification_for(event: OrderEventV1, *, now: datetime) -> Notification:
     title, template = MESSAGES[event.event_type]
     return Notification(
-        user_id=event.data.user_id, event_id=event.event_id, event_type=event.event_type,
-        order_id=event.data.order_id, title=title, message=template.format(**_texts(event)),
-        occurred_at=event.occurred_at.astimezone(UTC), created_at=now,
+        user_id=event.data.user_id,
+        event_id=event.event_id,
+        event_type=event.event_type,
+        order_id=event.data.order_id,
+        title=title,
+        message=template.format(**_texts(event)),
+        occurred_at=event.occurred_at.astimezone(UTC),
+        created_at=now,
     )
 
 
@@ -103,12 +110,9 @@ def email_for(event: OrderEventV1) -> Email | None:
     if event.event_type != "order.paid" or not event.data.customer_email:
         return None
     texts = _texts(event)
-    lines = "\n".join(
-        f"  {line.quantity} x {line.name} — {format_money(line.unit_price)}" for line in event.data.lines
-    )
+    lines = "\n".join(f"  {line.quantity} x {line.name} — {format_money(line.unit_price)}" for line in event.data.lines)
     body = (
         f"Thank you for shopping with cloudshop.\n\n"
         f"Your order {texts['order']} is confirmed.\n\n{lines}\n\nTotal paid: {texts['total']}\n"
     )
-    return Email(to=event.data.customer_email, subject=f"Your cloudshop order {texts['order']} is confirmed",
-                 body=body)
+    return Email(to=event.data.customer_email, subject=f"Your cloudshop order {texts['order']} is confirmed", body=body)

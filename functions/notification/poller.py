@@ -69,13 +69,17 @@ class QueuePoller:
         self.region = region
         self.wait_seconds = wait_seconds
         self.retry_delay_seconds = retry_delay_seconds
-        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
 
     def poll_once(self) -> PollResult:
         messages = self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=BATCH_SIZE, WaitTimeSeconds=self.wait_seconds,
-            AttributeNames=["All"], MessageAttributeNames=["All"],
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=BATCH_SIZE,
+            WaitTimeSeconds=self.wait_seconds,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
         ).get("Messages", [])
         if not messages:
             return PollResult(0, 0)
@@ -91,8 +95,10 @@ class QueuePoller:
         if failed and self.retry_delay_seconds is not None:
             self.sqs.change_message_visibility_batch(
                 QueueUrl=self.queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"],
-                          "VisibilityTimeout": self.retry_delay_seconds} for i, m in enumerate(failed)],
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": self.retry_delay_seconds}
+                    for i, m in enumerate(failed)
+                ],
             )
         if failed:
             log.warning("batch items failed", extra={"fields": {"failed": len(failed), "received": len(messages)}})
@@ -100,29 +106,31 @@ class QueuePoller:
 
     def lambda_event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """The SQS event Lambda builds for a batch (the `Records` shape Powertools parses)."""
-        return {"Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {
-                    name: {
-                        "stringValue": value.get("StringValue"),
-                        "binaryValue": value.get("BinaryValue"),
-                        "stringListValues": [],
-                        "binaryListValues": [],
-                        "dataType": value["DataType"],
-                    }
-                    for name, value in m.get("MessageAttributes", {}).items()
-                },
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": self.queue_arn,
-                "awsRegion": self.region,
-            }
-            for m in messages
-        ]}
+        return {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": {
+                        name: {
+                            "stringValue": value.get("StringValue"),
+                            "binaryValue": value.get("BinaryValue"),
+                            "stringListValues": [],
+                            "binaryListValues": [],
+                            "dataType": value["DataType"],
+                        }
+                        for name, value in m.get("MessageAttributes", {}).items()
+                    },
+                    "md5OfBody": m["MD5OfBody"],
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.queue_arn,
+                    "awsRegion": self.region,
+                }
+                for m in messages
+            ]
+        }
 
 
 def build_poller(settings: Settings, *, handler: LambdaHandler | None = None, **options: Any) -> QueuePoller:
@@ -134,12 +142,18 @@ def build_poller(settings: Settings, *, handler: LambdaHandler | None = None, **
         handler = lambda_handler
     if not settings.order_events_queue_url:
         raise ValueError("ORDER_EVENTS_QUEUE_URL is not set")
-    return QueuePoller(sqs=aws.client("sqs", settings), queue_url=settings.order_events_queue_url,
-                       handler=handler, region=settings.aws_region, **options)
+    return QueuePoller(
+        sqs=aws.client("sqs", settings),
+        queue_url=settings.order_events_queue_url,
+        handler=handler,
+        region=settings.aws_region,
+        **options,
+    )
 
 
-def poll_forever(settings: Settings, stop_event: threading.Event, *, handler: LambdaHandler | None = None,
-                 **options: Any) -> None:
+def poll_forever(
+    settings: Settings, stop_event: threading.Event, *, handler: LambdaHandler | None = None, **options: Any
+) -> None:
     """Poll until `stop_event` is set. A failing poll (queue unreachable, handler crash) is logged and
     retried after a pause: the messages stay on the queue and come back."""
     poller = build_poller(settings, handler=handler, **options)

@@ -35,21 +35,22 @@ class DynamoDBNotificationStore:
 
     def add(self, notification: Notification) -> bool:
         """Store once; False when it is already there (an event delivered again keeps its first copy)."""
-        item = to_item({
-            "user_id": notification.user_id,
-            "sort_key": notification.sort_key,
-            "event_id": notification.event_id,
-            "event_type": notification.event_type,
-            "order_id": notification.order_id,
-            "title": notification.title,
-            "message": notification.message,
-            "occurred_at": notification.occurred_at.isoformat(),
-            "created_at": notification.created_at.isoformat(),
-            "expires_at": notification.expires_at,
-        })
+        item = to_item(
+            {
+                "user_id": notification.user_id,
+                "sort_key": notification.sort_key,
+                "event_id": notification.event_id,
+                "event_type": notification.event_type,
+                "order_id": notification.order_id,
+                "title": notification.title,
+                "message": notification.message,
+                "occurred_at": notification.occurred_at.isoformat(),
+                "created_at": notification.created_at.isoformat(),
+                "expires_at": notification.expires_at,
+            }
+        )
         try:
-            self.client.put_item(TableName=self.table, Item=item,
-                                 ConditionExpression="attribute_not_exists(sort_key)")
+            self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(sort_key)")
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
@@ -76,7 +77,12 @@ class DynamoDBNotificationStore:
 
 def _notification(data: dict[str, Any]) -> Notification:
     return Notification(
-        user_id=data["user_id"], event_id=data["event_id"], event_type=data["event_type"],
-        order_id=data["order_id"], title=data["title"], message=data["message"],
-        occurred_at=datetime.fromisoformat(data["occurred_at"]), created_at=datetime.fromisoformat(data["created_at"]),
+        user_id=data["user_id"],
+        event_id=data["event_id"],
+        event_type=data["event_type"],
+        order_id=data["order_id"],
+        title=data["title"],
+        message=data["message"],
+        occurred_at=datetime.fromisoformat(data["occurred_at"]),
+        created_at=datetime.fromisoformat(data["created_at"]),
     )

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from cloudshop import aws
 from cloudshop.auth import InternalTokens, TokenVerifier
 from cloudshop.settings import Settings
-from cloudshop.sql import make_engine, migrate
+from cloudshop.sql import make_engine, migrate, ping
 from cloudshop.web import create_app
 from functions.product.api import router
 from functions.product.repository import SqlProductRepository
@@ -37,15 +37,11 @@ def build_app(settings: Settings) -> FastAPI:
     catalog = build_catalog(settings)
     engine = catalog.products.engine
 
-    def database_ready() -> None:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
     return create_app(
         service="product",
         settings=settings,
         routers=[router()],
-        readiness={"database": database_ready},
+        readiness={"database": lambda: ping(engine)},
         verifier=TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer),
         internal_tokens=InternalTokens(settings.internal_token_secret.get_secret_value(), service="product"),
         state={"catalog": catalog},

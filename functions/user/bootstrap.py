@@ -6,12 +6,12 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from fastapi import FastAPI
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from cloudshop import aws
 from cloudshop.auth import TokenIssuer, TokenVerifier
 from cloudshop.settings import Settings
-from cloudshop.sql import make_engine, migrate
+from cloudshop.sql import make_engine, migrate, ping
 from cloudshop.web import create_app
 from functions.user.api import router
 from functions.user.repository import DynamoDBSessionStore, SqlUserRepository
@@ -48,16 +48,12 @@ def build_app(settings: Settings) -> FastAPI:
     engine = service.users.engine
     dynamodb = service.sessions.client
 
-    def database_ready() -> None:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
     return create_app(
         service="user",
         settings=settings,
         routers=[router()],
         readiness={
-            "database": database_ready,
+            "database": lambda: ping(engine),
             "sessions": lambda: dynamodb.describe_table(TableName=settings.sessions_table),
         },
         verifier=TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer),

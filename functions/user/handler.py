@@ -1,17 +1,6 @@
-"""Lambda entry point: the same FastAPI app, wrapped by Mangum, with Powertools logging and tracing."""
+"""Lambda entry point: the same FastAPI app uvicorn serves (Mangum, Powertools)."""
 
-from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.utilities.typing import LambdaContext
-from mangum import Mangum
-
+from cloudshop.lambda_entry import lambda_handler
 from functions.user.app import app
 
-logger = Logger(service="user")
-tracer = Tracer(service="user")
-_asgi = Mangum(app, lifespan="off")
-
-
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
-def handler(event: dict, context: LambdaContext) -> dict:
-    return _asgi(event, context)  # type: ignore[arg-type]
+handler = lambda_handler(app, service="user")

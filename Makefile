@@ -29,20 +29,22 @@ $(VENV)/.dev: $(VENV)/.run
 run: $(VENV)/.run ## start the whole platform locally (embedded profile) on 127.0.0.1:8000
 	@$(BIN)/cloudshop up
 
-run-full: $(VENV)/.run system-deps ## start it on real PostgreSQL, Kafka and a DynamoDB server
+run-full: $(VENV)/.run system-deps ## start it on real PostgreSQL, Kafka and dynalite (DynamoDB)
 	@$(BIN)/cloudshop up --profile full
 
-system-deps: ## install the system packages the real local servers need (PostgreSQL, Java, Maven)
+system-deps: ## install the system packages the real local servers need (PostgreSQL, Java, Maven, Node.js)
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql-15"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	command -v go >/dev/null || missing="$$missing golang-go"; \
 	if [ -n "$$missing" ]; then \
 	  echo "[make] apt-get install$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-tools: $(VENV)/.dev system-deps ## install test tools (kustomize, kubeconform, actionlint, checkov) and Kafka jars
+tools: $(VENV)/.dev system-deps ## install test tools (kustomize, actionlint, checkov), Kafka jars and dynalite
 	@bash .ci/install-tools.sh
 	@$(BIN)/python -m cloudshop.local.servers fetch
 

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         choices=["embedded", "full"],
         default="embedded",
-        help="embedded: moto + SQLite + file log; full: PostgreSQL + Kafka + DynamoDB server",
+        help="embedded: moto + SQLite + file log; full: PostgreSQL + Kafka + dynalite (DynamoDB)",
     )
     up.add_argument("--state-dir", type=Path, default=Path(".cloudshop"), help="where data, keys and logs live")
     up.add_argument(

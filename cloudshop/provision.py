@@ -52,9 +52,14 @@ def provision(settings: Settings, estate: Estate = ESTATE) -> dict[str, str]:
             if exc.response["Error"]["Code"] != "ResourceInUseException":
                 raise
         if table.ttl_attribute:
-            dynamodb.update_time_to_live(
-                TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute}
-            )
+            try:
+                dynamodb.update_time_to_live(
+                    TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": table.ttl_attribute}
+                )
+            except ClientError as exc:
+                # dynalite (the full profile's DynamoDB) does not expire items; nothing relies on it locally.
+                if exc.response["Error"]["Code"] != "UnknownOperationException":
+                    raise
     s3 = aws.client("s3", settings)
     for bucket in estate.buckets:
         name = settings.bucket_name(bucket.name)

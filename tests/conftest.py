@@ -48,14 +48,24 @@ def aws_endpoint(moto_server: Any) -> str:
 
 @pytest.fixture(scope="session")
 def make_settings(
-    key_pair: tuple[str, str], internal_secret: str, aws_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+    key_pair: tuple[str, str],
+    internal_secret: str,
+    aws_endpoint: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Callable[..., Settings]:
-    """Settings for a test estate. Each distinct `prefix` is provisioned once per session."""
-    provisioned: dict[str, dict[str, str]] = {}
+    """Settings for a test estate, provisioned once per (prefix, DynamoDB server) per session.
+
+    `dynamodb="dynalite"` puts the tables on the dynalite server (the full profile's DynamoDB);
+    the default keeps everything on moto, as the embedded profile does.
+    """
+    provisioned: dict[tuple[str, str], dict[str, str]] = {}
     private, public = key_pair
     root = tmp_path_factory.mktemp("cloudshop")
 
-    def factory(*, prefix: str = "test-", database_url: str | None = None, **overrides: Any) -> Settings:
+    def factory(
+        *, prefix: str = "test-", database_url: str | None = None, dynamodb: str = "moto", **overrides: Any
+    ) -> Settings:
         values: dict[str, Any] = {
             "environment": "test",
             "aws_endpoint_url": aws_endpoint,
@@ -66,12 +76,14 @@ def make_settings(
             "event_log_dir": str(root / (prefix + "events")),
             "log_level": "WARNING",
         }
+        if dynamodb == "dynalite":
+            values["dynamodb_endpoint_url"] = request.getfixturevalue("dynamodb_server").endpoint_url
         values.update({k.lower(): v for k, v in resource_settings(prefix).items()})
         values.update(overrides)
         settings = Settings(**values)
-        if prefix not in provisioned:
-            provisioned[prefix] = provision(settings)
-        settings.order_events_queue_url = provisioned[prefix]["order-events"]
+        if (prefix, dynamodb) not in provisioned:
+            provisioned[(prefix, dynamodb)] = provision(settings)
+        settings.order_events_queue_url = provisioned[(prefix, dynamodb)]["order-events"]
         return settings
 
     return factory

@@ -9,6 +9,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import boto3
 import psycopg
@@ -64,9 +65,7 @@ def test_server_that_exits_early_fails_with_its_log_tail(tmp_path):
 
 
 def test_server_that_never_gets_ready_times_out_with_its_log_tail(tmp_path):
-    server = _ScriptServer(
-        tmp_path, script="import time; print('still warming up', flush=True); time.sleep(60)"
-    )
+    server = _ScriptServer(tmp_path, script="import time; print('still warming up', flush=True); time.sleep(60)")
 
     started = time.monotonic()
     with pytest.raises(ServerStartError) as failure:
@@ -267,3 +266,26 @@ def test_moto_serves_dynamodb_over_http(moto_server):
 
     assert item == {"pk": {"S": "order#1"}, "status": {"S": "PAID"}}
     assert moto_server.endpoint_url.startswith(f"http://{HOST}:")
+
+
+@pytest.mark.slow
+def test_dynalite_serves_the_dynamodb_api(dynamodb_server: Any) -> None:
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=dynamodb_server.endpoint_url,
+        region_name="eu-west-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    client.create_table(
+        TableName="probe-table",
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.put_item(
+        TableName="probe-table", Item={"k": {"S": "a"}, "n": {"N": "1"}}, ConditionExpression="attribute_not_exists(k)"
+    )
+    with pytest.raises(client.exceptions.ConditionalCheckFailedException):
+        client.put_item(TableName="probe-table", Item={"k": {"S": "a"}}, ConditionExpression="attribute_not_exists(k)")
+    assert client.get_item(TableName="probe-table", Key={"k": {"S": "a"}})["Item"]["n"] == {"N": "1"}

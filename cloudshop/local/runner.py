@@ -2,7 +2,7 @@
 
 Profiles change endpoints and which servers start, never service code:
 - embedded (default): moto for every AWS API, SQLite under the state dir, the file event log;
-- full: PostgreSQL, Apache Kafka (KRaft) and a dedicated DynamoDB server, all started here.
+- full: PostgreSQL, Apache Kafka (KRaft) and DynamoDB (dynalite), all started here; moto keeps S3/SQS/SES.
 
 Every service runs as its own uvicorn process, with the environment CDK would give it in the cloud.
 """
@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import ClassVar
 
 from cloudshop.auth import generate_key_pair
-from cloudshop.local.servers import HOST, KafkaServer, ManagedServer, MotoServer, PostgresServer, _port_open
+from cloudshop.local.servers import (
+    HOST,
+    DynaliteServer,
+    KafkaServer,
+    ManagedServer,
+    MotoServer,
+    PostgresServer,
+    _port_open,
+)
 from cloudshop.settings import Settings, resource_settings
 
 DEFAULT_ADMIN_EMAIL = "admin@cloudshop.local"
@@ -177,8 +185,8 @@ class Platform:
             env["DATABASE_URL"] = os.environ.get("DATABASE_URL") or f"sqlite:///{self.state_dir / 'cloudshop.db'}"
             env["EVENT_LOG_DIR"] = str(self.state_dir / "events")
             return env
-        dynamodb = MotoServer(self.port(DYNAMODB_OFFSET), data_dir=self.state_dir / "dynamodb")
-        self._start(dynamodb, "DynamoDB (dedicated moto server)")
+        dynamodb = DynaliteServer(self.state_dir / "dynamodb", port=self.port(DYNAMODB_OFFSET))
+        self._start(dynamodb, "DynamoDB (dynalite)")
         postgres = PostgresServer(self.state_dir / "postgres", port=self.port(POSTGRES_OFFSET))
         self._start(postgres, "PostgreSQL")
         say("Apache Kafka: fetching jars on first run (cached afterwards) ...")

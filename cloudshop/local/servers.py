@@ -8,9 +8,11 @@ Each server is a separate OS process that this module starts, waits for and stop
   (`$CLOUDSHOP_CACHE_DIR`, default `~/.cache/cloudshop`).
 - `MotoServer` -- the moto server, standing in for the AWS APIs (S3, SQS, SES, ...).
 
-DynamoDB in the full profile is a *second, dedicated* `MotoServer`, not DynamoDB Local: DynamoDB
-Local's artifacts are published under the vendor's own terms rather than an open-source licence, and
-this project does not use them. The DynamoDB adapter is the same boto3 code either way; only the
+- `DynaliteServer` -- dynalite, an open-source implementation of the DynamoDB API (Node.js, from the
+  npm registry), for DynamoDB in the full profile and the tests.
+
+DynamoDB Local is not used: its artifacts are published under the vendor's own terms rather than an
+open-source licence. The DynamoDB adapter is the same boto3 code on moto, dynalite and AWS; only the
 endpoint (`DYNAMODB_ENDPOINT_URL`) differs.
 
 Common rules, so that servers never leak or collide:
@@ -801,24 +803,112 @@ class MotoServer(ManagedServer):
 
 
 # ---------------------------------------------------------------------------------------------------
+# DynamoDB (dynalite)
+# ---------------------------------------------------------------------------------------------------
+
+DYNALITE_VERSION = "4.0.0"
+
+
+def fetch_dynalite(version: str = DYNALITE_VERSION) -> Path:
+    """Install dynalite from the npm registry into the cache, once; returns its `cli.js`."""
+    home = cache_dir() / "dynalite" / version
+    cli = home / "node_modules" / "dynalite" / "cli.js"
+    if cli.exists():
+        return cli
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ServerStartError("npm (Node.js) is needed to install dynalite: apt-get install nodejs npm")
+    _progress(f"installing dynalite {version} from the npm registry into {home} ...")
+    home.parent.mkdir(parents=True, exist_ok=True)
+    # Installed beside its final place and renamed into it, so a half-done install is never used.
+    staging = Path(tempfile.mkdtemp(prefix=".dynalite-", dir=home.parent))
+    command = [npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(staging), f"dynalite@{version}"]
+    answer = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - fixed argv
+    if answer.returncode != 0:
+        raise ServerStartError(f"npm install dynalite@{version} failed:\n{answer.stdout}{answer.stderr}")
+    with contextlib.suppress(OSError):
+        staging.rename(home)  # a concurrent installer may have won; either copy is complete
+    if not cli.exists():
+        raise ServerStartError(f"dynalite was installed but {cli} is missing")
+    return cli
+
+
+class DynaliteServer(ManagedServer):
+    """DynamoDB for the full profile and the tests: dynalite, an open-source implementation of the
+    DynamoDB API (Node.js, MIT), in memory. DynamoDB Local is not used: its artifacts come under the
+    vendor's own terms, not an open-source licence.
+
+    dynalite has no transactions and no TTL expiry: cloudshop needs neither (single-item conditional
+    writes carry the outbox; sessions also check `expires_at` on read).
+    """
+
+    name = "dynalite"
+    startup_timeout = 60.0
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, port: int | None = None) -> None:
+        super().__init__(data_dir, port=port)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def _prepare(self) -> None:
+        self._cli = fetch_dynalite()
+
+    def _command(self) -> list[str]:
+        node = shutil.which("node")
+        if node is None:
+            raise ServerStartError("node (Node.js) is needed to run dynalite")
+        return [
+            node,
+            str(self._cli),
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--createTableMs",
+            "0",
+            "--deleteTableMs",
+            "0",
+            "--updateTableMs",
+            "0",
+        ]
+
+    def _is_ready(self) -> bool:
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            self.endpoint_url,
+            data=b"{}",
+            method="POST",
+            headers={"X-Amz-Target": "DynamoDB_20120810.ListTables", "Content-Type": "application/x-amz-json-1.0"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2):  # noqa: S310
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answered (unsigned requests are refused): it is up
+
+
+# ---------------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m cloudshop.local.servers fetch`: prefetch the Kafka jars (run by `make`)."""
+    """`python -m cloudshop.local.servers fetch`: prefetch the Kafka jars and dynalite (run by `make`)."""
     parser = argparse.ArgumentParser(prog="python -m cloudshop.local.servers", description=main.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser("fetch", help="download the Apache Kafka jars into the cache")
+    fetch = commands.add_parser("fetch", help="download the Apache Kafka jars and dynalite into the cache")
     fetch.add_argument("--kafka-version", default=KAFKA_VERSION)
     args = parser.parse_args(argv)
     if args.command == "fetch":
         try:
             libs = fetch_kafka(args.kafka_version)
+            dynalite = fetch_dynalite()
         except ServerStartError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         _progress(f"Kafka {args.kafka_version} jars ready in {libs}")
+        _progress(f"dynalite ready: {dynalite}")
     return 0
 
 

@@ -55,9 +55,7 @@ def passed(reports: list[dict[str, Any]]) -> int:
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("rendered")
     for overlay in OVERLAYS:
-        (directory / f"overlay-{overlay}.yaml").write_text(
-            kustomize_build_text(f"eks_services/k8s/overlays/{overlay}")
-        )
+        (directory / f"overlay-{overlay}.yaml").write_text(kustomize_build_text(f"eks_services/k8s/overlays/{overlay}"))
     (directory / "monitoring.yaml").write_text(kustomize_build_text("eks_services/k8s/monitoring"))
     for env in ENVIRONMENTS:
         (directory / f"argocd-{env}.yaml").write_text(kustomize_build_text(f"eks_services/argocd/envs/{env}"))

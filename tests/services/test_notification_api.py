@@ -18,8 +18,15 @@ from functions.notification.service import NotificationService
 from tests.conftest import client_for
 
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-TYPES = ["order.created", "order.paid", "order.fulfilled", "order.cancelled", "order.refunded",
-         "order.payment_failed", "order.created"]
+TYPES = [
+    "order.created",
+    "order.paid",
+    "order.fulfilled",
+    "order.cancelled",
+    "order.refunded",
+    "order.payment_failed",
+    "order.created",
+]
 
 
 @pytest.fixture
@@ -47,8 +54,14 @@ def notify(service: NotificationService, user_id: str, count: int) -> list[str]:
     """`count` events for one user, a minute apart; returns their event ids, oldest first."""
     ids = []
     for i in range(count):
-        data = OrderEventDataV1(order_id=str(uuid.uuid4()), user_id=user_id, status="PAID",
-                                total=Money(amount=129900, currency="INR"), items=1, lines=[])
+        data = OrderEventDataV1(
+            order_id=str(uuid.uuid4()),
+            user_id=user_id,
+            status="PAID",
+            total=Money(amount=129900, currency="INR"),
+            items=1,
+            lines=[],
+        )
         event = OrderEventV1.new(TYPES[i % len(TYPES)], data, occurred_at=START + timedelta(minutes=i))  # type: ignore[arg-type]
         service.handle(event)
         ids.append(event.event_id)
@@ -92,8 +105,9 @@ def test_a_page_that_ends_exactly_at_the_last_notification_has_no_next_cursor(
     me = new_user()
     notify(service, me, 4)
     first = api.get("/api/v1/notifications", params={"limit": 2}, headers=bearer(me)).json()
-    second = api.get("/api/v1/notifications", params={"limit": 2, "cursor": first["next_cursor"]},
-                     headers=bearer(me)).json()
+    second = api.get(
+        "/api/v1/notifications", params={"limit": 2, "cursor": first["next_cursor"]}, headers=bearer(me)
+    ).json()
     assert len(second["items"]) == 2 and second["next_cursor"] is None
 
 

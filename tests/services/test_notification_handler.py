@@ -146,7 +146,8 @@ def test_an_http_api_v2_event_lists_the_callers_own_notifications(
     handler(customer.batch("sqs_order_events.json"), Context())
     handler(stranger.batch("sqs_order_events.json"), Context())
     token = TokenIssuer(key_pair[0], issuer="cloudshop", access_ttl_seconds=900).access_token(
-        user_id=customer.user_id, role="customer", email=customer.email, session_id="s1")
+        user_id=customer.user_id, role="customer", email=customer.email, session_id="s1"
+    )
     event = json.loads((EVENTS / "apigw_v2_list_notifications.json").read_text())
     event["headers"]["authorization"] = f"Bearer {token}"
 
@@ -179,8 +180,9 @@ def queue_settings(make_settings: Callable[..., Settings]) -> Settings:
 
 def queue_bodies(sqs: Any, url: str) -> list[str]:
     bodies = []
-    while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                          AttributeNames=["All"]).get("Messages", []):
+    while messages := sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["All"]
+    ).get("Messages", []):
         for message in messages:
             bodies.append(message["Body"])
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
@@ -196,8 +198,11 @@ def test_the_poller_delivers_batches_and_a_poison_message_ends_in_the_dlq(
     customer = Customer()
     bodies = [r["body"] for r in customer.batch("sqs_batch_with_poison.json")["Records"]]
     for body in bodies:
-        sqs.send_message(QueueUrl=queue_settings.order_events_queue_url, MessageBody=body,
-                         MessageAttributes={"event_type": {"DataType": "String", "StringValue": "order"}})
+        sqs.send_message(
+            QueueUrl=queue_settings.order_events_queue_url,
+            MessageBody=body,
+            MessageAttributes={"event_type": {"DataType": "String", "StringValue": "order"}},
+        )
     poller = build_poller(queue_settings, handler=handler, wait_seconds=0, retry_delay_seconds=0)
 
     results = [poller.poll_once() for _ in range(6)]
@@ -218,8 +223,7 @@ def test_poll_forever_keeps_polling_until_stopped(queue_settings: Settings, monk
     worker.start()
     try:
         body = customer.batch("sqs_order_events.json")["Records"][1]["body"]
-        aws.client("sqs", queue_settings).send_message(QueueUrl=queue_settings.order_events_queue_url,
-                                                       MessageBody=body)
+        aws.client("sqs", queue_settings).send_message(QueueUrl=queue_settings.order_events_queue_url, MessageBody=body)
         deadline = time.monotonic() + 15
         while not stored(queue_settings, customer.user_id) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -21,10 +21,16 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 def event(event_type: str, *, email: str | None = "asha@example.com", refunded: int | None = None) -> OrderEventV1:
     data = OrderEventDataV1(
-        order_id="8f14e45f-ceea-467f-a0e6-5d1c6b1e1a2b", user_id="u1", status="PAID",
-        total=Money(amount=449800, currency="INR"), items=3,
-        lines=[OrderLineV1(product_id="p1", name="Ceramic Mug Set", quantity=2,
-                           unit_price=Money(amount=74950, currency="INR"))],
+        order_id="8f14e45f-ceea-467f-a0e6-5d1c6b1e1a2b",
+        user_id="u1",
+        status="PAID",
+        total=Money(amount=449800, currency="INR"),
+        items=3,
+        lines=[
+            OrderLineV1(
+                product_id="p1", name="Ceramic Mug Set", quantity=2, unit_price=Money(amount=74950, currency="INR")
+            )
+        ],
         refunded=Money(amount=refunded, currency="INR") if refunded is not None else None,
         customer_email=email,
     )
@@ -35,9 +41,14 @@ def test_every_order_event_type_has_a_message() -> None:
     assert set(MESSAGES) == set(ORDER_EVENT_TYPES)
 
 
-@pytest.mark.parametrize(("amount", "currency", "text"), [
-    (449800, "INR", "INR 4,498.00"), (5, "USD", "USD 0.05"), (129900, "JPY", "JPY 129,900"),
-])
+@pytest.mark.parametrize(
+    ("amount", "currency", "text"),
+    [
+        (449800, "INR", "INR 4,498.00"),
+        (5, "USD", "USD 0.05"),
+        (129900, "JPY", "JPY 129,900"),
+    ],
+)
 def test_money_reads_in_major_units(amount: int, currency: str, text: str) -> None:
     assert format_money(Money(amount=amount, currency=currency)) == text
 
@@ -48,9 +59,13 @@ def test_a_refund_notification_names_the_refunded_amount() -> None:
     assert "#8F14E45F" in notification.message
 
 
-@pytest.mark.parametrize(("order_id", "reference"), [
-    ("ord_24b777a480a659b48f8d366530821f9e", "#24B777A4"), ("8f14e45f-ceea-467f-a0e6-5d1c6b1e1a2b", "#8F14E45F"),
-])
+@pytest.mark.parametrize(
+    ("order_id", "reference"),
+    [
+        ("ord_24b777a480a659b48f8d366530821f9e", "#24B777A4"),
+        ("8f14e45f-ceea-467f-a0e6-5d1c6b1e1a2b", "#8F14E45F"),
+    ],
+)
 def test_orders_are_named_by_a_short_reference(order_id: str, reference: str) -> None:
     assert short_reference(order_id) == reference
 

@@ -116,10 +116,16 @@ def fakes() -> tuple[InMemoryCatalog, InMemoryPayments]:
     return InMemoryCatalog(), InMemoryPayments()
 
 
-@pytest.fixture
-def order_app(settings: Settings, fakes: tuple[InMemoryCatalog, InMemoryPayments]) -> Iterator[TestClient]:
+@pytest.fixture(params=["moto", "dynalite"])
+def order_app(
+    request: pytest.FixtureRequest,
+    make_settings: Callable[..., Settings],
+    fakes: tuple[InMemoryCatalog, InMemoryPayments],
+) -> Iterator[TestClient]:
+    """The order service's DynamoDB adapter against both servers: moto (embedded) and dynalite (full)."""
     catalog, payments = fakes
-    app = build_app(settings.model_copy(update={"outbox_relay_enabled": False}), catalog=catalog, payments=payments)
+    settings = make_settings(dynamodb=request.param, outbox_relay_enabled=False)
+    app = build_app(settings, catalog=catalog, payments=payments)
     yield from client_for(app)
 
 

@@ -37,10 +37,12 @@ class InMemoryOrders:
     refunded: list[tuple[str, str]] = field(default_factory=list)
     callback_fails: bool = False
 
-    def add(self, *, user_id: str, amount: int = AMOUNT, currency: str = "INR",
-            status: str = "PENDING_PAYMENT") -> OrderSnapshot:
-        order = OrderSnapshot(id=f"ord-{uuid.uuid4().hex}", user_id=user_id, status=status, amount=amount,
-                              currency=currency)
+    def add(
+        self, *, user_id: str, amount: int = AMOUNT, currency: str = "INR", status: str = "PENDING_PAYMENT"
+    ) -> OrderSnapshot:
+        order = OrderSnapshot(
+            id=f"ord-{uuid.uuid4().hex}", user_id=user_id, status=status, amount=amount, currency=currency
+        )
         self.orders[order.id] = order
         return order
 
@@ -66,8 +68,7 @@ class CountingProvider(SimulatedProvider):
 
     def charge(self, *, payment_id: str, amount: int, currency: str, payment_method: str) -> Any:
         self.charges.append(payment_id)
-        return super().charge(payment_id=payment_id, amount=amount, currency=currency,
-                              payment_method=payment_method)
+        return super().charge(payment_id=payment_id, amount=amount, currency=currency, payment_method=payment_method)
 
     def refund(self, *, payment_id: str, refund_id: str, amount: int) -> RefundResult:
         if self.refunds_fail:
@@ -86,8 +87,7 @@ class PaymentWorld:
     service_token: str
 
     def bearer(self, user_id: str, role: str = "customer") -> dict[str, str]:
-        token = self.issuer.access_token(user_id=user_id, role=role, email=f"{user_id}@example.com",
-                                         session_id="s1")
+        token = self.issuer.access_token(user_id=user_id, role=role, email=f"{user_id}@example.com", session_id="s1")
         return {"Authorization": f"Bearer {token}"}
 
     @property
@@ -111,13 +111,20 @@ class PaymentWorld:
 
     def admin_refund(self, payment_id: str, *, key: str, amount: int | None = None) -> Any:
         body = {} if amount is None else {"amount": amount}
-        return self.client.post(f"/api/v1/payments/{payment_id}/refunds", json=body,
-                                headers={**self.bearer("admin-1", "admin"), "Idempotency-Key": key})
+        return self.client.post(
+            f"/api/v1/payments/{payment_id}/refunds",
+            json=body,
+            headers={**self.bearer("admin-1", "admin"), "Idempotency-Key": key},
+        )
 
 
 def charge_body(order: OrderSnapshot, *, payment_method: str = "pm_card_ok") -> dict[str, Any]:
-    return {"order_id": order.id, "user_id": order.user_id,
-            "amount": {"amount": order.amount, "currency": order.currency}, "payment_method": payment_method}
+    return {
+        "order_id": order.id,
+        "user_id": order.user_id,
+        "amount": {"amount": order.amount, "currency": order.currency},
+        "payment_method": payment_method,
+    }
 
 
 def new_user() -> str:
@@ -167,7 +174,10 @@ def test_each_test_token_settles_the_charge_as_the_simulated_provider_says(
     assert answer.status_code == 201, answer.text
     payment = answer.json()
     assert (payment["status"], payment["decline_code"], payment["failure_reason"]) == (
-        status, decline_code, failure_reason)
+        status,
+        decline_code,
+        failure_reason,
+    )
     assert payment["order_id"] == order.id and payment["user_id"] == order.user_id
     assert payment["amount"] == {"amount": AMOUNT, "currency": "INR"}
     assert payment["refunded"] == {"amount": 0, "currency": "INR"} and payment["refunds"] == []
@@ -207,9 +217,7 @@ def test_five_concurrent_identical_charges_make_one_charge_and_one_answer(world:
         {"user_id": "someone-else"},
     ],
 )
-def test_a_charge_that_does_not_match_the_order_is_a_conflict(
-    world: PaymentWorld, change: dict[str, Any]
-) -> None:
+def test_a_charge_that_does_not_match_the_order_is_a_conflict(world: PaymentWorld, change: dict[str, Any]) -> None:
     order = world.orders.add(user_id=new_user())
     assert_problem(world.charge(order, **change), 409)
     assert world.provider.charges == []
@@ -229,16 +237,16 @@ def test_only_an_order_awaiting_payment_is_charged(world: PaymentWorld, status: 
 
 
 def test_charging_an_unknown_order_is_not_found(world: PaymentWorld) -> None:
-    ghost = OrderSnapshot(id="ord-missing", user_id="u1", status="PENDING_PAYMENT", amount=AMOUNT,
-                          currency="INR")
+    ghost = OrderSnapshot(id="ord-missing", user_id="u1", status="PENDING_PAYMENT", amount=AMOUNT, currency="INR")
     assert_problem(world.charge(ghost), 404)
 
 
 def test_a_charge_abandoned_by_a_dead_process_is_completed_by_the_repeat(world: PaymentWorld) -> None:
     # Given a PENDING claim whose lease ran out (its process died between claim and settle)
     order = world.orders.add(user_id=new_user())
-    request = ChargeRequest(order_id=order.id, user_id=order.user_id, amount=order.amount, currency="INR",
-                            payment_method="pm_card_ok")
+    request = ChargeRequest(
+        order_id=order.id, user_id=order.user_id, amount=order.amount, currency="INR", payment_method="pm_card_ok"
+    )
     stale = Payment.claim(request, now=datetime.now(UTC) - timedelta(minutes=5), lease_seconds=60)
     world.client.app.state.payments.payments.claim(stale)  # type: ignore[attr-defined]
 
@@ -257,28 +265,30 @@ def test_a_charge_still_in_progress_is_a_clear_conflict(
     service = build_service(settings, tokens=tokens, orders=orders, refund_callback=orders)
     service.pending_wait_seconds = 0.2
     order = orders.add(user_id=new_user())
-    request = ChargeRequest(order_id=order.id, user_id=order.user_id, amount=order.amount, currency="INR",
-                            payment_method="pm_card_ok")
+    request = ChargeRequest(
+        order_id=order.id, user_id=order.user_id, amount=order.amount, currency="INR", payment_method="pm_card_ok"
+    )
     service.payments.claim(Payment.claim(request, now=datetime.now(UTC), lease_seconds=60))
     for client in client_for(build_app(settings, service=service)):
-        answer = client.post("/api/v1/internal/payments", json=charge_body(order),
-                             headers={"x-service-token": tokens.token()})
+        answer = client.post(
+            "/api/v1/internal/payments", json=charge_body(order), headers={"x-service-token": tokens.token()}
+        )
         assert assert_problem(answer, 409)["type"].endswith("/payment-in-progress")
 
 
 # --- payment methods -----------------------------------------------------------------------------------
 def test_known_payment_methods_verify(world: PaymentWorld) -> None:
-    answer = world.client.post("/api/v1/internal/payment-methods/verify",
-                               json={"payment_method": "pm_card_ok"}, headers=world.internal)
+    answer = world.client.post(
+        "/api/v1/internal/payment-methods/verify", json={"payment_method": "pm_card_ok"}, headers=world.internal
+    )
     assert answer.status_code == 200 and answer.json() == {"payment_method": "pm_card_ok", "valid": True}
 
 
 @pytest.mark.parametrize("token", ["pm_card_stolen", "4242424242424242", "pm_card ok", ""])
-def test_unknown_payment_methods_are_refused_before_anything_is_charged(
-    world: PaymentWorld, token: str
-) -> None:
-    verify = world.client.post("/api/v1/internal/payment-methods/verify", json={"payment_method": token},
-                               headers=world.internal)
+def test_unknown_payment_methods_are_refused_before_anything_is_charged(world: PaymentWorld, token: str) -> None:
+    verify = world.client.post(
+        "/api/v1/internal/payment-methods/verify", json={"payment_method": token}, headers=world.internal
+    )
     assert_problem(verify, 422)
     order = world.orders.add(user_id=new_user())
     assert_problem(world.charge(order, payment_method=token), 422)
@@ -303,8 +313,11 @@ def test_internal_endpoints_need_a_service_token_not_an_access_token(world: Paym
     order = world.orders.add(user_id=new_user())
     body = charge_body(order)
     assert_problem(world.client.post("/api/v1/internal/payments", json=body), 401)
-    as_admin = world.client.post("/api/v1/internal/payments", json=body,
-                                 headers={**world.bearer("admin-1", "admin"), "x-service-token": "forged"})
+    as_admin = world.client.post(
+        "/api/v1/internal/payments",
+        json=body,
+        headers={**world.bearer("admin-1", "admin"), "x-service-token": "forged"},
+    )
     assert_problem(as_admin, 401)
     assert world.provider.charges == []
 
@@ -344,8 +357,7 @@ def test_a_refund_never_exceeds_what_was_captured(world: PaymentWorld) -> None:
 def test_concurrent_refunds_together_never_exceed_the_capture(world: PaymentWorld) -> None:
     payment = world.captured_payment(amount=1000)
     with ThreadPoolExecutor(max_workers=6) as pool:
-        answers = list(pool.map(lambda i: world.admin_refund(payment["id"], key=f"r{i}", amount=300),
-                                range(6)))
+        answers = list(pool.map(lambda i: world.admin_refund(payment["id"], key=f"r{i}", amount=300), range(6)))
 
     assert sorted(a.status_code for a in answers) == [201, 201, 201, 409, 409, 409]
     after = world.read(payment["id"])
@@ -414,8 +426,11 @@ def test_a_payment_that_took_no_money_cannot_be_refunded(world: PaymentWorld, to
 
 def test_customers_cannot_refund_even_their_own_payment(world: PaymentWorld) -> None:
     payment = world.captured_payment()
-    answer = world.client.post(f"/api/v1/payments/{payment['id']}/refunds", json={},
-                               headers={**world.bearer(payment["user_id"]), "Idempotency-Key": "k"})
+    answer = world.client.post(
+        f"/api/v1/payments/{payment['id']}/refunds",
+        json={},
+        headers={**world.bearer(payment["user_id"]), "Idempotency-Key": "k"},
+    )
     assert_problem(answer, 403)
     assert world.provider.refunds == []
 

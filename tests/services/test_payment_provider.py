@@ -40,8 +40,9 @@ def test_ok_card_captures(provider: SimulatedProvider) -> None:
     assert result.captured and result.decline_code is None and result.reference
 
 
-@pytest.mark.parametrize(("token", "code"), [("pm_card_declined", "card_declined"),
-                                             ("pm_card_insufficient_funds", "insufficient_funds")])
+@pytest.mark.parametrize(
+    ("token", "code"), [("pm_card_declined", "card_declined"), ("pm_card_insufficient_funds", "insufficient_funds")]
+)
 def test_declining_cards_decline_with_their_code(provider: SimulatedProvider, token: str, code: str) -> None:
     result = charge(provider, token)
     assert not result.captured and result.decline_code == code
@@ -52,9 +53,7 @@ def test_error_card_is_a_provider_failure(provider: SimulatedProvider) -> None:
         charge(provider, "pm_card_error")
 
 
-def test_slow_card_captures_after_the_configured_delay(
-    provider: SimulatedProvider, slept: list[float]
-) -> None:
+def test_slow_card_captures_after_the_configured_delay(provider: SimulatedProvider, slept: list[float]) -> None:
     assert charge(provider, "pm_card_slow").captured
     assert slept == [2.0]
 
@@ -74,8 +73,13 @@ def test_payment_ids_are_derived_from_the_order() -> None:
 
 
 def request(**overrides: object) -> ChargeRequest:
-    values: dict[str, object] = {"order_id": "o1", "user_id": "u1", "amount": 1000, "currency": "INR",
-                                 "payment_method": "pm_card_ok"}
+    values: dict[str, object] = {
+        "order_id": "o1",
+        "user_id": "u1",
+        "amount": 1000,
+        "currency": "INR",
+        "payment_method": "pm_card_ok",
+    }
     values.update(overrides)
     return ChargeRequest(**values)  # type: ignore[arg-type]
 

@@ -15,9 +15,12 @@ from tests.conftest import client_for
 PASSWORD = "correct-horse-42"
 
 
-@pytest.fixture
-def user_app(make_settings: Callable[..., Settings], database_url: str) -> Iterator[TestClient]:
-    settings = make_settings(database_url=database_url, login_max_failures=3)
+@pytest.fixture(params=["moto", "dynalite"])
+def user_app(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings], database_url: str
+) -> Iterator[TestClient]:
+    """Users in SQL (SQLite and PostgreSQL), sessions in DynamoDB (moto and dynalite)."""
+    settings = make_settings(database_url=database_url, dynamodb=request.param, login_max_failures=3)
     migrate_schema(build_service(settings).users.engine)
     yield from client_for(build_app(settings))
 

@@ -113,6 +113,13 @@ class RequestContextMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 await _send_problem(send_with_id, 413, "Payload too large", "The request body is too large.")
                 return
+            if declared is None and b"chunked" in headers.get(b"transfer-encoding", b""):
+                # No length up front: read the body here, within the limit, and hand it on whole.
+                body = await _read_limited(receive, self.max_body_bytes)
+                if body is None:
+                    await _send_problem(send_with_id, 413, "Payload too large", "The request body is too large.")
+                    return
+                receive = _replay(body, receive)
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
@@ -135,6 +142,33 @@ class RequestContextMiddleware:
                     },
                 )
             request_id_var.reset(token)
+
+
+async def _read_limited(receive: Any, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    delivered = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return dict(await receive())
+
+    return replay
 
 
 async def _send_problem(send: Any, status: int, title: str, detail: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -84,7 +84,6 @@ class Order:
     payment_id: str | None = None
     version: int = 1
     failure_reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total(self) -> int:

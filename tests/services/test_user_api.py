@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -185,6 +187,25 @@ def test_expired_token_is_refused(make_settings: Callable[..., Settings], key_pa
     with TestClient(app, raise_server_exceptions=False) as client:
         body = assert_problem(client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {expired}"}), 401)
     assert "expired" in body["detail"]
+
+
+def test_oversized_chunked_body_is_refused(user_app: TestClient) -> None:
+    def chunks():  # no Content-Length: the body arrives chunked
+        for _ in range(100):
+            yield b"x" * 2000
+
+    answer = user_app.post("/api/v1/auth/register", content=chunks(), headers={"content-type": "application/json"})
+    assert_problem(answer, 413)
+
+
+def test_a_small_chunked_body_still_goes_through(user_app: TestClient, unique_email: Callable[..., str]) -> None:
+    body = json.dumps({"email": unique_email(), "password": PASSWORD, "name": "Chunky"}).encode()
+
+    answer = user_app.post(
+        "/api/v1/auth/register", content=iter([body[:10], body[10:]]), headers={"content-type": "application/json"}
+    )
+
+    assert answer.status_code == 201, answer.text
 
 
 def test_oversized_body_is_refused(user_app: TestClient) -> None:

@@ -150,6 +150,9 @@ TABLES = (
         indexes=(
             Index("by_user", Key("user_id"), Key("created_at")),
             Index("pending_outbox", Key("outbox_pending"), Key("updated_at")),
+            # Sparse too: orders whose payment never settled (the client gave up, a service was
+            # down), for the sweeper that settles them.
+            Index("awaiting_payment", Key("awaiting_payment"), Key("created_at")),
         ),
         critical=True,
         settings_field="orders_table",

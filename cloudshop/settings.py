@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     # Start the outbox relay thread inside the order service process.
     outbox_relay_enabled: bool = True
     outbox_relay_interval_seconds: float = Field(default=0.5, gt=0)
+    # Orders left PENDING_PAYMENT this long (a checkout that lost the payment service and was never
+    # retried) are settled by a background sweeper in the order service.
+    abandoned_order_seconds: float = Field(default=120, ge=0)
+    abandoned_order_sweep_interval_seconds: float = Field(default=30, gt=0)
+    abandoned_order_sweeper_enabled: bool = True
     # The simulated payment provider: how long the `pm_card_slow` test token takes to capture.
     payment_slow_charge_seconds: float = Field(default=2.0, ge=0, le=30)
 

@@ -19,6 +19,7 @@ from eks_services.order.ports import Catalog, HttpCatalog, HttpPayments, Payment
 from eks_services.order.relay import OutboxRelay
 from eks_services.order.repository import DynamoDBCartRepository, DynamoDBOrderRepository
 from eks_services.order.service import CartService, CheckoutService
+from eks_services.order.sweeper import AbandonedOrderSweeper
 
 
 def service_client(settings: Settings, *, name: str, base_url: str, tokens: InternalTokens) -> ServiceClient:
@@ -71,11 +72,20 @@ def build_app(settings: Settings, *, catalog: Catalog | None = None, payments: P
         state={"carts": CartService(carts=carts, catalog=catalog), "checkout": checkout, "relay": relay, "s3": s3},
     )
 
+    sweeper = AbandonedOrderSweeper(
+        checkout=checkout,
+        interval_seconds=settings.abandoned_order_sweep_interval_seconds,
+        older_than_seconds=settings.abandoned_order_seconds,
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
         if settings.outbox_relay_enabled:
             relay.start()
+        if settings.abandoned_order_sweeper_enabled:
+            sweeper.start()
         yield
+        sweeper.stop()
         relay.stop()
         relay.publisher.close()
 

@@ -55,6 +55,8 @@ def _order_item(order: Order) -> dict[str, Any]:
             "payment_id": order.payment_id,
             "failure_reason": order.failure_reason,
             "version": order.version,
+            # Sparse: only orders still waiting for their payment are in the `awaiting_payment` index.
+            "awaiting_payment": PENDING if order.status == OrderStatus.PENDING_PAYMENT else None,
             "created_at": order.created_at.isoformat(),
             "updated_at": order.updated_at.isoformat(),
         }
@@ -120,7 +122,7 @@ class DynamoDBOrderRepository:
         a put would bring them back (harmless duplicates, but needless ones).
         """
         fields = {k: v for k, v in _order_item(order).items() if k != "order_id"}
-        removed = [k for k in ("payment_id", "failure_reason", "customer_email") if k not in fields]
+        removed = [k for k in ("payment_id", "failure_reason", "customer_email", "awaiting_payment") if k not in fields]
         names = {f"#f{n}": name for n, name in enumerate(fields)}
         values = {f":f{n}": value for n, value in enumerate(fields.values())}
         assignments = [f"#f{n} = :f{n}" for n in range(len(fields))]
@@ -178,6 +180,17 @@ class DynamoDBOrderRepository:
         answer = self.client.query(**query)
         last = answer.get("LastEvaluatedKey")
         return [_order(i) for i in answer.get("Items", [])], _encode_cursor(last) if last else None
+
+    def awaiting_payment(self, *, created_before: datetime, limit: int = 50) -> list[Order]:
+        """Orders still PENDING_PAYMENT that were created before `created_before`, oldest first."""
+        answer = self.client.query(
+            TableName=self.orders_table,
+            IndexName="awaiting_payment",
+            KeyConditionExpression="awaiting_payment = :p AND created_at < :before",
+            ExpressionAttributeValues={":p": {"S": PENDING}, ":before": {"S": created_before.isoformat()}},
+            Limit=limit,
+        )
+        return [_order(item) for item in answer.get("Items", [])]
 
     # --- outbox ---------------------------------------------------------------------------------
     def pending_events(self, limit: int = 100) -> list[dict[str, Any]]:

@@ -11,11 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloudshop.auth import Principal
-from cloudshop.errors import Conflict, DependencyUnavailable, IdempotencyKeyReused, NotFound, ValidationFailed
+from cloudshop.errors import (
+    CloudshopError,
+    Conflict,
+    DependencyUnavailable,
+    IdempotencyKeyReused,
+    NotFound,
+    ValidationFailed,
+)
 from cloudshop.events import Money, OrderEventDataV1, OrderEventV1, OrderLineV1
 from eks_services.order.invoice import InvoiceWriter
 from eks_services.order.model import (
@@ -257,6 +264,22 @@ class CheckoutService:
                 return order
             time.sleep(0.05)
         raise DependencyUnavailable("The payment is still being processed; retry with the same Idempotency-Key.")
+
+    def settle_abandoned(self, *, older_than_seconds: float) -> int:
+        """Settle orders stuck in PENDING_PAYMENT (their checkout lost a dependency and was never
+        retried): the charge is idempotent per order, so this charges at most once and releases the
+        stock of a failed payment. Returns how many were settled; the rest wait for the next round."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+        settled = 0
+        for order in self.orders.awaiting_payment(created_before=cutoff):
+            try:
+                self._settle(order)
+                settled += 1
+            except CloudshopError as exc:
+                log.warning(
+                    "abandoned order not settled yet", extra={"fields": {"order_id": order.id, "error": exc.detail}}
+                )
+        return settled
 
     # --- after checkout ---------------------------------------------------------------------------
     def get(self, principal: Principal, order_id: str) -> Order:

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloudshop.auth import TokenIssuer
-from cloudshop.errors import NotFound, OutOfStock, ValidationFailed
+from cloudshop.errors import DependencyUnavailable, NotFound, OutOfStock, ValidationFailed
 from cloudshop.settings import Settings
 from eks_services.order.bootstrap import build_app
 from eks_services.order.model import TRANSITIONS, IllegalTransition, OrderStatus
@@ -355,3 +355,59 @@ def test_a_cart_holds_at_most_fifty_products_but_quantities_can_still_change(
     assert_problem(order_app.put("/api/v1/cart/items/x50", json={"quantity": 1}, headers=me), 409)
     assert order_app.put("/api/v1/cart/items/x0", json={"quantity": 3}, headers=me).status_code == 200
     assert len(order_app.get("/api/v1/cart", headers=me).json()["items"]) == 50
+
+
+def test_payment_service_down_nothing_lost_nothing_charged_twice(
+    order_app: TestClient, customer: Callable[..., dict[str, str]], fakes: tuple[InMemoryCatalog, InMemoryPayments]
+) -> None:
+    """Given the payment service fails after the order is written, the buyer gets a 503 and the stock
+    stays reserved; a retry with the same key, once payments are back, completes it with one charge."""
+    catalog, payments = fakes
+    me = customer()
+    order_app.put("/api/v1/cart/items/p1", json={"quantity": 2}, headers=me)
+    real_charge = payments.charge
+
+    def unavailable(**_: Any) -> dict[str, Any]:
+        raise DependencyUnavailable("The payment service is unavailable; try again.")
+
+    payments.charge = unavailable  # type: ignore[method-assign]
+    assert_problem(checkout(order_app, me, key="k-down"), 503)
+    pending = order_app.get("/api/v1/orders", headers=me).json()["items"]
+    assert [o["status"] for o in pending] == ["PENDING_PAYMENT"] and catalog.products["p1"]["stock"] == 8
+
+    payments.charge = real_charge  # type: ignore[method-assign]
+    retried = checkout(order_app, me, key="k-down")
+
+    assert retried.status_code == 201 and retried.json()["status"] == "PAID"
+    assert retried.json()["id"] == pending[0]["id"] and len(payments.charges) == 1
+    assert catalog.products["p1"]["stock"] == 8
+
+
+def test_abandoned_checkouts_are_settled_by_the_sweeper(
+    order_app: TestClient, customer: Callable[..., dict[str, str]], fakes: tuple[InMemoryCatalog, InMemoryPayments]
+) -> None:
+    catalog, payments = fakes
+    ok_buyer, declined_buyer = customer(), customer()
+    for who in (ok_buyer, declined_buyer):
+        order_app.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=who)
+    real_charge = payments.charge
+
+    def unavailable(**_: Any) -> dict[str, Any]:
+        raise DependencyUnavailable("down")
+
+    payments.charge = unavailable  # type: ignore[method-assign]
+    assert_problem(checkout(order_app, ok_buyer, key="a"), 503)
+    assert_problem(checkout(order_app, declined_buyer, key="b", method="pm_card_declined"), 503)
+    service = order_app.app.state.checkout  # type: ignore[attr-defined]
+    assert service.settle_abandoned(older_than_seconds=0) == 0, "still down: nothing settles, nothing is lost"
+
+    payments.charge = real_charge  # type: ignore[method-assign]
+    service.settle_abandoned(older_than_seconds=0)
+
+    statuses = {
+        who["Authorization"]: order_app.get("/api/v1/orders", headers=who).json()["items"][0]["status"]
+        for who in (ok_buyer, declined_buyer)
+    }
+    assert statuses == {ok_buyer["Authorization"]: "PAID", declined_buyer["Authorization"]: "PAYMENT_FAILED"}
+    assert catalog.products["p1"]["stock"] == 9, "the declined order's unit went back on the shelf"
+    assert service.settle_abandoned(older_than_seconds=0) == 0, "settled orders leave the index"

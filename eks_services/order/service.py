@@ -21,6 +21,7 @@ from cloudshop.errors import (
     DependencyUnavailable,
     IdempotencyKeyReused,
     NotFound,
+    OutOfStock,
     ValidationFailed,
 )
 from cloudshop.events import Money, OrderEventDataV1, OrderEventV1, OrderLineV1
@@ -151,12 +152,20 @@ class CheckoutService:
 
         cart = self.carts.get(principal.user_id)
         if not cart:
-            raise ValidationFailed("The cart is empty.")
+            # A twin request with this key may have finished (and emptied the cart) since we looked.
+            return self._join_twin(order_id, fingerprint, ValidationFailed("The cart is empty."))
         payment_method = str(body["payment_method"])
         self.payments.verify(payment_method)
-        reserved = self.catalog.reserve(
-            order_id, [{"product_id": pid, "quantity": line["quantity"]} for pid, line in sorted(cart.items())]
-        )
+        try:
+            reserved = self.catalog.reserve(
+                order_id, [{"product_id": pid, "quantity": line["quantity"]} for pid, line in sorted(cart.items())]
+            )
+        except OutOfStock:
+            raise
+        except Conflict as exc:
+            # The order id already holds a reservation for other lines: a twin reserved the cart as
+            # it was a moment earlier. Its order is the answer.
+            return self._join_twin(order_id, fingerprint, exc)
         lines, currency = price_lines(reserved)
         now = datetime.now(UTC)
         order = Order(
@@ -180,6 +189,12 @@ class CheckoutService:
             return self._join(self.orders.require(order_id), fingerprint)
         self.on_event()
         return self._settle(order)
+
+    def _join_twin(self, order_id: str, fingerprint: str, otherwise: CloudshopError) -> Order:
+        existing = self.orders.get(order_id)
+        if existing is None:
+            raise otherwise
+        return self._join(existing, fingerprint)
 
     def _join(self, order: Order, fingerprint: str) -> Order:
         if order.request_hash != fingerprint:

@@ -217,6 +217,10 @@ def test_failed_payment_releases_the_stock(
     assert order_app.get("/api/v1/cart", headers=me).json()["items"], "a failed payment keeps the cart"
 
 
+# Concurrency is proved on dynalite (as on DynamoDB): moto does not make a conditional write atomic
+# under concurrent requests (measured: 9 rounds in 100 of five racing conditional updates let two
+# through), so on moto the race itself, not the code, decides this test.
+@pytest.mark.parametrize("order_app", ["dynalite"], indirect=True)
 def test_same_key_concurrently_gives_one_order_and_equal_answers(
     order_app: TestClient, customer: Callable[..., dict[str, str]], fakes: tuple[InMemoryCatalog, InMemoryPayments]
 ) -> None:

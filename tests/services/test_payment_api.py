@@ -135,7 +135,9 @@ def new_user() -> str:
 def world(
     make_settings: Callable[..., Settings], key_pair: tuple[str, str], internal_secret: str
 ) -> Iterator[PaymentWorld]:
-    settings = make_settings(payment_slow_charge_seconds=0.3)
+    # dynalite, not moto: one-charge-per-order rests on atomic conditional writes, which moto does not
+    # guarantee under concurrent requests (DynamoDB and dynalite do).
+    settings = make_settings(dynamodb="dynalite", payment_slow_charge_seconds=0.3)
     orders = InMemoryOrders()
     provider = CountingProvider(slow_charge_seconds=settings.payment_slow_charge_seconds)
     app = build_app(settings, orders=orders, refund_callback=orders, provider=provider)

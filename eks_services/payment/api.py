@@ -25,9 +25,7 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 IDENTIFIER = r"^[A-Za-z0-9_-]+$"
 
 PaymentId = Annotated[str, Path(min_length=1, max_length=64, pattern=IDENTIFIER)]
-IdempotencyKey = Annotated[
-    str, Header(alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)
-]
+IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)]
 
 
 class Strict(BaseModel):
@@ -51,8 +49,9 @@ class ChargeIn(Strict):
 
 
 class RefundIn(Strict):
-    amount: int | None = Field(default=None, ge=1, le=AMOUNT_MAX, strict=True,
-                               description="Minor units; omitted refunds everything left")
+    amount: int | None = Field(
+        default=None, ge=1, le=AMOUNT_MAX, strict=True, description="Minor units; omitted refunds everything left"
+    )
 
 
 class InternalRefundIn(RefundIn):
@@ -115,8 +114,12 @@ def router() -> APIRouter:
 
     @api.post("/payments/{payment_id}/refunds", status_code=201, response_model=RefundOut, tags=["payments"])
     def refund_payment(
-        payment_id: PaymentId, admin: AdminPrincipal, idempotency_key: IdempotencyKey, request: Request,
-        response: Response, body: RefundIn | None = None,
+        payment_id: PaymentId,
+        admin: AdminPrincipal,
+        idempotency_key: IdempotencyKey,
+        request: Request,
+        response: Response,
+        body: RefundIn | None = None,
     ) -> dict[str, Any]:
         amount = body.amount if body else None
         payment, refund, created = service(request).refund_by_admin(
@@ -131,22 +134,27 @@ def router() -> APIRouter:
         return {"payment_method": body.payment_method, "valid": True}
 
     @api.post("/internal/payments", status_code=201, response_model=PaymentOut, tags=["internal"])
-    def charge(
-        body: ChargeIn, caller: InternalCaller, request: Request, response: Response
-    ) -> dict[str, Any]:
-        payment, created = service(request).charge(ChargeRequest(
-            order_id=body.order_id, user_id=body.user_id, amount=body.amount.amount,
-            currency=body.amount.currency, payment_method=body.payment_method,
-        ))
+    def charge(body: ChargeIn, caller: InternalCaller, request: Request, response: Response) -> dict[str, Any]:
+        payment, created = service(request).charge(
+            ChargeRequest(
+                order_id=body.order_id,
+                user_id=body.user_id,
+                amount=body.amount.amount,
+                currency=body.amount.currency,
+                payment_method=body.payment_method,
+            )
+        )
         response.status_code = 201 if created else 200
         if created:
             request.app.state.charge_outcomes.labels(str(payment.status)).inc()
         return payment.as_dict()
 
-    @api.post("/internal/payments/{payment_id}/refunds", status_code=201, response_model=RefundOut,
-              tags=["internal"])
+    @api.post("/internal/payments/{payment_id}/refunds", status_code=201, response_model=RefundOut, tags=["internal"])
     def internal_refund(
-        payment_id: PaymentId, body: InternalRefundIn, caller: InternalCaller, request: Request,
+        payment_id: PaymentId,
+        body: InternalRefundIn,
+        caller: InternalCaller,
+        request: Request,
         response: Response,
     ) -> dict[str, Any]:
         payment, refund, created = service(request).refund(

@@ -28,10 +28,15 @@ def build_service(
     """The service with its adapters. Tests pass in-memory `orders`/`refund_callback` and may wrap
     the provider; production gets the order service over HTTP and the simulated provider."""
     if orders is None or refund_callback is None:
-        order_service = HttpOrderService(ServiceClient(
-            name="order", base_url=settings.order_service_url, tokens=tokens,
-            timeout_seconds=settings.service_timeout_seconds, retries=settings.service_retries,
-        ))
+        order_service = HttpOrderService(
+            ServiceClient(
+                name="order",
+                base_url=settings.order_service_url,
+                tokens=tokens,
+                timeout_seconds=settings.service_timeout_seconds,
+                retries=settings.service_retries,
+            )
+        )
         orders = orders or order_service
         refund_callback = refund_callback or order_service
     return PaymentService(

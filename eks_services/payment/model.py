@@ -166,16 +166,26 @@ class Payment:
     @classmethod
     def claim(cls, request: ChargeRequest, *, now: datetime, lease_seconds: float) -> Payment:
         return cls(
-            id=payment_id_for(request.order_id), order_id=request.order_id, user_id=request.user_id,
-            status=PaymentStatus.PENDING, amount=request.amount, currency=request.currency,
-            payment_method=request.payment_method, created_at=now, updated_at=now,
+            id=payment_id_for(request.order_id),
+            order_id=request.order_id,
+            user_id=request.user_id,
+            status=PaymentStatus.PENDING,
+            amount=request.amount,
+            currency=request.currency,
+            payment_method=request.payment_method,
+            created_at=now,
+            updated_at=now,
             claimed_until=int(now.timestamp() + lease_seconds),
         )
 
     # --- charge --------------------------------------------------------------------------------
     def same_request(self, request: ChargeRequest) -> bool:
         return (self.order_id, self.user_id, self.amount, self.currency, self.payment_method) == (
-            request.order_id, request.user_id, request.amount, request.currency, request.payment_method
+            request.order_id,
+            request.user_id,
+            request.amount,
+            request.currency,
+            request.payment_method,
         )
 
     def check_repeat(self, request: ChargeRequest) -> None:
@@ -196,8 +206,7 @@ class Payment:
         return self._settled(now, PaymentStatus.CAPTURED, provider_reference=reference)
 
     def declined(self, decline_code: str, reference: str, *, now: datetime) -> Payment:
-        return self._settled(now, PaymentStatus.DECLINED, decline_code=decline_code,
-                             provider_reference=reference)
+        return self._settled(now, PaymentStatus.DECLINED, decline_code=decline_code, provider_reference=reference)
 
     def failed(self, reason: str, *, now: datetime) -> Payment:
         return self._settled(now, PaymentStatus.FAILED, failure_reason=reason)
@@ -229,8 +238,13 @@ class Payment:
                 f"At most {self.refundable} {self.currency} minor units are left to refund.",
                 extra={"refundable": {"amount": self.refundable, "currency": self.currency}},
             )
-        return Refund(id=refund_id_for(self.id, idempotency_key), amount=value,
-                      idempotency_key=idempotency_key, requested_amount=amount, created_at=now)
+        return Refund(
+            id=refund_id_for(self.id, idempotency_key),
+            amount=value,
+            idempotency_key=idempotency_key,
+            requested_amount=amount,
+            created_at=now,
+        )
 
     def with_refund(self, refund: Refund, *, now: datetime) -> Payment:
         refunded = self.refunded + refund.amount
@@ -276,4 +290,3 @@ def refund_dict(payment: Payment, refund: Refund) -> dict[str, object]:
         "idempotency_key": refund.idempotency_key,
         "created_at": refund.created_at.isoformat(),
     }
-

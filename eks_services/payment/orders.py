@@ -16,13 +16,18 @@ class HttpOrderService:
     def get_order(self, order_id: str) -> OrderSnapshot:
         body = self.client.request("GET", f"{API_PREFIX}/internal/orders/{order_id}")
         return OrderSnapshot(
-            id=str(body["id"]), user_id=str(body["user_id"]), status=str(body["status"]),
-            amount=int(body["total"]["amount"]), currency=str(body["total"]["currency"]),
+            id=str(body["id"]),
+            user_id=str(body["user_id"]),
+            status=str(body["status"]),
+            amount=int(body["total"]["amount"]),
+            currency=str(body["total"]["currency"]),
         )
 
     def payment_refunded(self, *, order_id: str, payment_id: str) -> None:
         # Retried: moving an order to REFUNDED twice is a no-op on the order side.
         self.client.request(
-            "POST", f"{API_PREFIX}/internal/orders/{order_id}/payment-refunded",
-            json={"payment_id": payment_id}, retry=True,
+            "POST",
+            f"{API_PREFIX}/internal/orders/{order_id}/payment-refunded",
+            json={"payment_id": payment_id},
+            retry=True,
         )

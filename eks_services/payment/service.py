@@ -116,12 +116,13 @@ class PaymentService:
         # with an outcome nobody knows; its lease expires and a repeat call settles it.
         try:
             result = self.provider.charge(
-                payment_id=payment.id, amount=payment.amount, currency=payment.currency,
+                payment_id=payment.id,
+                amount=payment.amount,
+                currency=payment.currency,
                 payment_method=payment.payment_method,
             )
         except ProviderError as exc:
-            log.warning("provider failed a charge",
-                        extra={"fields": {"payment_id": payment.id, "error": str(exc)}})
+            log.warning("provider failed a charge", extra={"fields": {"payment_id": payment.id, "error": str(exc)}})
             settled = payment.failed(PROVIDER_ERROR, now=utcnow())
         else:
             if result.captured:
@@ -136,9 +137,7 @@ class PaymentService:
         return settled
 
     # --- refunds ---------------------------------------------------------------------------------
-    def refund(
-        self, payment_id: str, *, amount: int | None, idempotency_key: str
-    ) -> tuple[Payment, Refund, bool]:
+    def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> tuple[Payment, Refund, bool]:
         """Refund `amount` (None: all that is left). Returns (payment, refund, created).
 
         The same key with the same amount answers the first refund; with another amount it is a
@@ -150,9 +149,7 @@ class PaymentService:
             earlier = payment.refund_by_key(idempotency_key)
             if earlier is not None:
                 if earlier.requested_amount != amount:
-                    raise IdempotencyKeyReused(
-                        "This idempotency key was used for another refund of this payment."
-                    )
+                    raise IdempotencyKeyReused("This idempotency key was used for another refund of this payment.")
                 return payment, earlier, False
             refund = payment.plan_refund(amount=amount, idempotency_key=idempotency_key, now=utcnow())
             refunded = payment.with_refund(refund, now=utcnow())
@@ -169,9 +166,7 @@ class PaymentService:
             self.provider.refund(payment_id=payment.id, refund_id=refund.id, amount=refund.amount)
         except ProviderError as exc:
             self._drop_refund(payment.id, refund.id)
-            raise DependencyUnavailable(
-                "The payment provider could not refund; nothing was refunded."
-            ) from exc
+            raise DependencyUnavailable("The payment provider could not refund; nothing was refunded.") from exc
 
     def _drop_refund(self, payment_id: str, refund_id: str) -> None:
         for _ in range(SAVE_ATTEMPTS):
@@ -181,8 +176,9 @@ class PaymentService:
             except StalePayment:
                 continue
             return
-        log.error("could not take back a failed refund",
-                  extra={"fields": {"payment_id": payment_id, "refund_id": refund_id}})
+        log.error(
+            "could not take back a failed refund", extra={"fields": {"payment_id": payment_id, "refund_id": refund_id}}
+        )
 
     def refund_by_admin(
         self, payment_id: str, *, amount: int | None, idempotency_key: str
@@ -199,5 +195,7 @@ class PaymentService:
         try:
             self.refund_callback.payment_refunded(order_id=payment.order_id, payment_id=payment.id)
         except Exception:  # the money is back with the customer whatever the order service answers
-            log.exception("order service not told of a full refund",
-                          extra={"fields": {"payment_id": payment.id, "order_id": payment.order_id}})
+            log.exception(
+                "order service not told of a full refund",
+                extra={"fields": {"payment_id": payment.id, "order_id": payment.order_id}},
+            )

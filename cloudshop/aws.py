@@ -61,5 +61,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def condition_failed(exc: Exception) -> bool:
+    """Whether a DynamoDB call was refused by its ConditionExpression (the expected race outcome)."""
+    response = getattr(exc, "response", None) or {}
+    return bool(response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
 def to_value(value: Any) -> dict[str, Any]:
     return _serializer.serialize(value)

@@ -7,6 +7,7 @@ writer at a time, and taking the write lock up front turns races into waits inst
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_pre_ping=True,
         pool_recycle=300,
     )
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time cloudshop stores is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def ping(engine: Engine) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cloudshop.aws import from_item, to_item, to_value
+from cloudshop.aws import condition_failed, from_item, to_item, to_value
 from cloudshop.errors import BadRequest, Conflict, NotFound
 from cloudshop.events import OrderEventV1
 from eks_services.order.model import Line, Order, OrderStatus
@@ -111,7 +111,7 @@ class DynamoDBOrderRepository:
                 TableName=self.orders_table, Item=item, ConditionExpression="attribute_not_exists(order_id)"
             )
         except ClientError as exc:
-            if _failed_condition(exc):
+            if condition_failed(exc):
                 raise OrderExists(f"Order {order.id} exists.") from exc
             raise
 
@@ -147,7 +147,7 @@ class DynamoDBOrderRepository:
                 ExpressionAttributeValues=values,
             )
         except ClientError as exc:
-            if _failed_condition(exc):
+            if condition_failed(exc):
                 raise StaleOrder(f"Order {order.id} changed meanwhile.") from exc
             raise
 
@@ -231,7 +231,7 @@ class DynamoDBOrderRepository:
                 ExpressionAttributeValues={":count": {"N": str(len(event_ids))}},
             )
         except ClientError as exc:
-            if not _failed_condition(exc):
+            if not condition_failed(exc):
                 raise
             # A writer added an event since (or another relay sent some): keep the flag.
             self.client.update_item(
@@ -279,7 +279,7 @@ class DynamoDBCartRepository:
                 )
                 return
             except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                if not condition_failed(exc):
                     raise
             if self.get(user_id):
                 raise Conflict(f"A cart holds at most {max_lines} different products.")
@@ -297,7 +297,7 @@ class DynamoDBCartRepository:
                 return
             except ClientError as exc:
                 # Another request created the cart meanwhile: go round and update it instead.
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                if not condition_failed(exc):
                     raise
         raise Conflict("The cart is changing too fast; try again.")
 
@@ -311,12 +311,8 @@ class DynamoDBCartRepository:
                 ExpressionAttributeNames={"#lines": "lines", "#pid": product_id},
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            if not condition_failed(exc):
                 raise
 
     def clear(self, user_id: str) -> None:
         self.client.delete_item(TableName=self.table, Key={"user_id": {"S": user_id}})
-
-
-def _failed_condition(exc: ClientError) -> bool:
-    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")

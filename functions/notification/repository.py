@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from cloudshop.aws import from_item, to_item
+from cloudshop.aws import condition_failed, from_item, to_item
 from cloudshop.errors import BadRequest
 from functions.notification.model import Notification
 
@@ -52,7 +52,7 @@ class DynamoDBNotificationStore:
         try:
             self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(sort_key)")
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 return False
             raise
         return True

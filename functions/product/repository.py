@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from cloudshop.errors import BadRequest, Conflict, NotFound, OutOfStock, ValidationFailed
+from cloudshop.sql import as_utc
 from functions.product.model import Product, ReservationLine, ReservedLine
 
 metadata = MetaData()
@@ -79,10 +80,6 @@ SORTS: dict[str, tuple[Any, bool]] = {
 }
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _product(row: Any) -> Product:
     return Product(
         id=row.id,
@@ -93,14 +90,14 @@ def _product(row: Any) -> Product:
         currency=row.currency,
         stock=row.stock,
         image_key=row.image_key,
-        created_at=_utc(row.created_at),
-        updated_at=_utc(row.updated_at),
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
     )
 
 
 def encode_cursor(sort: str, value: Any, product_id: str) -> str:
     if isinstance(value, datetime):
-        value = _utc(value).isoformat()
+        value = as_utc(value).isoformat()
     raw = json.dumps({"s": sort, "v": value, "id": product_id}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

@@ -11,9 +11,10 @@ from botocore.exceptions import ClientError
 from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from cloudshop.aws import from_item
+from cloudshop.aws import condition_failed, from_item
 from cloudshop.errors import Conflict, NotFound
 from cloudshop.sessions import session_is_active, session_key
+from cloudshop.sql import as_utc
 from functions.user.model import User
 
 metadata = MetaData()
@@ -31,16 +32,14 @@ users = Table(
 
 
 def _user(row: Any) -> User:
-    created, updated = row.created_at, row.updated_at
-    # SQLite hands back naive datetimes; every time in cloudshop is UTC.
     return User(
         id=row.id,
         email=row.email,
         name=row.name,
         role=row.role,
         password_hash=row.password_hash,
-        created_at=created if created.tzinfo else created.replace(tzinfo=UTC),
-        updated_at=updated if updated.tzinfo else updated.replace(tzinfo=UTC),
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
     )
 
 
@@ -122,7 +121,7 @@ class DynamoDBSessionStore:
                 },
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -137,7 +136,7 @@ class DynamoDBSessionStore:
                 ExpressionAttributeValues={":t": {"BOOL": True}},
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            if not condition_failed(exc):
                 raise
 
     def _failure_key(self, email: str, window_seconds: int) -> dict[str, Any]:

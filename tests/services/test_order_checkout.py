@@ -18,7 +18,7 @@ from cloudshop.settings import Settings
 from eks_services.order.bootstrap import build_app
 from eks_services.order.model import TRANSITIONS, IllegalTransition, OrderStatus
 from tests.conftest import client_for
-from tests.services.test_user_api import assert_problem
+from tests.helpers import assert_problem
 
 ADDRESS = {
     "name": "Asha",

@@ -24,6 +24,7 @@ from eks_services.payment.bootstrap import build_app, build_service
 from eks_services.payment.model import ChargeRequest, OrderSnapshot, Payment, ProviderError, RefundResult
 from eks_services.payment.provider import SimulatedProvider
 from tests.conftest import client_for
+from tests.helpers import assert_problem
 
 AMOUNT = 129900
 
@@ -145,15 +146,6 @@ def world(
     token = InternalTokens(internal_secret, service="order").token()
     for client in client_for(app):
         yield PaymentWorld(client, orders, provider, settings, issuer, token)
-
-
-def assert_problem(answer: Any, status: int) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"].startswith("application/problem+json")
-    body = answer.json()
-    assert body["status"] == status and body["title"] and "detail" in body
-    assert "Traceback" not in answer.text
-    return body  # type: ignore[no-any-return]
 
 
 # --- charges ---------------------------------------------------------------------------------------

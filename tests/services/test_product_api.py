@@ -17,7 +17,7 @@ from cloudshop.settings import Settings
 from functions.product.bootstrap import build_app, build_catalog, migrate_schema
 from functions.product.seed import seed_catalog
 from tests.conftest import client_for
-from tests.services.test_user_api import assert_problem
+from tests.helpers import assert_problem
 
 PRODUCT = {
     "name": "Tea Kettle",

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from cloudshop.settings import Settings
 from functions.user.bootstrap import build_app, build_service, migrate_schema
 from tests.conftest import client_for
+from tests.helpers import assert_problem
 
 PASSWORD = "correct-horse-42"
 
@@ -40,15 +41,6 @@ def login(client: TestClient, email: str, password: str = PASSWORD) -> dict[str,
 
 def bearer(tokens: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens['access_token']}"}
-
-
-def assert_problem(answer: Any, status: int) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"].startswith("application/problem+json")
-    body = answer.json()
-    assert body["status"] == status and body["title"] and "detail" in body
-    assert "Traceback" not in answer.text
-    return body
 
 
 def test_register_login_and_read_own_profile(user_app: TestClient, unique_email: Callable[..., str]) -> None:

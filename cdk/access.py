@@ -134,11 +134,12 @@ def grant_service_access(
     grantee: iam.IGrantable,
     access: ServiceAccess,
     *,
+    service: ServiceName,
     data: DataResources,
     stream: EventStream | None = None,
     email_identities: list[str] | None = None,
 ) -> None:
-    """Grant `grantee` exactly what `access` lists."""
+    """Grant `grantee`, which runs `service`, exactly what `access` lists."""
     key = data.key.key_arn
     encrypts = bool(access.write_tables or access.write_buckets or access.send_queues)
     for name in access.write_tables + access.read_tables:
@@ -158,8 +159,7 @@ def grant_service_access(
     if access.internal_token:
         secrets.append(data.auth.internal_token.secret_arn)
     if access.database:
-        assert data.database.secret is not None
-        secrets.append(data.database.secret.secret_arn)
+        secrets.append(data.database.role_secrets[service].secret_arn)
     if access.signing_key:
         secrets.append(data.auth.signing_key.secret_arn)
     if secrets:

@@ -6,9 +6,11 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_rds as rds
-from constructs import Construct
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct, IConstruct
 
 from cdk.nag import checkov_skip, managed_policy, nag
+from cloudshop.estate import ServiceName, SqlSchema
 
 ENGINE = rds.DatabaseInstanceEngine.postgres(version=rds.PostgresEngineVersion.VER_16_9)
 PORT = 5432
@@ -16,9 +18,13 @@ MASTER_USER = "cloudshop_admin"
 
 
 class Database(Construct):
-    """`secret` holds the credentials (JSON: username, password, host, port, dbname), rotated by a
-    Secrets Manager rotation function; `proxy` pools connections for the Lambdas and reads the same
-    secret, so a rotation needs no redeploy. A pod that needed SQL would connect to `instance` directly.
+    """`secret` holds the master credentials (JSON: username, password, host, port, dbname), used only
+    by the migration step (`cdk/schema.py`). Each service that owns SQL tables (`schemas`) connects as
+    its own login role, whose password is in `role_secrets[service]`; the migration step creates the
+    roles with those passwords. Every secret is rotated by a single-user Secrets Manager rotation
+    function; `proxy` pools connections for the Lambdas and knows every secret, so a rotation needs no
+    redeploy, and the services re-read their secret when a new connection is refused
+    (`cloudshop.sql.SecretCredentials`). A pod that needed SQL would connect to `instance` directly.
     """
 
     def __init__(
@@ -37,9 +43,14 @@ class Database(Construct):
         backup_retention_days: int,
         database_name: str,
         rotation_days: int,
+        schemas: tuple[SqlSchema, ...],
+        secret_name_prefix: str,
     ) -> None:
         super().__init__(scope, construct_id)
         self.database_name = database_name
+        self._vpc = vpc
+        self._app_subnets = app_subnets
+        self._rotation_days = rotation_days
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, description="cloudshop PostgreSQL", allow_all_outbound=False
         )
@@ -89,6 +100,20 @@ class Database(Construct):
         self.rotation = self.instance.add_rotation_single_user(
             automatically_after=Duration.days(rotation_days), vpc_subnets=app_subnets
         )
+        self.schemas = schemas
+        self.role_secrets: dict[ServiceName, rds.DatabaseSecret] = {}
+        for schema in schemas:
+            role_secret = rds.DatabaseSecret(
+                self,
+                f"{schema.service.capitalize()}RoleSecret",
+                username=schema.role,
+                dbname=database_name,
+                secret_name=f"{secret_name_prefix}db-{schema.service}",
+                encryption_key=encryption_key,
+            )
+            # host, port, engine: what the single-user rotation function needs to log in as the role.
+            role_secret.attach(self.instance)
+            self.role_secrets[schema.service] = role_secret
         self.proxy_security_group = ec2.SecurityGroup(
             self, "ProxySecurityGroup", vpc=vpc, description="cloudshop RDS Proxy"
         )
@@ -96,7 +121,7 @@ class Database(Construct):
             "Proxy",
             vpc=vpc,
             vpc_subnets=app_subnets,
-            secrets=[self.secret],
+            secrets=[self.secret, *self.role_secrets.values()],
             security_groups=[self.proxy_security_group],
             require_tls=True,
             iam_auth=False,
@@ -124,6 +149,25 @@ class Database(Construct):
             reason = "Multi-AZ is a deployment option (db_multi_az, on for prod); dev/staging run single-AZ."
             nag(self.instance, {"AwsSolutions-RDS3": reason})
             checkov_skip(self.instance, {"CKV_AWS_157": reason})
+
+    def rotate_roles_after(self, migration: IConstruct) -> list[secretsmanager.SecretRotation]:
+        """Schedule the role secrets' rotation once `migration` (which creates the roles) has run: the
+        first rotation starts at once, and logs in with the password the migration step set."""
+        rotations = []
+        for service, role_secret in self.role_secrets.items():
+            rotation = secretsmanager.SecretRotation(
+                self,
+                f"{service.capitalize()}RoleRotation",
+                application=secretsmanager.SecretRotationApplication.POSTGRES_ROTATION_SINGLE_USER,
+                secret=role_secret,
+                target=self.instance,
+                vpc=self._vpc,
+                vpc_subnets=self._app_subnets,
+                automatically_after=Duration.days(self._rotation_days),
+            )
+            rotation.node.add_dependency(migration)
+            rotations.append(rotation)
+        return rotations
 
     @property
     def proxy_url(self) -> str:

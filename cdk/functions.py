@@ -103,7 +103,9 @@ class ServiceFunctions(Construct):
                 log_group=log_group,
                 description=f"cloudshop {service} service",
             )
-            grant_service_access(function, service_access, data=data, email_identities=email_identities)
+            grant_service_access(
+                function, service_access, service=service, data=data, email_identities=email_identities
+            )
             for queue_name in service_access.consume_queues:
                 function.add_event_source(
                     sources.SqsEventSource(

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
+from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -17,7 +18,7 @@ from cdk.nag import LAMBDA_BASIC, LAMBDA_BASIC_REASON, LOG_GROUP_KMS_REASON, XRA
 from cdk.runtime.authorizer import SERVICE_TOKEN_HEADER
 from cdk.tables import construct_id
 from cloudshop.build import PLATFORM_ASSET
-from cloudshop.estate import Route
+from cloudshop.estate import GATEWAY_HEALTH_PATHS, Route
 
 ACCESS_LOG_FORMAT = json.dumps(
     {
@@ -53,6 +54,13 @@ SERVICE_AUTHORIZER_SKIPS = {
     "CKV_AWS_117": "Reads one secret from Secrets Manager's regional endpoint: it reaches nothing in the VPC.",
     "CKV_AWS_115": "Bounded by the stage throttling; reserving concurrency would cap the internal routes.",
     "CKV_AWS_173": "Its environment names the secret by ARN; the value is read at run time, never stored.",
+}
+
+HEALTH_SKIPS = {
+    "CKV_AWS_116": "Invoked synchronously by API Gateway; there is nothing to retry.",
+    "CKV_AWS_117": "Answers a constant: it reaches no resource, in the VPC or out of it.",
+    "CKV_AWS_115": "Bounded by the stage throttling; reserving concurrency would cap a health check.",
+    "CKV_AWS_173": "No environment beyond its service name.",
 }
 
 
@@ -167,6 +175,47 @@ class HttpGateway(Construct):
             results_cache_ttl=Duration.seconds(0),
         )
         self.routes: dict[Route, apigw.HttpRoute] = {}
+        self.health_function = self._health_function(
+            packages=packages, dependency_layer=dependency_layer, log_retention=log_retention
+        )
+        health = integrations.HttpLambdaIntegration("HealthIntegration", self.health_function)
+        self.health_routes = []
+        for path in GATEWAY_HEALTH_PATHS:
+            http_route = apigw.HttpRoute(
+                self,
+                "GetHealth" + construct_id(path.replace("/", "-")),
+                http_api=self.api,
+                route_key=apigw.HttpRouteKey.with_(path, apigw.HttpMethod.GET),
+                integration=health,
+            )
+            reason = PUBLIC_ROUTE_REASON.format(route=f"GET {path} (the gateway's health, like the local one)")
+            nag(http_route, {"AwsSolutions-APIG4": reason})
+            checkov_skip(http_route, {"CKV_AWS_309": reason})
+            self.health_routes.append(http_route)
+
+    def _health_function(
+        self, *, packages: LambdaPackages, dependency_layer: lambda_.ILayerVersion, log_retention: logs.RetentionDays
+    ) -> lambda_.Function:
+        log_group = logs.LogGroup(self, "HealthLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY)
+        checkov_skip(log_group, {"CKV_AWS_158": LOG_GROUP_KMS_REASON})
+        function = lambda_.Function(
+            self,
+            "HealthFunction",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler="cdk.runtime.gateway_health.handler",
+            code=packages.code(PLATFORM_ASSET),
+            layers=[dependency_layer],
+            memory_size=128,
+            timeout=Duration.seconds(3),
+            environment={"SERVICE_NAME": "gateway-health"},
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            description="cloudshop gateway /healthz",
+        )
+        checkov_skip(function, HEALTH_SKIPS)
+        nag(function, {"AwsSolutions-L1": RUNTIME_REASON, LAMBDA_BASIC: LAMBDA_BASIC_REASON, XRAY: XRAY_REASON})
+        return function
 
     def _authorizer_function(
         self,

@@ -42,9 +42,9 @@ def service_settings(
     if access.database:
         if database_url is None:
             raise ValueError(f"{service} needs the database but no DATABASE_URL was given")
-        assert data.database.secret is not None
         env["DATABASE_URL"] = database_url
-        env["DATABASE_SECRET_ARN"] = data.database.secret.secret_arn
+        # The service's own role (created by the migration step), never the master user.
+        env["DATABASE_SECRET_ARN"] = data.database.role_secrets[service].secret_arn
     if access.signing_key:
         env["JWT_PRIVATE_KEY_SECRET_ARN"] = data.auth.signing_key.secret_arn
     if access.produce_topics or access.consume_topics:

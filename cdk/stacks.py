@@ -33,6 +33,7 @@ from cdk.monitoring import Monitoring
 from cdk.nag import nag
 from cdk.network import Network
 from cdk.queues import EstateQueues
+from cdk.schema import SchemaMigration
 from cdk.service_ingress import PrivateIngress
 from cdk.settings_env import powertools_settings, service_settings, shared_pod_settings
 from cdk.streaming import IAM_PORT, EventStream
@@ -124,12 +125,15 @@ class DataStack(Stack):
             backup_retention_days=config.db_backup_retention_days,
             database_name=config.db_name,
             rotation_days=config.db_rotation_days,
+            schemas=ESTATE.sql_schemas,
+            secret_name_prefix=config.prefix,
         )
+        layer = packages.dependency_layer(self, "Dependencies")
         self.auth = AuthSecrets(
             self,
             "Auth",
             packages=packages,
-            dependency_layer=packages.dependency_layer(self, "Dependencies"),
+            dependency_layer=layer,
             encryption_key=key,
             name_prefix=config.prefix,
             log_retention=_retention(config),
@@ -143,8 +147,24 @@ class DataStack(Stack):
             database=self.database,
             auth=self.auth,
         )
+        # The deploy's own migration step; the Api stack (the code that serves) deploys after it.
+        self.schema = SchemaMigration(
+            self,
+            "Schema",
+            database=self.database,
+            packages=packages,
+            dependency_layer=layer,
+            encryption_key=key,
+            vpc=network.vpc,
+            subnets=network.app_subnets,
+            name_prefix=config.prefix,
+            environment={"ENVIRONMENT": config.environment, "LOG_LEVEL": "INFO", **resource_settings(config.prefix)},
+            log_retention=_retention(config),
+        )
+        self.database.rotate_roles_after(self.schema.resource)
         assert self.database.secret is not None
         CfnOutput(self, "DatabaseSecretArn", value=self.database.secret.secret_arn)
+        CfnOutput(self, "DatabaseOpsFunctionName", value=self.schema.function.function_name)
         CfnOutput(self, "JwtSigningKeySecretArn", value=self.auth.signing_key.secret_arn)
 
 
@@ -324,7 +344,7 @@ class EksStack(Stack):
         for workload in ESTATE.workloads:
             access = workload_access[workload.name]
             role = self.core.roles[workload.name]
-            grant_service_access(role, access, data=data, stream=stream)
+            grant_service_access(role, access, service=workload.name, data=data, stream=stream)
             nag(role, access_findings(access, data=data, stream=stream))
             per_workload[workload.name] = {
                 **service_settings(

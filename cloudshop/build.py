@@ -9,8 +9,10 @@ Layout under `build/lambda/`:
   platform flags.
 - `<service>/` - for each of `LAMBDA_SERVICES`: `cloudshop/`, `functions/__init__.py` and
   `functions/<service>/`. Handler `functions.<service>.handler.handler`.
-- `platform/` - the infrastructure's own Lambda code (`cdk/runtime/`: the gateway authorizer and the
-  JWT key generator) plus `cloudshop/`, whose settings it reads.
+- `platform/` - the infrastructure's own Lambda code (`cdk/runtime/`: the gateway authorizers, the
+  gateway health answer, the JWT key generator, the database-ops function) plus `cloudshop/`, whose
+  settings it reads, and the services that own SQL tables (`ESTATE.sql_schemas`: their migrations,
+  and the code that creates the first admin and loads the catalog).
 
 Code directories are rebuilt on every call (they are small and must never be stale); CDK synth calls
 `build_code` itself, so `cdk deploy` always ships the working tree's code.
@@ -28,7 +30,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudshop.estate import LAMBDA_SERVICES
+from cloudshop.estate import ESTATE, LAMBDA_SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUILD_ROOT = ROOT / "build" / "lambda"
@@ -155,6 +157,11 @@ def build_code(root: Path, source: Path = ROOT) -> None:
     (target / "cdk").mkdir(parents=True)
     shutil.copy2(source / "cdk" / "__init__.py", target / "cdk" / "__init__.py")
     _copy_tree(source / "cdk" / "runtime", target / "cdk" / "runtime")
+    (target / "functions").mkdir(parents=True)
+    shutil.copy2(source / "functions" / "__init__.py", target / "functions" / "__init__.py")
+    for schema in ESTATE.sql_schemas:
+        package = Path(*schema.package.split("."))
+        _copy_tree(source / package, target / package)
 
 
 def prepare(root: Path = DEFAULT_BUILD_ROOT, *, allow_placeholder: bool = False) -> LambdaBuild:

@@ -1,4 +1,4 @@
-"""The `cloudshop` command: run the platform locally and the project's own chores."""
+"""The `cloudshop` command: run the platform locally, operate a deployed one, and the project's chores."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cloudshop", description="cloudshop: run and develop the platform locally")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cloudshop", description="cloudshop: run the platform locally, and operate a deployed one"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="start the whole platform on 127.0.0.1 (Ctrl-C stops it)")
@@ -28,9 +30,17 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("schemas", help="write the event JSON Schemas and every service's openapi.json")
 
+    from cloudshop.remote import add_commands
+
+    add_commands(commands)
+
     # Its own options are parsed by `cloudshop.analytics_cli` (see `cloudshop analytics --help`).
     commands.add_parser("analytics", help="run the Spark job against the running platform", add_help=False)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if rest and args.command != "analytics":
         parser.error("unrecognized arguments: " + " ".join(rest))
@@ -44,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_contracts():
             print(path)
         return 0
+    if args.command in ("admin", "catalog"):
+        from cloudshop.remote import run
+
+        return run(args)
     if args.command == "analytics":
         from cloudshop.analytics_cli import main as analytics_main
 

@@ -112,6 +112,30 @@ class Workload:
         return f"{self.name}-service"
 
 
+SqlPrivilege = Literal["SELECT", "INSERT", "UPDATE", "DELETE"]
+
+
+@dataclass(frozen=True)
+class SqlSchema:
+    """One service's share of the SQL database: its Alembic scripts (`<package>/migrations`, with its
+    own version table) and the login role it connects as, with only the privileges its code uses.
+
+    The deploy's migration step (`cloudshop.schema`, run by the `SchemaMigration` custom resource) and
+    the local runner apply the migrations; in the cloud the same step creates `role`, whose password
+    lives in the service's own rotated secret. No service connects as the database's master user.
+    """
+
+    service: ServiceName
+    package: str
+    role: str
+    # table -> privileges; SELECT ... FOR UPDATE needs UPDATE, which every locking table has anyway.
+    grants: tuple[tuple[str, tuple[SqlPrivilege, ...]], ...]
+
+    @property
+    def version_table(self) -> str:
+        return f"alembic_version_{self.service}"
+
+
 @dataclass(frozen=True)
 class Estate:
     tables: tuple[Table, ...]
@@ -120,6 +144,7 @@ class Estate:
     topics: tuple[Topic, ...]
     routes: tuple[Route, ...] = field(default_factory=tuple)
     workloads: tuple[Workload, ...] = field(default_factory=tuple)
+    sql_schemas: tuple[SqlSchema, ...] = field(default_factory=tuple)
 
     def table(self, name: str) -> Table:
         return next(t for t in self.tables if t.name == name)
@@ -129,6 +154,9 @@ class Estate:
 
     def bucket(self, name: str) -> Bucket:
         return next(b for b in self.buckets if b.name == name)
+
+    def sql_schema(self, service: str) -> SqlSchema:
+        return next(s for s in self.sql_schemas if s.service == service)
 
 
 API_PREFIX = "/api/v1"
@@ -233,7 +261,40 @@ WORKLOADS = (
     Workload(name="payment", min_replicas=2, max_replicas=8),
 )
 
+# What each SQL-using service's code does (functions/*/repository.py): nothing deletes rows (products
+# are soft-deleted), and reservation lines are written once.
+SQL_SCHEMAS = (
+    SqlSchema(
+        service="user",
+        package="functions.user",
+        role="cloudshop_user",
+        grants=(("users", ("SELECT", "INSERT", "UPDATE")),),
+    ),
+    SqlSchema(
+        service="product",
+        package="functions.product",
+        role="cloudshop_product",
+        grants=(
+            ("products", ("SELECT", "INSERT", "UPDATE")),
+            ("reservations", ("SELECT", "INSERT", "UPDATE")),
+            ("reservation_lines", ("SELECT", "INSERT")),
+        ),
+    ),
+)
+
+# The gateway's own health answer, the same from the local gateway and the cloud's HTTP API.
+GATEWAY_HEALTH_PATHS = ("/healthz", f"{API_PREFIX}/healthz")
+GATEWAY_HEALTH = {"status": "ok", "service": "gateway"}
+
 # Lambda-hosted services; `functions.<name>.handler.handler` is each one's entry point.
 LAMBDA_SERVICES: tuple[ServiceName, ...] = ("user", "product", "notification")
 
-ESTATE = Estate(tables=TABLES, buckets=BUCKETS, queues=QUEUES, topics=TOPICS, routes=_routes(), workloads=WORKLOADS)
+ESTATE = Estate(
+    tables=TABLES,
+    buckets=BUCKETS,
+    queues=QUEUES,
+    topics=TOPICS,
+    routes=_routes(),
+    workloads=WORKLOADS,
+    sql_schemas=SQL_SCHEMAS,
+)

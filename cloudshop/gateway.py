@@ -24,7 +24,7 @@ from starlette.routing import Route as StarletteRoute
 
 from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, TokenVerifier, bearer_token
 from cloudshop.errors import CloudshopError, Unauthorized, problem
-from cloudshop.estate import ESTATE, Route
+from cloudshop.estate import ESTATE, GATEWAY_HEALTH, GATEWAY_HEALTH_PATHS, Route
 from cloudshop.observability import REQUEST_ID_HEADER, Metrics, configure_logging, new_request_id, request_id_var
 
 log = logging.getLogger("cloudshop.gateway")
@@ -146,7 +146,7 @@ def build_gateway(
         return Response(upstream.content, status_code=upstream.status_code, headers=out_headers)
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "service": "gateway"})
+        return JSONResponse(GATEWAY_HEALTH)
 
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -160,8 +160,7 @@ def build_gateway(
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
     return Starlette(
         routes=[
-            StarletteRoute("/healthz", healthz, methods=["GET"]),
-            StarletteRoute("/api/v1/healthz", healthz, methods=["GET"]),
+            *(StarletteRoute(path, healthz, methods=["GET"]) for path in GATEWAY_HEALTH_PATHS),
             StarletteRoute("/metrics", prometheus, methods=["GET"]),
             StarletteRoute("/{path:path}", proxy, methods=methods),
         ],

@@ -7,7 +7,6 @@ manifests, the local runner sets them on its child processes. Names are the uppe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
@@ -49,9 +48,14 @@ class Settings(BaseSettings):
 
     # --- SQL -----------------------------------------------------------------------------------
     database_url: str = "sqlite:///.cloudshop/cloudshop.db"
-    # In the cloud the credentials live in the RDS secret (JSON with username/password, rotated):
-    # DATABASE_URL then names only host, port and database, and `load_secrets` adds the rest.
+    # In the cloud the credentials live in a Secrets Manager secret (RDS JSON: username, password),
+    # rotated every 30 days: DATABASE_URL then names only host, port and database, and the engine
+    # (`cloudshop.sql.engine_for`) takes user and password from the secret, re-reading it when the
+    # database refuses them. Each service has its own role and secret; only the migration step
+    # holds the master's.
     database_secret_arn: str | None = None
+    # The migration step only: database role -> ARN of the secret holding its password (JSON object).
+    database_role_secrets: dict[str, str] = Field(default_factory=dict)
     db_pool_size: int = Field(default=10, ge=1, le=100)
 
     # --- Event stream ----------------------------------------------------------------------------
@@ -134,29 +138,55 @@ def resource_settings(prefix: str) -> dict[str, str]:
     return env
 
 
+class SecretUnavailable(RuntimeError):
+    """A secret the environment names by ARN cannot be read: the process must not start without it."""
+
+
+def secret_reader(settings: Settings) -> Callable[[str], str]:
+    """`fetch(arn) -> SecretString` on Secrets Manager; any failure names the secret it could not read."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from cloudshop import aws
+
+    def fetch(arn: str) -> str:
+        try:
+            answer = aws.client("secretsmanager", settings).get_secret_value(SecretId=arn)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise SecretUnavailable(
+                f"cannot read secret {arn}: {error.get('Code', 'error')}: {error.get('Message', exc)}"
+            ) from exc
+        except BotoCoreError as exc:
+            raise SecretUnavailable(f"cannot read secret {arn}: {exc}") from exc
+        if "SecretString" not in answer:
+            raise SecretUnavailable(f"secret {arn} holds no SecretString")
+        return str(answer["SecretString"])
+
+    return fetch
+
+
 def load_secrets(settings: Settings, *, fetch: Callable[[str], str] | None = None) -> Settings:
     """Fill in secret values that the environment names only by ARN (the cloud's way).
 
     Values already present win, so the local runner and the tests, which set them directly, never
-    reach Secrets Manager.
+    reach Secrets Manager. The database's credentials are not read here: they rotate under a running
+    process, so the engine owns them (`cloudshop.sql.engine_for`).
     """
-    if fetch is None:
-        from cloudshop import aws
+    fetch = fetch or secret_reader(settings)
 
-        def fetch(arn: str) -> str:
-            return str(aws.client("secretsmanager", settings).get_secret_value(SecretId=arn)["SecretString"])
+    def read(field: str, arn: str) -> str:
+        try:
+            return fetch(arn)
+        except SecretUnavailable as exc:
+            raise SecretUnavailable(f"{field.upper()}: {exc}") from exc
 
     updates: dict[str, object] = {}
     if settings.internal_token_secret_arn and not settings.internal_token_secret.get_secret_value():
-        updates["internal_token_secret"] = SecretStr(fetch(settings.internal_token_secret_arn))
+        updates["internal_token_secret"] = SecretStr(
+            read("internal_token_secret_arn", settings.internal_token_secret_arn)
+        )
     if settings.jwt_private_key_secret_arn and not settings.jwt_private_key:
-        updates["jwt_private_key"] = SecretStr(fetch(settings.jwt_private_key_secret_arn))
-    if settings.database_secret_arn:
-        from sqlalchemy.engine import make_url
-
-        credentials = json.loads(fetch(settings.database_secret_arn))
-        url = make_url(settings.database_url).set(username=credentials["username"], password=credentials["password"])
-        updates["database_url"] = url.render_as_string(hide_password=False)
+        updates["jwt_private_key"] = SecretStr(read("jwt_private_key_secret_arn", settings.jwt_private_key_secret_arn))
     return settings.model_copy(update=updates) if updates else settings
 
 

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 engines and Alembic migrations for SQLite (embedded) and PostgreSQL.
+"""SQLAlchemy 2 engines for SQLite (embedded) and PostgreSQL, and the body of every Alembic env.py.
 
 The same SQL runs on both. On SQLite every transaction starts with BEGIN IMMEDIATE: the file has one
 writer at a time, and taking the write lock up front turns races into waits instead of
@@ -7,21 +7,78 @@ writer at a time, and taking the write lock up front turns races into waits inst
 
 from __future__ import annotations
 
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase
+
+if TYPE_CHECKING:
+    from cloudshop.settings import Settings
 
 
 class Base(DeclarativeBase):
     pass
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+class SecretCredentials:
+    """User name and password from a Secrets Manager secret (the RDS JSON shape), kept in memory and
+    re-read when the database refuses them.
+
+    Why re-read rather than IAM authentication through RDS Proxy: the same code then works on every
+    realisation of the estate (a local PostgreSQL, a rehearsal of the deploy, RDS directly or through
+    the proxy), and a token per connection adds a signing step to every cold connection.
+
+    The secrets rotate every 30 days under warm Lambdas; connections already open stay valid, so only
+    a new connection can meet a changed password, and that is when this re-reads. Re-reads are spaced
+    by `min_refresh_seconds`, so a database that is down is not also a storm of Secrets Manager calls.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], str],
+        *,
+        name: str,
+        min_refresh_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self.name = name
+        self._min_refresh = min_refresh_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_refresh = -math.inf
+        # Read at once: a process whose secret is missing must fail at start-up, naming it.
+        self._value = self._read()
+
+    def _read(self) -> tuple[str, str]:
+        try:
+            credentials = json.loads(self._fetch())
+            return str(credentials["username"]), str(credentials["password"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{self.name} does not hold JSON with `username` and `password`") from exc
+
+    @property
+    def current(self) -> tuple[str, str]:
+        return self._value
+
+    def refresh(self) -> bool:
+        """Re-read the secret; True when it now holds other credentials than before."""
+        with self._lock:
+            if self._clock() - self._last_refresh < self._min_refresh:
+                return False
+            self._last_refresh = self._clock()
+            previous, self._value = self._value, self._read()
+            return self._value != previous
+
+
+def make_engine(url: str, *, pool_size: int = 10, credentials: SecretCredentials | None = None) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -42,13 +99,43 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=300,
     )
+    if credentials is not None:
+        _use_credentials(engine, credentials)
+    return engine
+
+
+def _use_credentials(engine: Engine, credentials: SecretCredentials) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        cparams["user"], cparams["password"] = credentials.current
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.OperationalError:
+            # Most likely a rotation: the secret has moved on. Anything else (the database is down)
+            # leaves the secret as it was, and the original error stands.
+            if not credentials.refresh():
+                raise
+        cparams["user"], cparams["password"] = credentials.current
+        return dialect.connect(*cargs, **cparams)
+
+
+def engine_for(settings: Settings, *, fetch: Callable[[str], str] | None = None) -> Engine:
+    """The engine of a service: DATABASE_URL, with the credentials of DATABASE_SECRET_ARN when set."""
+    from cloudshop.settings import secret_reader
+
+    credentials = None
+    if settings.database_secret_arn:
+        arn = settings.database_secret_arn
+        read = fetch or secret_reader(settings)
+        credentials = SecretCredentials(lambda: read(arn), name=f"DATABASE_SECRET_ARN ({arn})")
+    return make_engine(settings.database_url, pool_size=settings.db_pool_size, credentials=credentials)
 
 
 def as_utc(value: datetime) -> datetime:
@@ -60,16 +147,6 @@ def ping(engine: Engine) -> None:
     """A readiness check: raises unless the database answers."""
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
-
-
-def migrate(engine: Engine, *, script_location: Path, version_table: str) -> None:
-    """Bring one service's schema to head. Each service has its own scripts and version table."""
-    config = Config()
-    config.set_main_option("script_location", str(script_location))
-    config.attributes["version_table"] = version_table
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
 
 
 def run_migrations_online(context: Any) -> None:

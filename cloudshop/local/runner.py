@@ -240,27 +240,34 @@ class Platform:
         urls = provision(settings)
         env["ORDER_EVENTS_QUEUE_URL"] = urls["order-events"]
         settings.order_events_queue_url = urls["order-events"]
+        from cloudshop.provision import provision_mail
+
+        provision_mail(settings)
+        from cloudshop.operations import create_admin, load_demo_catalog
+        from cloudshop.schema import apply_schema
+        from cloudshop.sql import engine_for
+
+        # The same step the deploy runs (its custom resource), minus the roles: locally every
+        # service connects as the one local user.
+        engine = engine_for(settings)
         try:
-            from cloudshop.provision import provision_mail  # type: ignore[attr-defined]
-
-            provision_mail(settings)
-        except ImportError:
-            pass
-        from functions.product.bootstrap import build_catalog
-        from functions.product.bootstrap import migrate_schema as migrate_products
-        from functions.product.seed import seed_catalog
-        from functions.user.bootstrap import build_service
-        from functions.user.bootstrap import migrate_schema as migrate_users
-
-        users = build_service(settings)
-        migrate_users(users.users.engine)
-        catalog = build_catalog(settings, users.users.engine)
-        migrate_products(catalog.products.engine)
-        seeded = seed_catalog(catalog)
-        say(f"catalog: {seeded} demo products seeded" if seeded else "catalog: already seeded")
-        email = os.environ.get("CLOUDSHOP_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL)
-        users.ensure_admin(email=email, password=os.environ.get("CLOUDSHOP_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD))
-        users.users.engine.dispose()
+            result = apply_schema(engine)
+            say("schema: " + ", ".join(f"{service} at {revision}" for service, revision in result.revisions.items()))
+            seeded = load_demo_catalog(settings, engine)
+            say(f"catalog: {seeded} demo products seeded" if seeded else "catalog: already seeded")
+            admin = create_admin(
+                settings,
+                engine,
+                email=os.environ.get("CLOUDSHOP_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL),
+                password=os.environ.get("CLOUDSHOP_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD),
+                name="Administrator",
+            )
+            if admin.status == "invalid":
+                raise SystemExit(f"[cloudshop] CLOUDSHOP_ADMIN_EMAIL/CLOUDSHOP_ADMIN_PASSWORD: {admin.detail}")
+            if admin.status == "exists" and admin.role != "admin":
+                say(f"admin: {admin.email} is registered as a {admin.role}; it was left as it is")
+        finally:
+            engine.dispose()
 
     def start_services(self, env: dict[str, str]) -> None:
         logs = self.state_dir / "logs"

@@ -317,7 +317,20 @@ class PostgresServer(ManagedServer):
     # The services' pools plus concurrency tests reach ~100 connections; leave headroom.
     max_connections = 300
 
-    def __init__(self, data_dir: str | os.PathLike[str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        port: int | None = None,
+        *,
+        superuser: str | None = None,
+        password: str | None = None,
+        ssl: bool = False,
+        database: str | None = None,
+    ) -> None:
+        """`superuser` + `password`: the cluster's only user is that one, and every client must log in
+        with a password (scram-sha-256), like RDS's master user: for tests of roles and rotation.
+        `ssl`: TLS with a self-signed certificate, and clients without TLS are refused (RDS with
+        `rds.force_ssl`); `url` then asks for `sslmode=require`. `database`: the one created on start."""
         super().__init__(data_dir, port=port)
         self.bin_dir = find_postgres_bin_dir()
         if os.geteuid() == 0:
@@ -326,6 +339,14 @@ class PostgresServer(ManagedServer):
         else:
             self._run_as = None
             self.user = pwd.getpwuid(os.geteuid()).pw_name
+        if (superuser is None) != (password is None):
+            raise ValueError("give both superuser and password, or neither")
+        self.password = password
+        if superuser is not None:
+            self.user = superuser
+        self.ssl = ssl
+        if database is not None:
+            self.database = database
 
     @property
     def pgdata(self) -> Path:
@@ -333,11 +354,15 @@ class PostgresServer(ManagedServer):
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.user}@{HOST}:{self.port}/{self.database}"
+        return self.url_for(self.database)
 
     def url_for(self, database: str) -> str:
         """URL of another database on this cluster (e.g. one per test run)."""
-        return f"postgresql://{self.user}@{HOST}:{self.port}/{database}"
+        from urllib.parse import quote
+
+        login = self.user + (f":{quote(self.password, safe='')}" if self.password else "")
+        query = "?sslmode=require" if self.ssl else ""
+        return f"postgresql://{login}@{HOST}:{self.port}/{database}{query}"
 
     def _as_server_user(self, argv: list[str]) -> list[str]:
         if self._run_as is None:
@@ -371,12 +396,19 @@ class PostgresServer(ManagedServer):
                     os.lchown(Path(root) / entry, self._run_as.pw_uid, self._run_as.pw_gid)
         if (self.pgdata / "PG_VERSION").exists():
             return
+        auth = ["--auth=trust"]
+        if self.password is not None:
+            password_file = self.data_dir / "superuser-password"
+            password_file.write_text(self.password)
+            if self._run_as is not None:
+                os.chown(password_file, self._run_as.pw_uid, self._run_as.pw_gid)
+            auth = ["--auth=scram-sha-256", f"--pwfile={password_file}"]
         initdb = self._as_server_user(
             [
                 str(self.bin_dir / "initdb"),
                 f"--pgdata={self.pgdata}",
                 f"--username={self.user}",
-                "--auth=trust",
+                *auth,
                 "--encoding=UTF8",
                 "--no-locale",
                 "--no-sync",
@@ -394,6 +426,45 @@ class PostgresServer(ManagedServer):
             )
         if result.returncode != 0:
             raise ServerStartError(f"initdb failed with code {result.returncode}\n{self._log_tail()}")
+        if self.ssl:
+            self._require_tls()
+
+    def _require_tls(self) -> None:
+        """A self-signed certificate (sslmode=require checks no chain) and `hostssl` lines only, so a
+        client that does not ask for TLS is refused, as by RDS with rds.force_ssl=1."""
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+        now = datetime.datetime.now(datetime.UTC)
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .sign(key, hashes.SHA256())
+        )
+        key_file, certificate_file = self.pgdata / "server.key", self.pgdata / "server.crt"
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        key_file.write_bytes(pem)
+        key_file.chmod(0o600)  # PostgreSQL refuses a private key that others may read
+        certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        hba = self.pgdata / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        hba.write_text("".join(f"hostssl{line[4:]}\n" if line.startswith("host ") else f"{line}\n" for line in lines))
+        if self._run_as is not None:
+            for path in (key_file, certificate_file):
+                os.chown(path, self._run_as.pw_uid, self._run_as.pw_gid)
 
     def _command(self) -> list[str]:
         settings = {
@@ -407,6 +478,8 @@ class PostgresServer(ManagedServer):
             "full_page_writes": "off",
             "log_min_messages": "warning",
         }
+        if self.ssl:
+            settings.update(ssl="on", ssl_cert_file="server.crt", ssl_key_file="server.key")
         argv = [str(self.bin_dir / "postgres"), "-D", str(self.pgdata)]
         for key, value in settings.items():
             argv += ["-c", f"{key}={value}"]

@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from cloudshop import aws
 from cloudshop.auth import InternalTokens, TokenVerifier
+from cloudshop.estate import ESTATE
+from cloudshop.schema import apply_schema
 from cloudshop.settings import Settings
-from cloudshop.sql import make_engine, migrate, ping
+from cloudshop.sql import engine_for, ping
 from cloudshop.web import create_app
 from functions.product.api import router
 from functions.product.repository import SqlProductRepository
 from functions.product.service import CatalogService
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-
 
 def migrate_schema(engine: Engine) -> None:
-    migrate(engine, script_location=MIGRATIONS, version_table="alembic_version_product")
+    """This service's tables only (tests); the deploy and the runner migrate every service at once."""
+    apply_schema(engine, schemas=(ESTATE.sql_schema("product"),))
 
 
 def build_catalog(settings: Settings, engine: Engine | None = None) -> CatalogService:
-    engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = engine or engine_for(settings)
     return CatalogService(
         products=SqlProductRepository(engine),
         s3=aws.client("s3", settings),

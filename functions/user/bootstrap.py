@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from cloudshop import aws
 from cloudshop.auth import TokenIssuer, TokenVerifier
+from cloudshop.estate import ESTATE
+from cloudshop.schema import apply_schema
 from cloudshop.settings import Settings
-from cloudshop.sql import make_engine, migrate, ping
+from cloudshop.sql import engine_for, ping
 from cloudshop.web import create_app
 from functions.user.api import router
 from functions.user.repository import DynamoDBSessionStore, SqlUserRepository
 from functions.user.service import UserService
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-
 
 def migrate_schema(engine: Engine) -> None:
-    migrate(engine, script_location=MIGRATIONS, version_table="alembic_version_user")
+    """This service's tables only (tests); the deploy and the runner migrate every service at once."""
+    apply_schema(engine, schemas=(ESTATE.sql_schema("user"),))
 
 
 def build_service(settings: Settings, engine: Engine | None = None) -> UserService:
-    engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = engine or engine_for(settings)
     private_key = settings.jwt_private_key.get_secret_value() if settings.jwt_private_key else ""
     issuer = (
         TokenIssuer(private_key, issuer=settings.jwt_issuer, access_ttl_seconds=settings.access_token_ttl_seconds)

@@ -11,7 +11,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
 
 from cloudshop.auth import TokenIssuer
-from cloudshop.errors import RateLimited, Unauthorized, ValidationFailed
+from cloudshop.errors import Conflict, RateLimited, Unauthorized, ValidationFailed
 from functions.user.model import User, check_password_rules, normalise_email
 from functions.user.repository import DynamoDBSessionStore, SqlUserRepository
 
@@ -137,11 +137,19 @@ class UserService:
             values["password_hash"] = self.hasher.hash(password)
         return self.users.update(user_id, **values) if values else self.users.get(user_id)
 
-    def ensure_admin(self, *, email: str, password: str) -> User:
+    def create_admin(self, *, email: str, password: str, name: str = "Administrator") -> tuple[User, bool]:
+        """The admin account for `email`: (user, True) when created now; (the existing user, False) when
+        the email is taken, which changes nothing, not even a customer's role."""
         existing = self.users.by_email(normalise_email(email))
         if existing:
-            return existing
-        return self.register(email=email, password=password, name="Administrator", role="admin")
+            return existing, False
+        try:
+            return self.register(email=email, password=password, name=name, role="admin"), True
+        except Conflict:
+            # Registered by someone else between the check and the insert: still "exists".
+            raced = self.users.by_email(normalise_email(email))
+            assert raced is not None
+            return raced, False
 
 
 def _split_refresh(token: str) -> tuple[str, str]:

@@ -49,7 +49,8 @@ def touched(service: ServiceName) -> Touches:
         buckets=frozenset(b.name for b in ESTATE.buckets if b.settings_field in fields),
         queues=frozenset(q.name for q in ESTATE.queues if q.settings_field in fields),
         topics=frozenset(topic for field, topic in TOPIC_FIELDS.items() if field in fields),
-        database="database_url" in fields,
+        # `engine_for(settings)` reads DATABASE_URL and the service's role secret.
+        database="database_url" in fields or re.search(r"\bengine_for\(settings\b", source) is not None,
         signing_key="jwt_private_key" in fields,
         internal_token="internal_token_secret" in fields,
         send_email="ses_sender" in fields,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from aws_cdk.assertions import Match
 
 from cdk.config import preset
+from cloudshop.estate import ESTATE
 
 pytestmark = pytest.mark.infra
 
@@ -41,10 +44,11 @@ def test_connections_require_tls(synth) -> None:
     synth.template("Data").has_resource_properties(
         "AWS::RDS::DBParameterGroup", {"Parameters": Match.object_like({"rds.force_ssl": "1"})}
     )
-    synth.template("Data").has_resource_properties(
-        "AWS::RDS::DBProxy",
-        {"EngineFamily": "POSTGRESQL", "RequireTLS": True, "Auth": [Match.object_like({"AuthScheme": "SECRETS"})]},
-    )
+    (proxy,) = synth.resources("Data", "AWS::RDS::DBProxy").values()
+    assert proxy["Properties"]["EngineFamily"] == "POSTGRESQL"
+    assert proxy["Properties"]["RequireTLS"] is True
+    # The master and one role per SQL service: the proxy must know every user that logs in through it.
+    assert [auth["AuthScheme"] for auth in proxy["Properties"]["Auth"]] == ["SECRETS"] * (1 + len(ESTATE.sql_schemas))
 
 
 def test_credentials_live_in_secrets_manager_and_rotate(synth) -> None:
@@ -57,3 +61,26 @@ def test_credentials_live_in_secrets_manager_and_rotate(synth) -> None:
         "AWS::SecretsManager::RotationSchedule",
         {"RotationRules": {"ScheduleExpression": f"rate({synth.config.db_rotation_days} days)"}},
     )
+
+
+def test_every_sql_service_has_its_own_rotated_role_secret(synth) -> None:
+    template = synth.template("Data")
+    for schema in ESTATE.sql_schemas:
+        template.has_resource_properties(
+            "AWS::SecretsManager::Secret",
+            {
+                "Name": f"{synth.config.prefix}db-{schema.service}",
+                "GenerateSecretString": Match.object_like(
+                    {
+                        "SecretStringTemplate": json.dumps(
+                            {"username": schema.role, "dbname": synth.config.db_name}, separators=(",", ":")
+                        )
+                    }
+                ),
+            },
+        )
+    schedules = synth.resources("Data", "AWS::SecretsManager::RotationSchedule")
+    assert len(schedules) == 1 + len(ESTATE.sql_schemas)
+    for schedule in schedules.values():
+        expression = schedule["Properties"]["RotationRules"]["ScheduleExpression"]
+        assert expression == f"rate({synth.config.db_rotation_days} days)"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match
 
-from cloudshop.estate import ESTATE, LAMBDA_SERVICES, Route
+from cloudshop.estate import ESTATE, GATEWAY_HEALTH, GATEWAY_HEALTH_PATHS, LAMBDA_SERVICES, Route
 from cloudshop.settings import resource_settings
 from tests.cdk.test_functions import settings_names
 
@@ -53,7 +53,26 @@ def test_internal_routes_exist_and_serve_reservations_only() -> None:
 
 def test_no_route_exists_that_the_table_does_not_declare(synth) -> None:
     keys = [r["Properties"]["RouteKey"] for r in synth.all_resources("AWS::ApiGatewayV2::Route").values()]
-    assert sorted(keys) == sorted(f"{r.method} {r.path}" for r in ESTATE.routes)
+    declared = [f"{r.method} {r.path}" for r in ESTATE.routes] + [f"GET {p}" for p in GATEWAY_HEALTH_PATHS]
+    assert sorted(keys) == sorted(declared)
+
+
+def test_the_gateway_answers_healthz_like_the_local_one(synth) -> None:
+    from cdk.runtime.gateway_health import handler
+
+    routes = synth.resources("Api", "AWS::ApiGatewayV2::Route")
+    health = {
+        r["Properties"]["RouteKey"]: r for r in routes.values() if r["Properties"]["RouteKey"].endswith("healthz")
+    }
+    assert set(health) == {f"GET {p}" for p in GATEWAY_HEALTH_PATHS}
+    assert all("AuthorizerId" not in r["Properties"] for r in health.values()), "health needs no token"
+    functions = synth.resources("Api", "AWS::Lambda::Function")
+    (function,) = [f for f in functions.values() if f["Properties"]["Handler"] == "cdk.runtime.gateway_health.handler"]
+    assert "VpcConfig" not in function["Properties"]
+
+    answer = handler({"rawPath": "/healthz"}, None)
+    assert answer["statusCode"] == 200
+    assert json.loads(answer["body"]) == GATEWAY_HEALTH
 
 
 def test_stage_is_throttled_and_writes_json_access_logs(synth) -> None:

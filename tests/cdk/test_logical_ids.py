@@ -39,6 +39,8 @@ PINNED = {
             "AuthPublicKey664F8AC6",
             "AuthSigningKey15A13978",
             "CloudshopDevDataDatabaseInstanceSecret14E691EC3fdaad7efa858a3daf9490cf0a702aeb",
+            "DatabaseProductRoleSecret41A87C77",
+            "DatabaseUserRoleSecret084D5097",
         },
     },
     "Streaming": {

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from pydantic import ValidationError
 
-from cloudshop.settings import Settings, load_secrets
+from cloudshop.settings import SecretUnavailable, Settings, load_secrets
 
 
 def test_postgres_urls_mean_psycopg3() -> None:
@@ -15,11 +13,7 @@ def test_postgres_urls_mean_psycopg3() -> None:
 
 
 def test_secrets_named_by_arn_are_read_once_and_fill_the_settings() -> None:
-    store = {
-        "arn:db": json.dumps({"username": "app", "password": "p@ss/word", "host": "ignored"}),
-        "arn:jwt": "-----BEGIN PRIVATE KEY-----...",
-        "arn:internal": "i" * 64,
-    }
+    store = {"arn:jwt": "-----BEGIN PRIVATE KEY-----...", "arn:internal": "i" * 64}
     asked: list[str] = []
 
     def fetch(arn: str) -> str:
@@ -36,10 +30,23 @@ def test_secrets_named_by_arn_are_read_once_and_fill_the_settings() -> None:
         fetch=fetch,
     )
 
-    assert settings.database_url == "postgresql+psycopg://app:p%40ss%2Fword@proxy.internal:5432/cloudshop"
     assert settings.jwt_private_key is not None and settings.jwt_private_key.get_secret_value().startswith("-----")
     assert settings.internal_token_secret.get_secret_value() == "i" * 64
-    assert sorted(asked) == ["arn:db", "arn:internal", "arn:jwt"]
+    # The database's credentials rotate under a running process: the engine reads them, not this.
+    assert settings.database_url == "postgresql+psycopg://proxy.internal:5432/cloudshop"
+    assert sorted(asked) == ["arn:internal", "arn:jwt"]
+
+
+def test_a_missing_secret_stops_start_up_naming_the_setting_and_the_secret(aws_endpoint: str) -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cloudshop-dev-internal-token-AbCdEf"
+    settings = Settings(aws_endpoint_url=aws_endpoint, internal_token_secret_arn=arn)
+
+    with pytest.raises(SecretUnavailable) as caught:
+        load_secrets(settings)
+
+    assert "INTERNAL_TOKEN_SECRET_ARN" in str(caught.value)
+    assert arn in str(caught.value)
+    assert "ResourceNotFoundException" in str(caught.value)
 
 
 def test_values_set_directly_win_over_arns() -> None:

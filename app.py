@@ -12,6 +12,10 @@ This is the only place that reads the environment. Inputs:
 - `CLOUDSHOP_ALARM_EMAIL`: subscribed to the alarm topic. `CLOUDSHOP_SES_SENDER`: verified SES sender.
 - `CLOUDSHOP_JWT_KEY_GENERATION`: bump after putting a new signing key (cdk/README.md, rotation).
 - `CLOUDSHOP_CLUSTER_ADMIN_ROLE_ARNS`: comma-separated IAM roles given cluster-admin on EKS.
+- `CLOUDSHOP_GITHUB_REPOSITORY`: `owner/name` whose workflows may assume the delivery and deploy roles
+  (default `cloudshop/cloudshop`, the repository ArgoCD syncs). `CLOUDSHOP_GITHUB_OIDC_PROVIDER_ARN`:
+  the account's existing GitHub OIDC provider, for a second environment in the same account (unset:
+  the stack creates it). See cdk/README.md, "GitHub delivery".
 - `CLOUDSHOP_LAMBDA_ASSETS=placeholder`: synthesise without `make build` output (templates for
   inspection and tests only; the dependency layer is empty and must not be deployed).
 """
@@ -60,6 +64,8 @@ def main() -> None:
         ("CLOUDSHOP_ALARM_EMAIL", "alarm_email"),
         ("CLOUDSHOP_SES_SENDER", "ses_sender"),
         ("CLOUDSHOP_RESOURCE_PREFIX", "resource_prefix"),
+        ("CLOUDSHOP_GITHUB_REPOSITORY", "github_repository"),
+        ("CLOUDSHOP_GITHUB_OIDC_PROVIDER_ARN", "github_oidc_provider_arn"),
     ):
         if value := _optional(variable):
             overrides[field] = value

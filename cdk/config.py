@@ -56,14 +56,27 @@ class DeploymentConfig:
     # --- EKS ----------------------------------------------------------------------------------------
     kubernetes_version: str = "1.35"
     node_instance_type: str = "m6i.large"
-    # How many of our application pods one node holds, at their requests, after the system pods.
-    pods_per_node: int = 6
+    # Nodes of the managed group, fixed (no cluster autoscaler): every pod of the environment at its
+    # requests, each service at its HPA maximum plus a rollout's surge, packed onto the instance type's
+    # allocatable CPU and memory, plus one spare node. Computed from the rendered overlay and the Helm
+    # values by tests/cdk/test_eks_capacity.py, which fails when this is too small or too large.
+    node_count: int = 6
     # The ArgoCD root applied at deploy: `eks_services/argocd/bootstrap/<argocd_bootstrap>.yaml`, as
     # committed (repository and revision are git's to say; a fork edits the ArgoCD files).
     argocd_bootstrap: str = "dev"
     argocd_chart_version: str = "8.1.1"
     # IAM role ARNs given cluster-admin through EKS access entries (operators, CI).
     cluster_admin_role_arns: tuple[str, ...] = ()
+
+    # --- delivery (GitHub OIDC, cdk/delivery.py) ------------------------------------------------------
+    # `owner/name` of the GitHub repository whose workflows may assume the delivery and deploy roles;
+    # the same repository ArgoCD syncs (eks_services/argocd: repoURL).
+    github_repository: str = "cloudshop/cloudshop"
+    # The account has one GitHub OIDC provider: the first environment in an account creates it (None);
+    # a second one in the same account imports it by this ARN.
+    github_oidc_provider_arn: str | None = None
+    # A read-only role for `cdk diff` on pull requests (any branch of the repository may assume it).
+    github_diff_role: bool = True
 
     # --- monitoring ---------------------------------------------------------------------------------
     alarm_email: str | None = None
@@ -107,6 +120,10 @@ _PRESETS: dict[EnvironmentName, DeploymentConfig] = {
         api_throttle_burst=1000,
         log_retention_days=90,
         argocd_bootstrap="prod",
+        # The prod overlay requests twice the CPU per pod and spreads it over zones with DoNotSchedule.
+        node_count=10,
+        # Pull requests get no role in prod, even a read-only one: they diff against dev.
+        github_diff_role=False,
     ),
 }
 

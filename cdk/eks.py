@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,27 @@ from cdk.nag import (
     nag,
 )
 from cloudshop.estate import Workload
+
+# The cluster's default StorageClass (EBS gp3 through the EBS CSI driver). Every volume the ArgoCD
+# Applications claim names it (kube-prometheus-stack, Loki); tests/cdk/test_eks.py holds them to it.
+STORAGE_CLASS = "gp3"
+EBS_CSI_CONTROLLER_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
+# The VPC CNI enforces NetworkPolicies (eks_services/k8s/base/network-policies.yaml) with its network
+# policy agent; the controller that resolves them runs in the EKS control plane. Standard mode: a new
+# pod is reachable for the moment it takes the agent to apply its policies (strict mode would also
+# deny all traffic of pods no policy selects, i.e. kube-system, monitoring and argocd).
+VPC_CNI_CONFIGURATION = {"enableNetworkPolicy": "true"}
+# Requests of the charts CDK installs (the charts set none). The node group is sized from every pod's
+# requests (tests/cdk/test_eks_capacity.py), so a pod without them would be free to the scheduler.
+ARGOCD_REQUESTS = {
+    "controller": {"cpu": "250m", "memory": "512Mi"},
+    "repoServer": {"cpu": "100m", "memory": "256Mi"},
+    "server": {"cpu": "50m", "memory": "128Mi"},
+    "redis": {"cpu": "50m", "memory": "64Mi"},
+    "applicationSet": {"cpu": "25m", "memory": "64Mi"},
+    "notifications": {"cpu": "25m", "memory": "64Mi"},
+}
+ALB_CONTROLLER_REQUESTS = {"cpu": "50m", "memory": "128Mi"}
 
 ALB_CONTROLLER_RESOURCES = (
     "*",
@@ -55,32 +75,11 @@ def argocd_bootstrap(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-@dataclass(frozen=True)
-class NodeGroupBounds:
-    min_size: int
-    desired_size: int
-    max_size: int
-
-
-def node_group_bounds(workloads: Iterable[Workload], *, pods_per_node: int, min_nodes: int = 2) -> NodeGroupBounds:
-    """Node counts derived from the workloads' replica bounds (the HPA bounds in `cloudshop.estate`).
-
-    There is no cluster autoscaler, so the group runs enough nodes for every workload at its
-    `max_replicas` (the HPA can always place its pods) plus one spare node for rolling updates and the
-    system pods; `min_size` is what the `min_replicas` need, never below two nodes (two AZs).
-    """
-    workloads = list(workloads)
-    floor = math.ceil(sum(w.min_replicas for w in workloads) / pods_per_node)
-    ceiling = math.ceil(sum(w.max_replicas for w in workloads) / pods_per_node) + 1
-    minimum = max(min_nodes, floor)
-    maximum = max(minimum, ceiling)
-    return NodeGroupBounds(min_size=minimum, desired_size=maximum, max_size=maximum)
-
-
 class EksCore(Construct):
-    """The cluster (`aws_eks_v2`), one managed node group sized from the workloads, the Pod Identity
-    agent, metrics-server (for the HPAs), the AWS Load Balancer Controller (it binds the services to
-    the private ingress's target groups), ECR repositories, ArgoCD and its root Application.
+    """The cluster (`aws_eks_v2`), one managed node group of a fixed `node_count`, the VPC CNI with
+    NetworkPolicy enforcement, the Pod Identity agent, the EBS CSI driver and the default StorageClass,
+    metrics-server (for the HPAs), the AWS Load Balancer Controller (it binds the services to the private
+    ingress's target groups), ECR repositories, ArgoCD and its root Application.
 
     Kubernetes objects the services run as (Deployments, Services, ServiceAccounts, HPAs) are ArgoCD's,
     from `eks_services/`. CDK owns only what needs AWS identifiers: Pod Identity associations, the
@@ -98,7 +97,7 @@ class EksCore(Construct):
         kubernetes_version: str,
         workloads: tuple[Workload, ...],
         node_instance_type: str,
-        pods_per_node: int,
+        node_count: int,
         argocd_bootstrap: list[dict[str, Any]],
         argocd_chart_version: str,
         admin_role_arns: Iterable[str] = (),
@@ -131,22 +130,42 @@ class EksCore(Construct):
                 eks.ClusterLoggingTypes.SCHEDULER,
             ],
             kubectl_provider_options=eks.KubectlProviderOptions(kubectl_layer=KubectlV36Layer(self, "KubectlLayer")),
-            alb_controller=eks.AlbControllerOptions(version=eks.AlbControllerVersion.V2_17_1),
+            alb_controller=eks.AlbControllerOptions(
+                version=eks.AlbControllerVersion.V2_17_1,
+                additional_helm_chart_values={"resources": {"requests": ALB_CONTROLLER_REQUESTS}},
+            ),
         )
         for index, arn in enumerate(admin_role_arns):
             self.cluster.grant_cluster_admin(f"Admin{index}", arn)
 
-        self.bounds = node_group_bounds(workloads, pods_per_node=pods_per_node)
+        # CfnAddon, not the L2 `eks.Addon`, here and for the EBS CSI driver: the L2 sets neither
+        # ResolveConflicts nor Pod Identity associations. EKS installs a self-managed aws-node with a
+        # new cluster; OVERWRITE lets the managed add-on take it over.
+        self.vpc_cni = eks.CfnAddon(
+            self,
+            "VpcCni",
+            cluster_name=self.cluster.cluster_name,
+            addon_name="vpc-cni",
+            configuration_values=json.dumps(VPC_CNI_CONFIGURATION),
+            resolve_conflicts="OVERWRITE",
+            # Removing the add-on from the template must not take the pod network off running nodes.
+            preserve_on_delete=True,
+        )
+        # No cluster autoscaler: the group is fixed at what every pod needs with each workload at its
+        # HPA maximum, plus a spare node (`node_count`, per environment in cdk/config.py; computed and
+        # checked by tests/cdk/test_eks_capacity.py). The HPA then never waits minutes for a node.
         self.nodegroup = self.cluster.add_nodegroup_capacity(
             "Workers",
             instance_types=[ec2.InstanceType(node_instance_type)],
             ami_type=eks.NodegroupAmiType.AL2023_X86_64_STANDARD,
-            min_size=self.bounds.min_size,
-            desired_size=self.bounds.desired_size,
-            max_size=self.bounds.max_size,
+            min_size=node_count,
+            desired_size=node_count,
+            max_size=node_count,
             subnets=subnets,
             disk_size=50,
         )
+        # Nodes join with the network policy agent already running.
+        self.nodegroup.node.add_dependency(self.vpc_cni)
 
         self.pod_identity_agent = self.cluster.eks_pod_identity_agent
         self.metrics_server = eks.Addon(
@@ -156,6 +175,7 @@ class EksCore(Construct):
             addon_name="metrics-server",
         )
         self.metrics_server.node.add_dependency(self.nodegroup)
+        self._add_block_storage()
 
         self.repositories: dict[str, ecr.Repository] = {}
         for workload in workloads:
@@ -195,6 +215,14 @@ class EksCore(Construct):
             *[{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}} for name in namespaces],
         )
 
+        argocd_values: dict[str, Any] = {
+            # The UI is reached with `kubectl port-forward`; nothing of ArgoCD is exposed.
+            "server": {"service": {"type": "ClusterIP"}},
+            "dex": {"enabled": False},
+            "configs": {"params": {"server.insecure": True}},
+        }
+        for component, needs in ARGOCD_REQUESTS.items():
+            argocd_values.setdefault(component, {})["resources"] = {"requests": needs}
         self.argocd = self.cluster.add_helm_chart(
             "ArgoCd",
             chart="argo-cd",
@@ -203,18 +231,68 @@ class EksCore(Construct):
             namespace=ARGOCD_NAMESPACE,
             create_namespace=True,
             release="argocd",
-            values={
-                # The UI is reached with `kubectl port-forward`; nothing of ArgoCD is exposed.
-                "server": {"service": {"type": "ClusterIP"}},
-                "dex": {"enabled": False},
-                "configs": {"params": {"server.insecure": True}},
-            },
+            values=argocd_values,
         )
         self.argocd.node.add_dependency(self.nodegroup)
         # The committed root (eks_services/argocd/bootstrap/<env>.yaml): nobody applies it by hand.
         self.root_application = self.cluster.add_manifest("ArgoRootApplication", *argocd_bootstrap)
         self.root_application.node.add_dependency(self.argocd)
         self._acknowledge_cdk_managed_findings()
+
+    def _add_block_storage(self) -> None:
+        """The EBS CSI driver add-on, its controller's role (EKS Pod Identity) and the default gp3
+        StorageClass that Prometheus' and Loki's volume claims name."""
+        self.ebs_csi_role = iam.Role(
+            self,
+            "EbsCsiControllerRole",
+            assumed_by=iam.SessionTagsPrincipal(iam.ServicePrincipal("pods.eks.amazonaws.com")),
+            description=f"Pod Identity role of kube-system/{EBS_CSI_CONTROLLER_SERVICE_ACCOUNT}",
+            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AmazonEBSCSIDriverPolicy")],
+        )
+        nag(
+            self.ebs_csi_role,
+            {
+                managed_policy("AmazonEBSCSIDriverPolicy", service_role=True): (
+                    "The EBS CSI controller's AWS-maintained policy: it creates, attaches, snapshots and "
+                    "deletes the volumes of PersistentVolumeClaims, which have no names before they exist; "
+                    "its mutations are scoped to volumes tagged by the driver."
+                ),
+            },
+        )
+        # The add-on owns the association, so the controller's first pods already get credentials.
+        self.ebs_csi_driver = eks.CfnAddon(
+            self,
+            "EbsCsiDriver",
+            cluster_name=self.cluster.cluster_name,
+            addon_name="aws-ebs-csi-driver",
+            pod_identity_associations=[
+                eks.CfnAddon.PodIdentityAssociationProperty(
+                    role_arn=self.ebs_csi_role.role_arn, service_account=EBS_CSI_CONTROLLER_SERVICE_ACCOUNT
+                )
+            ],
+        )
+        # The add-on is ACTIVE only once its controller runs: it needs nodes and the Pod Identity agent.
+        self.ebs_csi_driver.node.add_dependency(self.nodegroup, self.pod_identity_agent)
+        self.storage_class = self.cluster.add_manifest(
+            "DefaultStorageClass",
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": STORAGE_CLASS,
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                "provisioner": "ebs.csi.aws.com",
+                # Encrypted with the account's EBS key (aws/ebs): the volumes hold metrics and service
+                # logs, which carry no secrets or card data (the same judgement as for the log groups).
+                "parameters": {"type": "gp3", "encrypted": "true", "csi.storage.k8s.io/fstype": "ext4"},
+                # Bound where the pod is scheduled: an EBS volume lives in one zone.
+                "volumeBindingMode": "WaitForFirstConsumer",
+                "allowVolumeExpansion": True,
+                "reclaimPolicy": "Delete",
+            },
+        )
+        self.storage_class.node.add_dependency(self.ebs_csi_driver)
 
     def _acknowledge_cdk_managed_findings(self) -> None:
         """Findings on the IAM that aws_eks_v2 creates for the cluster, its nodes and its providers."""

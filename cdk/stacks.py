@@ -25,6 +25,7 @@ from cdk.buckets import EstateBuckets
 from cdk.config import DeploymentConfig
 from cdk.database import PORT as DB_PORT
 from cdk.database import Database
+from cdk.delivery import GitHubDelivery
 from cdk.eks import EksCore, argocd_bootstrap
 from cdk.encryption import DataKey
 from cdk.functions import API_TIMEOUT, CONSUMER_TIMEOUT, ServiceFunctions
@@ -315,7 +316,7 @@ class EksStack(Stack):
             kubernetes_version=config.kubernetes_version,
             workloads=ESTATE.workloads,
             node_instance_type=config.node_instance_type,
-            pods_per_node=config.pods_per_node,
+            node_count=config.node_count,
             argocd_bootstrap=argocd_bootstrap(config.argocd_bootstrap),
             argocd_chart_version=config.argocd_chart_version,
             admin_role_arns=config.cluster_admin_role_arns,
@@ -381,6 +382,21 @@ class EksStack(Stack):
             CfnOutput(self, f"{name.capitalize()}RepositoryUri", value=repository.repository_uri)
         CfnOutput(self, "ClusterName", value=self.core.cluster.cluster_name)
         CfnOutput(self, "DatabasePort", value=str(DB_PORT))
+        # The GitHub workflows' identities: deliver pushes to these repositories, deploy runs CDK.
+        self.delivery = GitHubDelivery(
+            self,
+            "GitHub",
+            repository=config.github_repository,
+            environment=config.environment,
+            repositories=list(self.core.repositories.values()),
+            existing_provider_arn=config.github_oidc_provider_arn,
+            pull_request_diff=config.github_diff_role,
+        )
+        CfnOutput(self, "GitHubOidcProviderArn", value=self.delivery.provider.oidc_provider_arn)
+        CfnOutput(self, "DeliveryRoleArn", value=self.delivery.delivery_role.role_arn)
+        CfnOutput(self, "DeployRoleArn", value=self.delivery.deploy_role.role_arn)
+        if self.delivery.diff_role is not None:
+            CfnOutput(self, "DiffRoleArn", value=self.delivery.diff_role.role_arn)
 
 
 class MonitoringStack(Stack):

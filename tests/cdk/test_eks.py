@@ -1,22 +1,24 @@
-"""EksCore and PrivateIngress: cluster, nodes sized from the workloads, Pod Identity, ECR, ArgoCD,
-and the ALB that the gateway's VPC link reaches the services through."""
+"""EksCore and PrivateIngress: cluster, a fixed node group, the VPC CNI enforcing NetworkPolicies, EBS
+storage, Pod Identity, ECR, ArgoCD, and the ALB that the gateway's VPC link reaches the services through.
+(Whether the node group holds what the cluster runs: test_eks_capacity.py.)"""
 
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
-from aws_cdk.assertions import Match
+from aws_cdk.assertions import Capture, Match
 
-from cdk.eks import ARGOCD_BOOTSTRAP_DIR, node_group_bounds
+from cdk.eks import ARGOCD_BOOTSTRAP_DIR, EBS_CSI_CONTROLLER_SERVICE_ACCOUNT, STORAGE_CLASS
 from cdk.service_ingress import listener_port
 from cdk.settings_env import shared_pod_settings
-from cloudshop.estate import ESTATE, WORKLOADS, Workload
+from cloudshop.estate import WORKLOADS, Workload
 from cloudshop.settings import Settings, resource_settings
 from tests.cdk.test_functions import settings_names
+from tests.infra import ENVIRONMENTS, kustomize_build
 
 pytestmark = pytest.mark.infra
 
@@ -62,29 +64,118 @@ def test_cluster_logs_everything_and_encrypts_secrets(synth) -> None:
     )
 
 
-def test_node_group_is_sized_from_the_workloads_hpa_bounds(synth) -> None:
-    bounds = node_group_bounds(ESTATE.workloads, pods_per_node=synth.config.pods_per_node)
+def addon_id(synth, name: str) -> str:
+    (found,) = synth.template("Eks").find_resources("AWS::EKS::Addon", {"Properties": {"AddonName": name}})
+    return str(found)
+
+
+def test_node_group_is_fixed_at_the_environments_node_count(synth) -> None:
+    count = synth.config.node_count
     synth.template("Eks").has_resource_properties(
         "AWS::EKS::Nodegroup",
         {
-            "ScalingConfig": {
-                "MinSize": bounds.min_size,
-                "DesiredSize": bounds.desired_size,
-                "MaxSize": bounds.max_size,
-            },
+            "ScalingConfig": {"MinSize": count, "DesiredSize": count, "MaxSize": count},
             "InstanceTypes": [synth.config.node_instance_type],
             "AmiType": "AL2023_x86_64_STANDARD",
         },
     )
 
 
-def test_node_bounds_leave_room_for_every_workload_at_its_maximum() -> None:
-    pods_per_node = 6
-    bounds = node_group_bounds(WORKLOADS, pods_per_node=pods_per_node)
-    assert bounds.desired_size * pods_per_node >= sum(w.max_replicas for w in WORKLOADS)
-    assert bounds.min_size >= max(2, math.ceil(sum(w.min_replicas for w in WORKLOADS) / pods_per_node))
-    bigger = (*WORKLOADS, Workload(name="order", min_replicas=10, max_replicas=40))
-    assert node_group_bounds(bigger, pods_per_node=pods_per_node).max_size > bounds.max_size
+def test_the_vpc_cni_enforces_network_policies_before_any_node_joins(synth) -> None:
+    synth.template("Eks").has_resource_properties(
+        "AWS::EKS::Addon",
+        {
+            "AddonName": "vpc-cni",
+            "ConfigurationValues": Match.serialized_json({"enableNetworkPolicy": "true"}),
+            # EKS installed a self-managed aws-node with the cluster; the add-on takes it over.
+            "ResolveConflicts": "OVERWRITE",
+            "PreserveOnDelete": True,
+        },
+    )
+    synth.template("Eks").has_resource(
+        "AWS::EKS::Nodegroup", {"DependsOn": Match.array_with([addon_id(synth, "vpc-cni")])}
+    )
+
+
+def test_the_ebs_csi_controller_gets_its_role_by_pod_identity(synth) -> None:
+    role = Capture()
+    synth.template("Eks").has_resource_properties(
+        "AWS::EKS::Addon",
+        {
+            "AddonName": "aws-ebs-csi-driver",
+            "PodIdentityAssociations": [
+                {"RoleArn": {"Fn::GetAtt": [role, "Arn"]}, "ServiceAccount": EBS_CSI_CONTROLLER_SERVICE_ACCOUNT}
+            ],
+        },
+    )
+    properties = synth.templates["Eks"]["Resources"][role.as_string()]["Properties"]
+
+    assert properties["AssumeRolePolicyDocument"]["Statement"] == [
+        {
+            "Action": ["sts:AssumeRole", "sts:TagSession"],
+            "Effect": "Allow",
+            "Principal": {"Service": "pods.eks.amazonaws.com"},
+        }
+    ]
+    assert [render(arn) for arn in properties["ManagedPolicyArns"]] == [
+        "arn:<token>:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+    ]
+    assert "Policies" not in properties
+
+
+def test_the_ebs_csi_driver_starts_once_nodes_and_the_pod_identity_agent_run(synth) -> None:
+    (nodegroup,) = synth.resources("Eks", "AWS::EKS::Nodegroup")
+    driver = synth.templates["Eks"]["Resources"][addon_id(synth, "aws-ebs-csi-driver")]
+
+    assert {nodegroup, addon_id(synth, "eks-pod-identity-agent")} <= set(driver["DependsOn"])
+
+
+def test_gp3_is_the_default_storage_class_encrypted_and_bound_where_the_pod_runs(synth) -> None:
+    storage_class = manifest(synth, "StorageClass", STORAGE_CLASS)
+
+    assert storage_class["metadata"]["annotations"] == {"storageclass.kubernetes.io/is-default-class": "true"}
+    assert storage_class["provisioner"] == "ebs.csi.aws.com"
+    assert storage_class["parameters"]["type"] == "gp3"
+    assert storage_class["parameters"]["encrypted"] == "true"
+    assert storage_class["volumeBindingMode"] == "WaitForFirstConsumer"
+    assert storage_class["allowVolumeExpansion"] is True
+
+
+def test_the_storage_class_is_applied_after_the_ebs_csi_driver(synth) -> None:
+    (applied,) = [
+        resource
+        for resource in synth.resources("Eks", "Custom::AWSCDK-EKS-KubernetesResource").values()
+        if any(m["kind"] == "StorageClass" for m in json.loads(render(resource["Properties"]["Manifest"])))
+    ]
+
+    assert addon_id(synth, "aws-ebs-csi-driver") in applied["DependsOn"]
+
+
+def storage_class_names(value: Any) -> Iterator[str]:
+    """Every storage class a Helm values tree names (`storageClassName`, or Loki's `storageClass`)."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if key in {"storageClassName", "storageClass"} and isinstance(child, str):
+                yield child
+            else:
+                yield from storage_class_names(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from storage_class_names(child)
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_every_volume_the_argocd_charts_claim_uses_the_storage_class_cdk_applies(environment: str) -> None:
+    documents = kustomize_build(f"eks_services/argocd/envs/{environment}")
+    applications = [d for d in documents if d["kind"] == "Application"]
+    named = [
+        name
+        for application in applications
+        for name in storage_class_names(application["spec"]["source"].get("helm", {}).get("valuesObject", {}))
+    ]
+
+    assert named, "Prometheus and Loki keep their data on volumes"
+    assert set(named) == {STORAGE_CLASS}
 
 
 @pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: w.name)
@@ -135,7 +226,7 @@ def test_workload_has_an_immutable_scanned_repository(synth, workload: Workload)
     )
 
 
-@pytest.mark.parametrize("addon", ["metrics-server", "eks-pod-identity-agent"])
+@pytest.mark.parametrize("addon", ["metrics-server", "eks-pod-identity-agent", "vpc-cni", "aws-ebs-csi-driver"])
 def test_cluster_addon(synth, addon: str) -> None:
     synth.template("Eks").has_resource_properties("AWS::EKS::Addon", {"AddonName": addon})
 

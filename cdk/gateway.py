@@ -60,7 +60,7 @@ HEALTH_SKIPS = {
     "CKV_AWS_116": "Invoked synchronously by API Gateway; there is nothing to retry.",
     "CKV_AWS_117": "Answers a constant: it reaches no resource, in the VPC or out of it.",
     "CKV_AWS_115": "Bounded by the stage throttling; reserving concurrency would cap a health check.",
-    "CKV_AWS_173": "No environment beyond its service name.",
+    "CKV_AWS_173": "Its only environment variable is its service name: nothing to encrypt.",
 }
 
 

@@ -123,6 +123,7 @@ class SchemaMigration(Construct):
 
         self.provider = cr.Provider(self, "Provider", on_event_handler=self.function)
         checkov_skip_all(self.provider, CDK_PROVIDER_FUNCTION_SKIPS, resource_type="AWS::Lambda::Function")
+        checkov_skip_all(self.provider, {"CKV_AWS_158": LOG_GROUP_KMS_REASON}, resource_type="AWS::Logs::LogGroup")
         provider_reason = (
             "The CDK Provider framework's own function: it only invokes the database-ops function (every "
             "version of it, hence `:*`) and reports to CloudFormation."

@@ -135,3 +135,6 @@ class AuthSecrets(Construct):
             },
         )
         self.public_key_pem = self.key_pair.get_att_string("PublicKeyPem")
+        # The same PEM with its newlines escaped, for a value inside a JSON document that
+        # CloudFormation assembles (Fn::Join pastes the value verbatim): the EKS ConfigMap manifest.
+        self.public_key_pem_json_escaped = self.key_pair.get_att_string("PublicKeyPemJsonEscaped")

@@ -367,6 +367,10 @@ class EksStack(Stack):
                 w.name: per_workload[w.name] for w in ESTATE.workloads if w.namespace == namespace
             }
             self.aws_settings[namespace] = shared_pod_settings(members)
+            if "JWT_PUBLIC_KEY" in self.aws_settings[namespace]:
+                # The ConfigMap reaches the cluster as one JSON document with the deploy-time values
+                # pasted in verbatim; a raw PEM's newlines would make it invalid JSON and fail the stack.
+                self.aws_settings[namespace]["JWT_PUBLIC_KEY"] = data.auth.public_key_pem_json_escaped
             self.core.add_settings(namespace, self.aws_settings[namespace])
         self.ingress = PrivateIngress(
             self,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -127,6 +128,8 @@ def add_commands(commands: Any) -> None:
 def run(args: argparse.Namespace, *, invoke: Invoke | None = None) -> int:
     """Carry out `admin create` or `catalog load`; returns the exit code."""
     name = ops_function_name(args.env, args.prefix)
+    # boto3 reads AWS_DEFAULT_REGION and the profile, but not AWS_REGION, which the help promises.
+    args.region = args.region or os.environ.get("AWS_REGION") or None
     try:
         invoke = invoke or lambda_invoker(args.region)
         if args.command == "admin":

@@ -2,7 +2,8 @@
 
 On create and update it reads the private-key secret; when the secret does not already hold an RSA
 private key (a fresh secret holds a random placeholder) it generates a 2048-bit key and stores it as
-PKCS#8 PEM. Either way it answers `PublicKeyPem`, which CDK wires into `JWT_PUBLIC_KEY`. Deleting the
+PKCS#8 PEM. Either way it answers `PublicKeyPem`, which CDK wires into `JWT_PUBLIC_KEY`, and the same
+PEM escaped for a JSON string (`PublicKeyPemJsonEscaped`), for the ConfigMap CDK applies to EKS. Deleting the
 resource keeps the key: the secret resource owns its lifetime. The public half is also stored in
 its own secret, where the Kubernetes Secret of the EKS services is filled from. The private key never leaves Secrets
 Manager except into this function's memory.
@@ -100,6 +101,9 @@ def handler(event: dict[str, Any], _context: Any) -> None:
                 properties["PrivateKeySecretArn"],
                 public_secret_id=properties.get("PublicKeySecretArn"),
             )
+            # For JSON documents CloudFormation assembles around the value (the Kubernetes manifests
+            # CDK applies): it pastes deploy-time values verbatim, so the newlines come pre-escaped.
+            data["PublicKeyPemJsonEscaped"] = json.dumps(data["PublicKeyPem"])[1:-1]
         _respond(event, "SUCCESS", data)
     except Exception as exc:  # CloudFormation must always get an answer, or the stack hangs for an hour
         logger.exception("JWT key custom resource failed")

@@ -6,6 +6,7 @@ once more against the real stores on moto (a logout, a secret read by ARN), as t
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -233,6 +234,9 @@ def test_custom_resource_always_answers_cloudformation(monkeypatch: pytest.Monke
     event = {"RequestType": "Create", "ResourceProperties": {"PrivateKeySecretArn": "p"}}
     jwt_keygen.handler(event, None)
     assert answers[-1][0] == "SUCCESS" and "BEGIN PUBLIC KEY" in answers[-1][1]["PublicKeyPem"]
+    escaped = answers[-1][1]["PublicKeyPemJsonEscaped"]
+    assert "\n" not in escaped, "one line: it is pasted into a JSON string"
+    assert json.loads(f'"{escaped}"') == answers[-1][1]["PublicKeyPem"]
     jwt_keygen.handler({"RequestType": "Delete"}, None)
     assert answers[-1] == ("SUCCESS", {})
     monkeypatch.setattr(jwt_keygen.boto3, "client", lambda _name: InMemorySecrets())

@@ -128,13 +128,20 @@ def _use_credentials(engine: Engine, credentials: SecretCredentials) -> None:
 
 def engine_for(settings: Settings, *, fetch: Callable[[str], str] | None = None) -> Engine:
     """The engine of a service: DATABASE_URL, with the credentials of DATABASE_SECRET_ARN when set."""
-    from cloudshop.settings import secret_reader
+    from cloudshop.settings import SecretUnavailable, secret_reader
 
     credentials = None
     if settings.database_secret_arn:
         arn = settings.database_secret_arn
         read = fetch or secret_reader(settings)
-        credentials = SecretCredentials(lambda: read(arn), name=f"DATABASE_SECRET_ARN ({arn})")
+
+        def read_secret() -> str:
+            try:
+                return read(arn)
+            except SecretUnavailable as exc:
+                raise SecretUnavailable(f"DATABASE_SECRET_ARN: {exc}") from exc
+
+        credentials = SecretCredentials(read_secret, name=f"DATABASE_SECRET_ARN ({arn})")
     return make_engine(settings.database_url, pool_size=settings.db_pool_size, credentials=credentials)
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from cloudshop.estate import ESTATE, SqlSchema
 from cloudshop.schema import MigrationFailed, apply_schema, migrations_dir
-from cloudshop.settings import Settings
+from cloudshop.settings import SecretUnavailable, Settings
 from cloudshop.sql import SecretCredentials, engine_for, make_engine
 
 pytestmark = pytest.mark.postgres
@@ -239,3 +239,15 @@ def test_credentials_are_re_read_at_most_once_per_interval() -> None:
 def test_a_secret_without_credentials_stops_start_up_naming_it() -> None:
     with pytest.raises(ValueError, match=r"DATABASE_SECRET_ARN .* does not hold JSON"):
         SecretCredentials(lambda: "not json", name="DATABASE_SECRET_ARN (arn:db)")
+
+
+def test_a_missing_database_secret_stops_start_up_naming_the_setting_and_the_secret(aws_endpoint: str) -> None:
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cloudshop-dev-db-user-AbCdEf"
+    settings = Settings(
+        aws_endpoint_url=aws_endpoint,
+        database_url="postgresql://proxy.internal:5432/cloudshop",
+        database_secret_arn=arn,
+    )
+
+    with pytest.raises(SecretUnavailable, match=rf"^DATABASE_SECRET_ARN: cannot read secret {arn}: ResourceNotFound"):
+        engine_for(settings)

@@ -127,7 +127,7 @@ def test_a_missing_master_secret_fails_naming_it(
     missing = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cloudshop-dev-gone-AbCdEf"
     monkeypatch.setenv("DATABASE_SECRET_ARN", missing)
 
-    with pytest.raises(RuntimeError, match=f"SecretUnavailable: cannot read secret {missing}"):
+    with pytest.raises(RuntimeError, match=f"SecretUnavailable: DATABASE_SECRET_ARN: cannot read secret {missing}"):
         handler(deploy_event("Create"), None)
 
 

@@ -11,11 +11,21 @@ from typing import Any
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://cloudshop.dev/problems/"
 
+# Problem type slug -> the class that renders it; filled as the classes are defined.
+ERRORS_BY_SLUG: dict[str, type[CloudshopError]] = {}
+
 
 class CloudshopError(Exception):
     status: int = 400
     title: str = "Bad request"
     slug: str = "bad-request"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Every class that names its own problem type is found again by that type on the far side
+        # of an HTTP call (`error_from_problem`), so `OutOfStock` stays `OutOfStock`, not `Conflict`.
+        if "slug" in cls.__dict__:
+            ERRORS_BY_SLUG.setdefault(cls.slug, cls)
 
     def __init__(self, detail: str | None = None, *, extra: dict[str, Any] | None = None) -> None:
         super().__init__(detail or self.title)
@@ -100,14 +110,20 @@ ERRORS_BY_STATUS: dict[int, type[CloudshopError]] = {
 
 
 def error_from_problem(status: int, body: dict[str, Any]) -> CloudshopError:
-    """Rebuild a domain error from another service's problem answer, so it passes through unchanged."""
-    cls = ERRORS_BY_STATUS.get(status, DependencyUnavailable if status >= 500 else BadRequest)
+    """Rebuild a domain error from another service's problem answer, so it passes through unchanged.
+
+    The problem `type` picks the class when this process knows it (an out-of-stock 409 becomes
+    `OutOfStock`, not a plain `Conflict`); otherwise the status does, and the slug is kept as given.
+    """
+    slug = str(body.get("type", "")).removeprefix(PROBLEM_BASE)
+    known = ERRORS_BY_SLUG.get(slug) if status < 500 else None
+    cls = known if known is not None and known.status == status else None
+    cls = cls or ERRORS_BY_STATUS.get(status, DependencyUnavailable if status >= 500 else BadRequest)
     extra = {k: v for k, v in body.items() if k not in {"type", "title", "status", "detail"}}
     error = cls(str(body.get("detail") or cls.title), extra=extra)
     if status < 500:
         error.status = status
         error.title = str(body.get("title") or cls.title)
-        slug = str(body.get("type", "")).removeprefix(PROBLEM_BASE)
         if slug and slug != "about:blank":
             error.slug = slug
     return error

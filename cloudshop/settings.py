@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     order_documents_bucket: str = "cloudshop-order-documents"
     analytics_results_bucket: str = "cloudshop-analytics-results"
     order_events_queue_url: str = ""
+    payment_events_queue_url: str = ""
     ses_sender: str = "orders@cloudshop.local"
 
     # --- SQL -----------------------------------------------------------------------------------
@@ -94,12 +95,31 @@ class Settings(BaseSettings):
     service_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     service_retries: int = Field(default=2, ge=0, le=5)
 
+    # --- Overload (cloudshop.web.InFlightLimiter) ---------------------------------------------------
+    # Requests one process works on at once; the next is refused at once with a 503 and Retry-After.
+    # 64: an async request mostly waits on the network, so 64 keep a core busy while the work queued
+    # behind the limit stays small (64 x ~5 ms of CPU per request: about 0.3 s of queueing at worst).
+    max_in_flight_requests: int = Field(default=64, ge=1, le=10_000)
+    # What a refused caller is told to wait (`retry-after-ms`; `Retry-After` rounds it up to seconds).
+    overload_retry_after_ms: int = Field(default=200, ge=1, le=60_000)
+    # Each readiness check's own limit; /readyz answers within 0.1 s whatever it (see web.Readiness).
+    readiness_timeout_seconds: float = Field(default=1.0, gt=0, le=10)
+    # The gateway: a session seen active is trusted this long, so a logout stops its access token
+    # at the gateway within this bound (per gateway process).
+    session_cache_seconds: float = Field(default=2.0, ge=0, le=30)
+    # The gateway's budget per upstream call: above the services' own (`service_timeout_seconds`),
+    # below its callers' (browsers, k6: 30-60 s).
+    gateway_upstream_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
+    gateway_max_in_flight_requests: int = Field(default=256, ge=1, le=10_000)
+
     # --- Checkout ----------------------------------------------------------------------------------
     currency: str = Field(default="INR", pattern=r"^[A-Z]{3}$")
     cart_ttl_seconds: int = 7 * 86400
-    # Start the outbox relay thread inside the order service process.
+    # Start the outbox relay inside the order (and the payment) service process.
     outbox_relay_enabled: bool = True
     outbox_relay_interval_seconds: float = Field(default=0.5, gt=0)
+    # Consume `payment-events` (a full refund moves the order to REFUNDED) in the order service.
+    payment_events_consumer_enabled: bool = True
     # Orders left PENDING_PAYMENT this long (a checkout that lost the payment service and was never
     # retried) are settled by a background sweeper in the order service.
     abandoned_order_seconds: float = Field(default=120, ge=0)

@@ -1,20 +1,34 @@
 """The one FastAPI app factory every service uses.
 
 It wires what every service shares: problem+json errors, request ids and JSON access logs,
-Prometheus `/metrics`, `/healthz` (alive) and `/readyz` (dependencies reachable), and the auth
-dependencies. Services add their routers and readiness checks; nothing else differs.
+Prometheus `/metrics`, `/healthz` (alive) and `/readyz` (dependencies reachable), the auth
+dependencies, and overload protection. Services add their routers and readiness checks; nothing
+else differs.
+
+Overload: a process works on at most `max_in_flight_requests` requests at once (`InFlightLimiter`);
+the next one is refused at once with a 503 problem carrying `Retry-After` (whole seconds, the
+standard header every HTTP client knows) and `retry-after-ms` (the same hint at the precision that
+matters when a slot frees up in milliseconds; also in the body as `retry_after_ms`). A refused
+request costs microseconds; a queued one would cost its caller a timeout. `/healthz`, `/readyz` and
+`/metrics` bypass the limit and never wait behind work: they are `async def` on the event loop, and
+`/readyz` answers within 0.1 s (see `Readiness`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import json
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, Principal, TokenVerifier, bearer_token
@@ -26,7 +40,12 @@ log = logging.getLogger("cloudshop.web")
 
 MAX_BODY_BYTES = 64 * 1024
 
+# A check is `async def` (awaited on the event loop) or a plain function (run in a worker thread of
+# the readiness pool, never the request pool). It raises when its dependency is not usable.
 ReadinessCheck = Callable[[], object]
+
+# Served whatever the load: outside the in-flight limit.
+OPERATIONS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def problem_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -76,6 +95,135 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(500, problem(500, "Internal server error", "An unexpected error occurred."))
 
 
+class InFlightLimiter:
+    """Pure ASGI middleware: at most `limit` requests in flight in this process; beyond, a 503 now.
+
+    One counter on the event loop (no lock: the ASGI app is only entered from the loop). `exempt`
+    paths are never counted nor refused. `refused` counts the refusals, `in_flight` shows the level.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        limit: int,
+        retry_after_ms: int,
+        refused: Counter,
+        in_flight: Gauge | None = None,
+        exempt: frozenset[str] = OPERATIONS_PATHS,
+    ) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt = exempt
+        self.active = 0
+        self._refused = refused
+        self._gauge = in_flight
+        body = problem(
+            503,
+            "Overloaded",
+            f"The service is at capacity; retry after {retry_after_ms} ms.",
+            slug="overloaded",
+            retry_after_ms=retry_after_ms,
+        )
+        self._body = json.dumps(body).encode()
+        self._headers = [
+            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+            (b"content-length", str(len(self._body)).encode()),
+            (b"retry-after", str(max(1, math.ceil(retry_after_ms / 1000))).encode()),
+            (b"retry-after-ms", str(retry_after_ms).encode()),
+        ]
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            self._refused.inc()
+            await send({"type": "http.response.start", "status": 503, "headers": self._headers})
+            await send({"type": "http.response.body", "body": self._body})
+            return
+        self.active += 1
+        if self._gauge is not None:
+            self._gauge.set(self.active)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+            if self._gauge is not None:
+                self._gauge.set(self.active)
+
+
+def in_flight_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """The limiter's `refused` counter and `in_flight` gauge, in an app's registry."""
+    return {
+        "refused": Counter(
+            "http_requests_refused_total",
+            "Requests refused at once because the process was at its in-flight limit",
+            registry=registry,
+        ),
+        "in_flight": Gauge(
+            "http_requests_in_flight", "Requests being served (operations endpoints excluded)", registry=registry
+        ),
+    }
+
+
+class Readiness:
+    """Runs the readiness checks concurrently, each bounded by `timeout`, and answers fast.
+
+    A probe waits for a fresh run at most `answer_within` (0.1 s); if the run is slower (a dependency
+    is slow, or the process is busy), the probe answers with the last completed run and the fresh one
+    goes on to completion in the background for the next probe. Only the very first probe waits for a
+    whole run (at most `timeout`). Sync checks run in a small thread pool of their own, so readiness
+    never queues behind request work for a worker thread.
+    """
+
+    def __init__(self, checks: dict[str, ReadinessCheck], *, timeout: float, answer_within: float = 0.08) -> None:
+        self.checks = dict(checks)
+        self.timeout = timeout
+        self.answer_within = answer_within
+        self.last: dict[str, str] | None = None
+        self._run: asyncio.Future[dict[str, str]] | None = None
+        self._threads = anyio.CapacityLimiter(max(1, len(self.checks)))
+
+    async def failures(self) -> dict[str, str]:
+        """Failing check -> why (exception type, or `Timeout`); empty when every check passed."""
+        run = self._run
+        if run is None or run.done() or run.get_loop() is not asyncio.get_running_loop():
+            run = self._run = asyncio.ensure_future(self._run_all())
+        wait = self.answer_within if self.last is not None else self.timeout + 0.5
+        await asyncio.wait({run}, timeout=wait)
+        if run.done():
+            return run.result()
+        return self.last if self.last is not None else {name: "Timeout" for name in self.checks}
+
+    async def _run_all(self) -> dict[str, str]:
+        results: dict[str, str | None] = {}
+
+        async def one(name: str, check: ReadinessCheck) -> None:
+            results[name] = await self._check(check)
+
+        async with anyio.create_task_group() as group:
+            for name, check in self.checks.items():
+                group.start_soon(one, name, check)
+        self.last = {name: why for name, why in results.items() if why is not None}
+        return self.last
+
+    async def _check(self, check: ReadinessCheck) -> str | None:
+        try:
+            with anyio.fail_after(self.timeout):
+                if inspect.iscoroutinefunction(check):
+                    await check()
+                else:
+                    result = await anyio.to_thread.run_sync(check, abandon_on_cancel=True, limiter=self._threads)
+                    if inspect.isawaitable(result):
+                        await result
+        except TimeoutError:
+            return "Timeout"
+        except Exception as exc:  # readiness reports every failing dependency, whatever it raised
+            return type(exc).__name__
+        return None
+
+
 def create_app(
     *,
     service: str,
@@ -100,29 +248,33 @@ def create_app(
     app.state.internal_tokens = internal_tokens
     for key, value in (state or {}).items():
         setattr(app.state, key, value)
+    # Starlette wraps the last added outermost: the limiter sits inside the request context, so a
+    # refusal still gets its request id, access log line and request metrics.
+    app.add_middleware(
+        InFlightLimiter,
+        limit=settings.max_in_flight_requests,
+        retry_after_ms=settings.overload_retry_after_ms,
+        **in_flight_metrics(metrics.registry),
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=MAX_BODY_BYTES)
     install_error_handlers(app)
-    checks = readiness or {}
+    readiness_probe = Readiness(readiness or {}, timeout=settings.readiness_timeout_seconds)
+    app.state.readiness = readiness_probe
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
 
     @app.get("/readyz", include_in_schema=False)
-    def readyz() -> Response:
-        failures = {}
-        for name, check in checks.items():
-            try:
-                check()
-            except Exception as exc:  # readiness reports every failing dependency, whatever it raised
-                failures[name] = type(exc).__name__
+    async def readyz() -> Response:
+        failures = await readiness_probe.failures()
         if failures:
             body = problem(503, "Not ready", "Some dependencies are unreachable.", failing=failures)
             return problem_response(503, body)
-        return JSONResponse({"status": "ready", "checks": sorted(checks)})
+        return JSONResponse({"status": "ready", "checks": sorted(readiness_probe.checks)})
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     for router in routers:

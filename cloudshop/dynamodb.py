@@ -1,0 +1,378 @@
+"""An async DynamoDB client: the DynamoDB JSON API over a pooled httpx transport, SigV4-signed.
+
+`DynamoDB.call(operation, request)` takes and returns exactly the wire shapes of the DynamoDB JSON
+API (what boto3's low-level client takes and returns: `{"TableName": ..., "Key": {"pk": {"S": ...}}}`),
+so a slow DynamoDB costs a waiting coroutine, not a thread. `cloudshop.aws.to_item` / `from_item` /
+`to_value` convert between Python values and those shapes.
+
+Why a lean client and not aiobotocore: aiobotocore pins botocore to a narrow range (3.10.0 wants
+botocore >=1.43.115,<1.43.118) that the pinned boto3==1.44.5 (botocore 1.44.x) excludes, and it
+brings aiohttp beside the httpx every service already has. The lean client also costs less CPU per
+call. Measured on this 2-core machine against dynalite: 5 interleaved rounds of 400 PutItem + 400
+consistent GetItem (~150-byte items), calls issued one after another, `time.process_time()` of the
+client process only (dynalite's own time is not in it), median of the rounds:
+
+    boto3 low-level client, sync (botocore 1.44.8)                0.51 ms CPU per call
+    boto3 low-level client, each call in anyio.to_thread          0.67 ms
+    this client, signed by botocore's SigV4Auth                   0.50 ms
+    this client, signed by `SigV4Signer` (what it uses)           0.43 ms
+
+Two things made the difference. httpx's client layer (cookie jar, redirects, auth hooks) cost ~20% of
+a call, so the client drives the pooled `httpx.AsyncHTTPTransport` directly. And without the
+`sniffio` package installed, httpcore retries `import sniffio` (a failed search of sys.path) several
+times per request; sniffio is now pinned in pyproject.toml. The first version, with neither fix,
+measured 0.74 ms in a single comparable run.
+
+`SigV4Signer` is the minimal signer for this one request shape (POST /, four or five headers); a
+test checks that it produces byte-for-byte the signature botocore's SigV4Auth produces.
+
+Credentials come from botocore's own credential chain (environment, profile, web identity, the
+container provider that EKS Pod Identity uses, IMDS), resolved on first use. Refreshable credentials
+are refreshed by botocore; when a refresh is due, it runs in a worker thread so the event loop never
+waits on the credentials endpoint.
+
+Failures: an answer that names a client error (validation, conditional check, missing table) raises
+`DynamoDBError` at once, with its `code`. Throttling, 5xx answers and transport failures are retried
+with full-jitter backoff, at most `max_attempts` times in all, within a `deadline_seconds` budget per
+call and the client's `RetryBudget` (retries add at most 10% to the calls made); after that,
+`DynamoDBUnavailable` (a `DependencyUnavailable`, so it renders as a 503 if nothing handles it). A
+timed-out write may have been applied, exactly as with boto3; every cloudshop write is conditional
+or idempotent, so a retry is safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import httpx
+
+from cloudshop.clients import RetryBudget
+from cloudshop.errors import DependencyUnavailable
+from cloudshop.settings import Settings
+
+log = logging.getLogger("cloudshop.dynamodb")
+
+TARGET_PREFIX = "DynamoDB_20120810."
+CONTENT_TYPE = "application/x-amz-json-1.0"
+USER_AGENT = "cloudshop-dynamodb"
+
+# botocore's "standard" retry mode retries these codes, and every 5xx.
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+        "TransactionInProgressException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+    }
+)
+
+# A DynamoDB call answers in single-digit milliseconds; these bound a dependency gone slow. They
+# stay below the callers' own budgets (gateway -> service, service -> service) so the innermost
+# call gives up first.
+DEFAULT_TIMEOUT = httpx.Timeout(3.0, connect=1.0, pool=1.0)
+DEFAULT_DEADLINE_SECONDS = 4.0
+DEFAULT_MAX_ATTEMPTS = 3
+# One connection per in-flight call: the in-flight limit of a service process (64) plus room for
+# its background work (outbox relay, sweeper).
+DEFAULT_MAX_CONNECTIONS = 100
+
+CredentialSource = Callable[[], Any]
+
+
+class DynamoDBError(Exception):
+    """DynamoDB refused the request (a client error): not retried, the caller decides.
+
+    `code` is the error's short name (`ConditionalCheckFailedException`, `ValidationException`,
+    `ResourceNotFoundException`, `TransactionCanceledException`, ...). `item` is the item returned
+    with a conditional failure when the request asked for it (`ReturnValuesOnConditionCheckFailure`);
+    `cancellation_reasons` is DynamoDB's list for a cancelled transaction.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int = 400,
+        item: dict[str, Any] | None = None,
+        cancellation_reasons: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.item = item
+        self.cancellation_reasons = cancellation_reasons
+
+    @property
+    def response(self) -> dict[str, Any]:
+        """botocore's `ClientError.response` shape, so `cloudshop.aws.condition_failed` reads both."""
+        answer: dict[str, Any] = {"Error": {"Code": self.code, "Message": self.message}}
+        if self.item is not None:
+            answer["Item"] = self.item
+        return answer
+
+
+class DynamoDBUnavailable(DependencyUnavailable):
+    """DynamoDB could not be reached, or kept refusing (throttling, 5xx) after bounded retries."""
+
+    def __init__(self, detail: str = "The database is unavailable; try again.", *, code: str = "Unavailable") -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+class _Retryable(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class SigV4Signer:
+    """AWS Signature Version 4 for a JSON-protocol POST to `/` with an empty query string.
+
+    The same algorithm as botocore's SigV4Auth, without its general request model: the canonical
+    request is built from the few headers this client sends, and the derived signing key is kept
+    per (secret, day), which is what makes it cheaper.
+    """
+
+    def __init__(self, *, region: str, service: str = "dynamodb") -> None:
+        self.region = region
+        self.service = service
+        self._key_cache: tuple[str, str, bytes] | None = None
+
+    def _signing_key(self, secret_key: str, day: str) -> bytes:
+        cached = self._key_cache
+        if cached is not None and cached[0] == secret_key and cached[1] == day:
+            return cached[2]
+        key = _hmac(("AWS4" + secret_key).encode(), day)
+        for part in (self.region, self.service, "aws4_request"):
+            key = _hmac(key, part)
+        self._key_cache = (secret_key, day, key)
+        return key
+
+    def sign(
+        self,
+        *,
+        host: str,
+        target: str,
+        body: bytes,
+        access_key: str,
+        secret_key: str,
+        token: str | None,
+        now: float,
+    ) -> dict[str, str]:
+        """The headers of the signed request (Host included, so the signed host is the one sent)."""
+        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        day = amz_date[:8]
+        headers = {"content-type": CONTENT_TYPE, "host": host, "x-amz-date": amz_date}
+        if token:
+            headers["x-amz-security-token"] = token
+        headers["x-amz-target"] = target
+        # Already in sorted order: content-type < host < x-amz-date < x-amz-security-token < x-amz-target.
+        signed = ";".join(headers)
+        canonical = "POST\n/\n\n{}\n{}\n{}".format(
+            "".join(f"{name}:{value}\n" for name, value in headers.items()),
+            signed,
+            hashlib.sha256(body).hexdigest(),
+        )
+        scope = f"{day}/{self.region}/{self.service}/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signature = hmac.new(self._signing_key(secret_key, day), to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
+        )
+        return headers
+
+
+def _hmac(key: bytes, message: str) -> bytes:
+    return hmac.new(key, message.encode(), hashlib.sha256).digest()
+
+
+class DynamoDB:
+    """One per process and endpoint: a pooled HTTP/1.1 keep-alive client to DynamoDB."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        region: str,
+        credentials: CredentialSource,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        retry_budget: RetryBudget | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        url = httpx.URL(endpoint)
+        self.endpoint = endpoint
+        self.region = region
+        self._host = f"{url.host}:{url.port}" if url.port else url.host
+        self._url = url.copy_with(path="/", query=None)
+        self._credential_source = credentials
+        self._credentials: Any = None
+        self._signer = SigV4Signer(region=region)
+        self._deadline = deadline_seconds
+        self._max_attempts = max(1, max_attempts)
+        self._budget = retry_budget or RetryBudget()
+        self._sleep = sleep
+        self._jitter = jitter
+        # The transport itself, not an httpx.AsyncClient over it: the client's cookie jar, redirect
+        # and auth layers cost ~20% of a call's CPU (profiled) and DynamoDB needs none of them.
+        self._transport = transport or httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            retries=0,
+        )
+        self._timeouts = timeout.as_dict()
+
+    async def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Run one DynamoDB operation (`GetItem`, `PutItem`, `Query`, ...) and return its answer."""
+        body = json.dumps(request, separators=(",", ":")).encode()
+        target = TARGET_PREFIX + operation
+        self._budget.record_call()
+        deadline = time.monotonic() + self._deadline
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._attempt(target, body, deadline)
+            except _Retryable as exc:
+                last = exc
+            delay = self._jitter() * min(0.5, 0.05 * 2 ** (attempt - 1))
+            if attempt >= self._max_attempts or time.monotonic() + delay >= deadline or not self._budget.try_retry():
+                break
+            await self._sleep(delay)
+        log.warning(
+            "dynamodb unavailable",
+            extra={"fields": {"operation": operation, "attempts": attempt, "error": str(last)}},
+        )
+        raise DynamoDBUnavailable(code=last.code) from last
+
+    async def pages(self, operation: str, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Every page of a `Query` or `Scan`, following `LastEvaluatedKey`."""
+        request = dict(request)
+        while True:
+            page = await self.call(operation, request)
+            yield page
+            if not page.get("LastEvaluatedKey"):
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    async def _attempt(self, target: str, body: bytes, deadline: float) -> dict[str, Any]:
+        credentials = await self._frozen_credentials()
+        headers = self._signer.sign(
+            host=self._host,
+            target=target,
+            body=body,
+            access_key=credentials.access_key,
+            secret_key=credentials.secret_key,
+            token=credentials.token,
+            now=time.time(),
+        )
+        headers["user-agent"] = USER_AGENT
+        headers["accept-encoding"] = "identity"
+        timeouts = self._timeouts
+        remaining = deadline - time.monotonic()
+        if remaining < (timeouts["read"] or remaining):
+            # The last attempt only gets what is left of the call's budget.
+            remaining = max(remaining, 0.01)
+            timeouts = {name: min(value or remaining, remaining) for name, value in timeouts.items()}
+        request = httpx.Request("POST", self._url, headers=headers, content=body, extensions={"timeout": timeouts})
+        try:
+            response = await self._transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            raise _Retryable("Timeout", repr(exc)) from exc
+        except httpx.TransportError as exc:
+            raise _Retryable("ConnectionError", repr(exc)) from exc
+        content = response.content
+        if response.status_code == 200:
+            expected = response.headers.get("x-amz-crc32")
+            if expected is not None and expected.isdigit() and int(expected) != zlib.crc32(content):
+                raise _Retryable("CRC32CheckFailed", "the answer was damaged in transit")
+            answer: dict[str, Any] = json.loads(content) if content else {}
+            return answer
+        raise _error(response.status_code, content)
+
+    async def _frozen_credentials(self) -> Any:
+        credentials = self._credentials
+        if credentials is None:
+            credentials = await anyio.to_thread.run_sync(self._credential_source)
+            if credentials is None:
+                raise DynamoDBUnavailable("No AWS credentials were found.", code="NoCredentials")
+            self._credentials = credentials
+        refresh_needed = getattr(credentials, "refresh_needed", None)
+        try:
+            if refresh_needed is not None and refresh_needed():
+                return await anyio.to_thread.run_sync(credentials.get_frozen_credentials)
+            return credentials.get_frozen_credentials()
+        except Exception as exc:  # botocore raises several unrelated types for a failed refresh
+            raise _Retryable("CredentialRefreshFailed", repr(exc)) from exc
+
+
+def _error(status: int, content: bytes) -> Exception:
+    try:
+        body = json.loads(content) if content else {}
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    code = str(body.get("__type", "")).rsplit("#", 1)[-1] or f"HTTP{status}"
+    message = str(body.get("message") or body.get("Message") or "")
+    if status >= 500 or code in RETRYABLE_CODES:
+        return _Retryable(code, message)
+    return DynamoDBError(
+        code,
+        message,
+        status=status,
+        item=body.get("Item"),
+        cancellation_reasons=body.get("CancellationReasons"),
+    )
+
+
+def default_endpoint(region: str) -> str:
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://dynamodb.{region}.{suffix}"
+
+
+def dynamodb_for(settings: Settings, **options: Any) -> DynamoDB:
+    """The process's DynamoDB client for these settings (`settings.dynamodb_endpoint` locally,
+    the regional endpoint in the cloud). Build it once at start-up and `aclose()` it at shutdown;
+    `options` are `DynamoDB`'s keyword arguments (timeouts, attempts, a test transport)."""
+    import botocore.session
+
+    session = botocore.session.Session()
+    session.set_config_variable("region", settings.aws_region)
+    return DynamoDB(
+        endpoint=settings.dynamodb_endpoint or default_endpoint(settings.aws_region),
+        region=settings.aws_region,
+        credentials=session.get_credentials,
+        **options,
+    )

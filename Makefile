@@ -71,6 +71,7 @@ synth: build ## synthesize every CloudFormation template into cdk.out (no Docker
 
 bench: $(VENV)/.dev system-deps ## benchmarks; results in bench-results/
 	@mkdir -p bench-results
+	@$(BIN)/python -m cloudshop.bench_imports --out bench-results/lambda-imports.json
 	@$(BIN)/python -m cloudshop.bench --out bench-results/checkout.json
 	@$(BIN)/python -m analytics.bench --out bench-results/analytics.json
 

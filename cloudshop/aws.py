@@ -69,3 +69,21 @@ def condition_failed(exc: Exception) -> bool:
 
 def to_value(value: Any) -> dict[str, Any]:
     return _serializer.serialize(value)
+
+
+class ClientOnFirstUse:
+    """Stands in for `client(api, settings)` and builds that client on first use.
+
+    For a client that only some routes use (S3 for product images, SES for the order email): building
+    one loads its service model and endpoint rules, 40-80 ms of a Lambda cold start here.
+    """
+
+    def __init__(self, api: str, settings: Settings) -> None:
+        self.api = api
+        self._settings = settings
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = client(self.api, self._settings)
+        return getattr(self._client, name)

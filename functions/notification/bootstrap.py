@@ -3,7 +3,8 @@ the tests all build from here."""
 
 from __future__ import annotations
 
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI
 
 from cloudshop import aws
@@ -11,16 +12,18 @@ from cloudshop.auth import TokenVerifier
 from cloudshop.settings import Settings
 from cloudshop.web import create_app
 from functions.notification.api import router
-from functions.notification.consumer import OrderEventConsumer
 from functions.notification.mailer import SesMailer
 from functions.notification.repository import DynamoDBNotificationStore
 from functions.notification.service import NotificationService
+
+if TYPE_CHECKING:
+    from functions.notification.consumer import OrderEventConsumer
 
 
 def build_service(settings: Settings) -> NotificationService:
     return NotificationService(
         store=DynamoDBNotificationStore(aws.client("dynamodb", settings), table=settings.notifications_table),
-        mailer=SesMailer(aws.client("ses", settings), sender=settings.ses_sender),
+        mailer=SesMailer(aws.ClientOnFirstUse("ses", settings), sender=settings.ses_sender),
     )
 
 
@@ -38,6 +41,12 @@ def build_app(settings: Settings, *, service: NotificationService | None = None)
 
 
 def build_consumer(settings: Settings, *, service: NotificationService) -> OrderEventConsumer:
+    """The SQS batch consumer. Its Powertools batch and idempotency utilities are imported here, not
+    with the app: an HTTP API invocation never needs them."""
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    from functions.notification.consumer import OrderEventConsumer
+
     persistence = DynamoDBPersistenceLayer(
         table_name=settings.idempotency_table, boto3_client=aws.client("dynamodb", settings)
     )

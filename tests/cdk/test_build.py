@@ -75,3 +75,68 @@ def test_pip_installs_wheels_for_the_lambda_platform(tmp_path: Path, monkeypatch
         assert flag in command
     assert (tmp_path / build.DEPS_DIR / "python" / "fastapi").is_dir()
     assert build.deps_are_current(tmp_path, ["fastapi==0.1"])
+
+
+def test_the_dependency_layer_ships_bytecode_valid_whatever_the_file_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The asset zip does not keep file times, so timestamp-checked bytecode would be recompiled at every
+    cold start; unchecked hash-based bytecode is used as it is."""
+
+    def fake_pip(command: list[str], check: bool) -> subprocess.CompletedProcess[str]:
+        target = Path(command[command.index("--target") + 1])
+        (target / "fastapi").mkdir(parents=True)
+        (target / "fastapi" / "__init__.py").write_text("VERSION = 1\n")
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_pip)
+    build.build_deps(tmp_path, ["fastapi==0.1"])
+
+    (compiled,) = (tmp_path / build.DEPS_DIR / "python" / "fastapi" / "__pycache__").glob("__init__.cpython-311.pyc")
+    flags = int.from_bytes(compiled.read_bytes()[4:8], "little")
+    assert flags == 0b01  # hash-based, source never checked
+
+
+def test_code_directories_leave_out_the_developer_tooling(tmp_path: Path) -> None:
+    build.build_code(tmp_path)
+
+    for asset in (*LAMBDA_SERVICES, build.PLATFORM_ASSET):
+        shipped = [m for m in build.DEV_ONLY_MODULES if build.dev_only_path(m, tmp_path / asset).exists()]
+        assert not shipped, f"{asset} ships {shipped}"
+    assert (tmp_path / "user" / "cloudshop" / "lambda_entry.py").is_file()
+    assert not (tmp_path / "notification" / "functions" / "notification" / "poller.py").exists()
+
+
+def requirement_closure(requirements: list[str]) -> set[str]:
+    """The distributions `requirements` pull in, extras included, read from the installed metadata."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    pending = [(Requirement(spec), frozenset(Requirement(spec).extras)) for spec in requirements]
+    while pending:
+        requirement, extras = pending.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            declared = requires(requirement.name) or []
+        except PackageNotFoundError:
+            continue
+        for spec in declared:
+            child = Requirement(spec)
+            environment = {"extra": ""}
+            applies = child.marker is None or child.marker.evaluate(environment)
+            applies = applies or any(child.marker.evaluate({"extra": extra}) for extra in extras)
+            if applies:
+                pending.append((child, frozenset(child.extras)))
+    return seen
+
+
+def test_the_layer_holds_what_tracing_imports_in_lambda() -> None:
+    # Powertools' Tracer imports aws_xray_sdk only when tracing is on, which is in Lambda and nowhere
+    # in the tests: without the `tracer` extra every traced function would fail its cold start.
+    assert "aws-xray-sdk" in requirement_closure(build.runtime_dependencies())

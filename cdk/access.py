@@ -72,11 +72,13 @@ SERVICE_ACCESS: dict[ServiceName, ServiceAccess] = {
         write_buckets=("order-documents",),
         read_buckets=("analytics-results",),
         send_queues=("order-events",),
+        consume_queues=("payment-events",),
         produce_topics=("orders",),
         internal_token=True,
     ),
-    # Its own payments table (refund idempotency lives on the payment item); orders over HTTP.
-    "payment": ServiceAccess(write_tables=("payments",), internal_token=True),
+    # Its own payments table (refund idempotency and the outbox live on the payment item); its relay
+    # sends `payment.refunded` to SQS. It never calls the order service.
+    "payment": ServiceAccess(write_tables=("payments",), send_queues=("payment-events",), internal_token=True),
 }
 
 

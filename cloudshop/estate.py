@@ -186,9 +186,14 @@ TABLES = (
         settings_field="orders_table",
     ),
     Table(
+        # Each payment item carries its own outbox too (see eks_services/payment/repository.py), with
+        # the same sparse `pending_outbox` index for the payment service's relay.
         name="payments",
         partition_key=Key("payment_id"),
-        indexes=(Index("by_order", Key("order_id")),),
+        indexes=(
+            Index("by_order", Key("order_id")),
+            Index("pending_outbox", Key("outbox_pending"), Key("updated_at")),
+        ),
         critical=True,
         settings_field="payments_table",
     ),
@@ -221,6 +226,14 @@ QUEUES = (
         max_receive_count=3,
         visibility_timeout_seconds=30,
         settings_field="order_events_queue_url",
+    ),
+    Queue(
+        # `payment.refunded` from the payment service's outbox relay to the order service.
+        name="payment-events",
+        dead_letter_queue="payment-events-dlq",
+        max_receive_count=3,
+        visibility_timeout_seconds=30,
+        settings_field="payment_events_queue_url",
     ),
 )
 

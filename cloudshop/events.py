@@ -1,7 +1,8 @@
 """Event contract: the envelope and one versioned model per event type.
 
-Every order event travels as `{event_id, event_type, version, occurred_at, source, data}` on the
-Kafka topic `orders` (key = order id) and on the SQS queue `order-events`. The JSON Schemas under
+Every event travels as `{event_id, event_type, version, occurred_at, source, data}`. Order events go
+to the Kafka topic `orders` (key = order id) and to the SQS queue `order-events`; payment events go to
+the SQS queue `payment-events` (the order service consumes them). The JSON Schemas under
 `cloudshop/schemas/` are generated from these models (`cloudshop schemas`) and checked in CI, so a
 change here that consumers have not seen fails the contract tests.
 """
@@ -91,7 +92,47 @@ class OrderEventV1(BaseModel):
         return self.model_dump_json()
 
 
-EVENT_MODELS: dict[str, type[BaseModel]] = {"order_event.v1": OrderEventV1}
+class PaymentRefundedDataV1(BaseModel):
+    """The data of `payment.refunded`, version 1: one refund that the provider has confirmed, and where
+    the payment stands after it. Totals count confirmed refunds only, so `fully_refunded` is true only
+    once all of the capture is back with the customer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    payment_id: str
+    order_id: str
+    user_id: str
+    amount: Money = Field(description="This refund")
+    refunded_total: Money = Field(description="Every confirmed refund of the payment, this one included")
+    captured: Money = Field(description="What the charge captured")
+    fully_refunded: bool
+
+
+class PaymentRefundedV1(BaseModel):
+    """`payment.refunded` on the SQS queue `payment-events`. The event id is derived from the refund id,
+    so a refund announced twice (the relay is at least once) carries the same id both times."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str
+    event_type: Literal["payment.refunded"] = "payment.refunded"
+    version: Literal[1] = 1
+    occurred_at: datetime
+    source: str = "payment-service"
+    data: PaymentRefundedDataV1
+
+    @property
+    def key(self) -> str:
+        return self.data.order_id
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+EVENT_MODELS: dict[str, type[BaseModel]] = {
+    "order_event.v1": OrderEventV1,
+    "payment_refunded.v1": PaymentRefundedV1,
+}
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -84,6 +84,7 @@ def make_settings(
         if (prefix, dynamodb) not in provisioned:
             provisioned[(prefix, dynamodb)] = provision(settings)
         settings.order_events_queue_url = provisioned[(prefix, dynamodb)]["order-events"]
+        settings.payment_events_queue_url = provisioned[(prefix, dynamodb)]["payment-events"]
         return settings
 
     return factory

@@ -240,6 +240,8 @@ class Platform:
         urls = provision(settings)
         env["ORDER_EVENTS_QUEUE_URL"] = urls["order-events"]
         settings.order_events_queue_url = urls["order-events"]
+        env["PAYMENT_EVENTS_QUEUE_URL"] = urls["payment-events"]
+        settings.payment_events_queue_url = urls["payment-events"]
         from cloudshop.provision import provision_mail
 
         provision_mail(settings)

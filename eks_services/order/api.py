@@ -1,18 +1,21 @@
-"""HTTP transport of the order service: cart, orders, invoices, analytics windows, internal calls."""
+"""HTTP transport of the order service: cart, orders, invoices, analytics windows.
 
-from __future__ import annotations
+Routes reach only the service layer, through FastAPI dependencies on the services `bootstrap` built;
+every handler is async and awaits the async service layer.
+"""
 
+# No `from __future__ import annotations`: the routes' dependency aliases are local to `router()`,
+# and FastAPI resolves string annotations in module globals only.
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from analytics.windows import InvalidCursorError, list_windows
-from cloudshop.errors import BadRequest
 from cloudshop.estate import API_PREFIX
-from cloudshop.web import AdminPrincipal, CurrentPrincipal, InternalCaller
-from eks_services.order.model import QUANTITY_MAX, QUANTITY_MIN, Order
-from eks_services.order.service import CartService, CheckoutService
+from cloudshop.web import AdminPrincipal, CurrentPrincipal
+from eks_services.order.model import QUANTITY_MAX, QUANTITY_MIN, Cart, Order
+from eks_services.order.service import AnalyticsWindows, CartService, CheckoutService
 
 ProductId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 OrderId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -41,6 +44,32 @@ class CheckoutIn(Strict):
     payment_method: str = Field(pattern=r"^pm_[a-z0-9_]{1,60}$", description="A payment method token")
 
 
+@dataclass(frozen=True)
+class OrderServices:
+    """What the routes depend on: the use cases, nothing beneath them."""
+
+    carts: CartService
+    checkout: CheckoutService
+    windows: AnalyticsWindows
+
+
+def cart_out(cart: Cart) -> dict[str, Any]:
+    return {
+        "items": [
+            {
+                "product_id": line.product_id,
+                "name": line.name,
+                "quantity": line.quantity,
+                "unit_price": {"amount": line.unit_price, "currency": line.currency},
+                "line_total": {"amount": line.total, "currency": line.currency},
+            }
+            for line in cart.lines
+        ],
+        "total": {"amount": cart.total, "currency": cart.currency} if cart.currency else None,
+        "next_cursor": None,
+    }
+
+
 def order_out(order: Order) -> dict[str, Any]:
     return {
         "id": order.id,
@@ -66,92 +95,85 @@ def order_out(order: Order) -> dict[str, Any]:
     }
 
 
-def router() -> APIRouter:
+def router(services: OrderServices) -> APIRouter:
     api = APIRouter(prefix=API_PREFIX)
 
-    def carts(request: Request) -> CartService:
-        return request.app.state.carts  # type: ignore[no-any-return]
+    def cart_service() -> CartService:
+        return services.carts
 
-    def checkout(request: Request) -> CheckoutService:
-        return request.app.state.checkout  # type: ignore[no-any-return]
+    def checkout_service() -> CheckoutService:
+        return services.checkout
+
+    def analytics_windows_service() -> AnalyticsWindows:
+        return services.windows
+
+    Carts = Annotated[CartService, Depends(cart_service)]
+    Checkout = Annotated[CheckoutService, Depends(checkout_service)]
+    Windows = Annotated[AnalyticsWindows, Depends(analytics_windows_service)]
 
     @api.get("/cart", tags=["cart"])
-    def get_cart(principal: CurrentPrincipal, request: Request) -> dict[str, Any]:
-        return carts(request).view(principal.user_id)
+    async def get_cart(principal: CurrentPrincipal, carts: Carts) -> dict[str, Any]:
+        return cart_out(await carts.view(principal.user_id))
 
     @api.put("/cart/items/{product_id}", tags=["cart"])
-    def put_item(
-        product_id: ProductId, body: QuantityIn, principal: CurrentPrincipal, request: Request
+    async def put_item(
+        product_id: ProductId, body: QuantityIn, principal: CurrentPrincipal, carts: Carts
     ) -> dict[str, Any]:
-        return carts(request).set_quantity(principal.user_id, product_id, body.quantity)
+        return cart_out(await carts.set_quantity(principal.user_id, product_id, body.quantity))
 
     @api.delete("/cart/items/{product_id}", tags=["cart"])
-    def delete_item(product_id: ProductId, principal: CurrentPrincipal, request: Request) -> dict[str, Any]:
-        return carts(request).remove(principal.user_id, product_id)
+    async def delete_item(product_id: ProductId, principal: CurrentPrincipal, carts: Carts) -> dict[str, Any]:
+        return cart_out(await carts.remove(principal.user_id, product_id))
 
     @api.delete("/cart", status_code=204, tags=["cart"])
-    def clear_cart(principal: CurrentPrincipal, request: Request) -> None:
-        carts(request).carts.clear(principal.user_id)
+    async def clear_cart(principal: CurrentPrincipal, carts: Carts) -> None:
+        await carts.clear(principal.user_id)
 
     @api.post("/orders", status_code=201, tags=["orders"])
-    def place_order(
+    async def place_order(
         body: CheckoutIn,
         principal: CurrentPrincipal,
-        request: Request,
+        checkout: Checkout,
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
     ) -> dict[str, Any]:
-        order = checkout(request).checkout(principal, idempotency_key=idempotency_key, body=body.model_dump())
+        order = await checkout.checkout(principal, idempotency_key=idempotency_key, body=body.model_dump())
         return order_out(order)
 
     @api.get("/orders", tags=["orders"])
-    def list_orders(
+    async def list_orders(
         principal: CurrentPrincipal,
-        request: Request,
+        checkout: Checkout,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         cursor: Annotated[str | None, Query(max_length=1000)] = None,
     ) -> dict[str, Any]:
-        orders, next_cursor = checkout(request).orders.by_user(principal.user_id, limit=limit, cursor=cursor)
+        orders, next_cursor = await checkout.history(principal, limit=limit, cursor=cursor)
         return {"items": [order_out(o) for o in orders], "next_cursor": next_cursor}
 
     @api.get("/orders/{order_id}", tags=["orders"])
-    def get_order(order_id: OrderId, principal: CurrentPrincipal, request: Request) -> dict[str, Any]:
-        return order_out(checkout(request).get(principal, order_id))
+    async def get_order(order_id: OrderId, principal: CurrentPrincipal, checkout: Checkout) -> dict[str, Any]:
+        return order_out(await checkout.get(principal, order_id))
 
     @api.post("/orders/{order_id}/cancel", tags=["orders"])
-    def cancel_order(order_id: OrderId, principal: CurrentPrincipal, request: Request) -> dict[str, Any]:
-        return order_out(checkout(request).cancel(principal, order_id))
+    async def cancel_order(order_id: OrderId, principal: CurrentPrincipal, checkout: Checkout) -> dict[str, Any]:
+        return order_out(await checkout.cancel(principal, order_id))
 
     @api.post("/orders/{order_id}/fulfil", tags=["orders"])
-    def fulfil_order(order_id: OrderId, admin: AdminPrincipal, request: Request) -> dict[str, Any]:
-        return order_out(checkout(request).fulfil(admin, order_id))
+    async def fulfil_order(order_id: OrderId, admin: AdminPrincipal, checkout: Checkout) -> dict[str, Any]:
+        return order_out(await checkout.fulfil(admin, order_id))
 
     @api.get("/orders/{order_id}/invoice", tags=["orders"])
-    def invoice(order_id: OrderId, principal: CurrentPrincipal, request: Request) -> dict[str, Any]:
-        return checkout(request).invoice_url(principal, order_id)
+    async def invoice(order_id: OrderId, principal: CurrentPrincipal, checkout: Checkout) -> dict[str, Any]:
+        url, expires_in = await checkout.invoice_url(principal, order_id)
+        return {"url": url, "expires_in": expires_in}
 
     @api.get("/analytics/windows", tags=["analytics"])
-    def analytics_windows(
+    async def analytics_windows(
         admin: AdminPrincipal,
-        request: Request,
+        windows: Windows,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         cursor: Annotated[str | None, Query(max_length=500)] = None,
     ) -> dict[str, Any]:
-        settings = request.app.state.settings
-        try:
-            items, next_cursor = list_windows(
-                request.app.state.s3, settings.analytics_results_bucket, limit=limit, cursor=cursor
-            )
-        except InvalidCursorError as exc:
-            raise BadRequest("The cursor is not valid.") from exc
+        items, next_cursor = await windows.latest(limit=limit, cursor=cursor)
         return {"items": items, "next_cursor": next_cursor}
-
-    # --- internal ---------------------------------------------------------------------------------
-    @api.get("/internal/orders/{order_id}", tags=["internal"])
-    def internal_order(order_id: OrderId, caller: InternalCaller, request: Request) -> dict[str, Any]:
-        return order_out(checkout(request).orders.require(order_id))
-
-    @api.post("/internal/orders/{order_id}/payment-refunded", tags=["internal"])
-    def payment_refunded(order_id: OrderId, caller: InternalCaller, request: Request) -> dict[str, Any]:
-        return order_out(checkout(request).payment_refunded(order_id))
 
     return api

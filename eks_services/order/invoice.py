@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 from typing import Any
 
@@ -34,7 +35,10 @@ def render_invoice(order: Order) -> str:
     )
 
 
-class InvoiceWriter:
+class S3Invoices:
+    """The `Invoices` port on S3. boto3 is synchronous: each call runs in a worker thread, and only
+    off the checkout's request path (after payment) or on `GET /orders/{id}/invoice`."""
+
     url_ttl_seconds = 900
 
     def __init__(self, s3: Any, *, bucket: str) -> None:
@@ -46,23 +50,33 @@ class InvoiceWriter:
         # Derived from the order, so the order item needs no pointer to it.
         return f"invoices/{order.user_id}/{order.id}.html"
 
-    def exists(self, order: Order) -> bool:
+    def _exists(self, key: str) -> bool:
         try:
-            self.s3.head_object(Bucket=self.bucket, Key=self.key(order))
+            self.s3.head_object(Bucket=self.bucket, Key=key)
         except self.s3.exceptions.ClientError as exc:
             if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
         return True
 
-    def write(self, order: Order) -> str:
+    def _write(self, order: Order) -> str:
         key = self.key(order)
         self.s3.put_object(
             Bucket=self.bucket, Key=key, Body=render_invoice(order).encode(), ContentType="text/html; charset=utf-8"
         )
         return key
 
-    def url(self, key: str) -> str:
+    async def ensure(self, order: Order) -> str:
+        key = self.key(order)
+        if await asyncio.to_thread(self._exists, key):
+            return key
+        return await self.write(order)
+
+    async def write(self, order: Order) -> str:
+        return await asyncio.to_thread(self._write, order)
+
+    async def url(self, key: str) -> str:
+        # Presigning is local computation (no call), cheap enough for the event loop.
         return str(
             self.s3.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl_seconds

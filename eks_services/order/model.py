@@ -1,6 +1,7 @@
-"""Order domain: the cart rules, server-side pricing and the one order state machine.
+"""Order domain: the cart rules, server-side pricing, the one order state machine, and the values
+the order service's ports speak (products, carts, charges, outbox events, payment events).
 
-No framework, storage or transport imports: the service layer feeds this module plain values.
+No framework, storage or transport imports: adapters turn wire shapes into these types at the edge.
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ class Order:
     payment_id: str | None = None
     version: int = 1
     failure_reason: str | None = None
+    # Set (with its own versioned write) before a cancel asks for the refund: the `payment.refunded`
+    # event that refund causes must not race the cancel to REFUNDED.
+    cancel_requested: bool = False
 
     @property
     def total(self) -> int:
@@ -102,6 +106,26 @@ class Order:
         if status not in TRANSITIONS[self.status]:
             raise IllegalTransition(f"An order that is {self.status} cannot become {status}.")
         return replace(self, status=status, updated_at=datetime.now(UTC), version=self.version + 1, **changes)
+
+    def requesting_cancel(self) -> Order:
+        """The same order, marked as being cancelled: refused unless a cancel could finish."""
+        if OrderStatus.CANCELLED not in TRANSITIONS[self.status]:
+            raise IllegalTransition(f"An order that is {self.status} cannot become {OrderStatus.CANCELLED}.")
+        return replace(self, cancel_requested=True, updated_at=datetime.now(UTC), version=self.version + 1)
+
+    def after_refund(self, refund: PaymentRefunded) -> Order | None:
+        """The order once its payment is fully refunded, or None when there is nothing to change.
+
+        Only a full refund moves the order. An order already REFUNDED, or CANCELLED (whose own refund
+        this is), or being cancelled right now, stays as it is: the event is handled by doing nothing.
+        """
+        if not refund.fully_refunded or refund.order_id != self.id:
+            return None
+        if self.status == OrderStatus.REFUNDED or self.cancel_requested:
+            return None
+        if OrderStatus.REFUNDED not in TRANSITIONS[self.status]:
+            return None
+        return self.move_to(OrderStatus.REFUNDED, payment_id=self.payment_id or refund.payment_id)
 
 
 def order_id_for(user_id: str, idempotency_key: str) -> str:
@@ -125,19 +149,124 @@ def check_quantity(quantity: int) -> None:
         raise ValidationFailed(f"Quantity must be between {QUANTITY_MIN} and {QUANTITY_MAX}.")
 
 
-def price_lines(reserved: list[dict[str, Any]]) -> tuple[tuple[Line, ...], str]:
-    """Lines priced by the catalog at reservation time. A cart is paid in one currency."""
-    lines = tuple(
-        Line(
-            product_id=str(r["product_id"]),
-            name=str(r["name"]),
-            quantity=int(r["quantity"]),
-            unit_price=int(r["unit_price"]["amount"]),
-            currency=str(r["unit_price"]["currency"]),
-        )
-        for r in reserved
-    )
+def single_currency(lines: tuple[Line, ...]) -> str:
+    """A cart is paid in one currency: the lines' one currency, or `ValidationFailed`."""
     currencies = {line.currency for line in lines}
     if len(currencies) != 1:
         raise ValidationFailed("All items in one order must share a currency.")
-    return lines, currencies.pop()
+    return currencies.pop()
+
+
+# --- the values the ports speak -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Product:
+    """A catalog product as the order service needs it: what to call it and what it costs now."""
+
+    id: str
+    name: str
+    unit_price: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class CartLine:
+    """A cart line. Name and price are a snapshot for display; checkout re-prices from the catalog."""
+
+    product_id: str
+    name: str
+    quantity: int
+    unit_price: int
+    currency: str
+
+    @property
+    def total(self) -> int:
+        return self.quantity * self.unit_price
+
+
+@dataclass(frozen=True)
+class Cart:
+    user_id: str
+    lines: tuple[CartLine, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.lines
+
+    @property
+    def currency(self) -> str | None:
+        return self.lines[0].currency if self.lines else None
+
+    @property
+    def total(self) -> int:
+        return sum(line.total for line in self.lines)
+
+    def reservation(self) -> tuple[ReservationLine, ...]:
+        """What to reserve for this cart, in product-id order (the catalog's lock order)."""
+        return tuple(ReservationLine(line.product_id, line.quantity) for line in sorted(self.lines, key=_by_product))
+
+
+def _by_product(line: CartLine) -> str:
+    return line.product_id
+
+
+@dataclass(frozen=True)
+class ReservationLine:
+    product_id: str
+    quantity: int
+
+
+class ChargeStatus(StrEnum):
+    PENDING = "PENDING"
+    CAPTURED = "CAPTURED"
+    DECLINED = "DECLINED"
+    FAILED = "FAILED"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    REFUNDED = "REFUNDED"
+
+
+@dataclass(frozen=True)
+class Charge:
+    """The payment service's answer to a charge: its outcome, never an error for a decline."""
+
+    payment_id: str
+    status: ChargeStatus
+    amount: int
+    currency: str
+    decline_code: str | None = None
+    failure_reason: str | None = None
+
+    @property
+    def captured(self) -> bool:
+        # A payment refunded since was captured first: a repeat charge of a paid order answers it.
+        return self.status in (ChargeStatus.CAPTURED, ChargeStatus.PARTIALLY_REFUNDED, ChargeStatus.REFUNDED)
+
+    @property
+    def reason(self) -> str:
+        return self.decline_code or self.failure_reason or "payment failed"
+
+
+@dataclass(frozen=True)
+class RefundReceipt:
+    refund_id: str
+    payment_id: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """An event waiting in an order's outbox: published to every sink, then removed."""
+
+    event_id: str
+    order_id: str
+    payload: str  # the event's JSON, as written with the state change
+
+
+@dataclass(frozen=True)
+class PaymentRefunded:
+    """`payment.refunded`, as the order service reads it from the `payment-events` queue."""
+
+    event_id: str
+    payment_id: str
+    order_id: str
+    fully_refunded: bool

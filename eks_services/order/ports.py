@@ -1,83 +1,131 @@
-"""What the order service needs from the catalog and from payments, and the HTTP adapters for them.
+"""What the order service needs from the world, as typed ports that speak the domain's values.
 
-Every write here is idempotent by order id (or by an explicit key), so the adapters may retry them.
+Every port has a real adapter (`repository.py`: DynamoDB; `clients.py`: the product and payment
+services over HTTP; `messaging.py`: Kafka/file log and SQS; `invoice.py`: S3) and an in-memory fake
+(`tests/services/order_fakes.py`); one contract test module runs the same checks against both.
+Every write here is idempotent by order id (or an explicit key), so adapters may retry them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
 
-from cloudshop.clients import ServiceClient
-from cloudshop.estate import API_PREFIX
+from cloudshop.events import OrderEventV1
+from eks_services.order.model import (
+    Cart,
+    CartLine,
+    Charge,
+    Line,
+    Order,
+    OutboxEvent,
+    Product,
+    RefundReceipt,
+    ReservationLine,
+)
 
 
 class Catalog(Protocol):
-    def product(self, product_id: str) -> dict[str, Any]: ...
+    async def product(self, product_id: str) -> Product:
+        """The product, or `NotFound`."""
 
-    def reserve(self, order_id: str, lines: list[dict[str, Any]]) -> list[dict[str, Any]]: ...
+    async def reserve(self, order_id: str, lines: Sequence[ReservationLine]) -> tuple[Line, ...]:
+        """Reserve every line or none, priced now; a repeat with the same order id answers the first
+        reservation. `OutOfStock` (naming the products) when any line is short, `Conflict` when the
+        order id already holds other lines."""
 
-    def release(self, order_id: str) -> None: ...
+    async def release(self, order_id: str) -> None:
+        """Put the reserved stock back, once (a repeat is a no-op)."""
 
-    def commit(self, order_id: str) -> None: ...
+    async def commit(self, order_id: str) -> None:
+        """Mark the reservation sold (a repeat is a no-op)."""
 
 
 class Payments(Protocol):
-    def verify(self, payment_method: str) -> None: ...
+    async def verify(self, payment_method: str) -> None:
+        """`ValidationFailed` when the provider does not know the payment method."""
 
-    def charge(
-        self, *, order_id: str, user_id: str, amount: int, currency: str, payment_method: str
-    ) -> dict[str, Any]: ...
+    async def charge(self, *, order_id: str, user_id: str, amount: int, currency: str, payment_method: str) -> Charge:
+        """Charge an order once (idempotent by order id). A decline is an outcome, not an error;
+        `Conflict` when a charge for the order is still in progress or does not match it."""
 
-    def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> dict[str, Any]: ...
-
-
-class HttpCatalog:
-    def __init__(self, client: ServiceClient) -> None:
-        self.client = client
-
-    def product(self, product_id: str) -> dict[str, Any]:
-        return self.client.request("GET", f"{API_PREFIX}/products/{product_id}")  # type: ignore[no-any-return]
-
-    def reserve(self, order_id: str, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        answer = self.client.request(
-            "POST", f"{API_PREFIX}/internal/reservations", json={"order_id": order_id, "lines": lines}, retry=True
-        )
-        return answer["lines"]  # type: ignore[no-any-return]
-
-    def release(self, order_id: str) -> None:
-        self.client.request("POST", f"{API_PREFIX}/internal/reservations/{order_id}/release", retry=True)
-
-    def commit(self, order_id: str) -> None:
-        self.client.request("POST", f"{API_PREFIX}/internal/reservations/{order_id}/commit", retry=True)
+    async def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> RefundReceipt:
+        """Refund `amount` (None: what is left), once per key."""
 
 
-class HttpPayments:
-    def __init__(self, client: ServiceClient) -> None:
-        self.client = client
-        self._verified: set[str] = set()
+class Orders(Protocol):
+    async def create(self, order: Order, event: OrderEventV1) -> None:
+        """Write a new order with its event in its outbox; `OrderExists` when the id is taken."""
 
-    def verify(self, payment_method: str) -> None:
-        if payment_method in self._verified:
-            return
-        self.client.request(
-            "POST", f"{API_PREFIX}/internal/payment-methods/verify", json={"payment_method": payment_method}, retry=True
-        )
-        if len(self._verified) < 1000:
-            self._verified.add(payment_method)
+    async def save(self, order: Order, event: OrderEventV1 | None) -> None:
+        """Write `order` over version `order.version - 1` (with its event, if any), or `StaleOrder`."""
 
-    def charge(self, *, order_id: str, user_id: str, amount: int, currency: str, payment_method: str) -> dict[str, Any]:
-        body = {
-            "order_id": order_id,
-            "user_id": user_id,
-            "amount": {"amount": amount, "currency": currency},
-            "payment_method": payment_method,
-        }
-        return self.client.request("POST", f"{API_PREFIX}/internal/payments", json=body, retry=True)  # type: ignore[no-any-return]
+    async def get(self, order_id: str) -> Order | None: ...
 
-    def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"idempotency_key": idempotency_key}
-        if amount is not None:
-            body["amount"] = amount
-        return self.client.request(  # type: ignore[no-any-return]
-            "POST", f"{API_PREFIX}/internal/payments/{payment_id}/refunds", json=body, retry=True
-        )
+    async def by_user(self, user_id: str, *, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
+        """A user's orders, newest first, and the cursor of the next page (`BadRequest` for a bad one)."""
+
+    async def awaiting_payment(self, *, created_before: datetime, limit: int = 50) -> list[Order]:
+        """Orders still PENDING_PAYMENT created before `created_before`, oldest first."""
+
+    async def pending_events(self, limit: int = 100) -> list[OutboxEvent]:
+        """Unsent events of up to `limit` orders; within an order, in the order they happened."""
+
+    async def mark_sent(self, order_id: str, event_ids: Sequence[str]) -> None:
+        """Drop published events from the order's outbox."""
+
+
+class Carts(Protocol):
+    async def get(self, user_id: str) -> Cart: ...
+
+    async def set_line(self, user_id: str, line: CartLine, *, max_lines: int) -> None:
+        """Add or replace a line; `Conflict` when that would make more than `max_lines` products."""
+
+    async def remove_line(self, user_id: str, product_id: str) -> None: ...
+
+    async def clear(self, user_id: str) -> None: ...
+
+
+class CheckoutReader(Protocol):
+    async def order_and_cart(self, order_id: str, user_id: str) -> tuple[Order | None, Cart]:
+        """The order this checkout would make (if it exists) and the buyer's cart, read together:
+        one round trip where the storage allows it (DynamoDB `BatchGetItem`)."""
+
+
+class EventPublisher(Protocol):
+    """Where the outbox relay sends events: Kafka `orders` and SQS `order-events`."""
+
+    async def publish(self, events: Sequence[OutboxEvent]) -> None:
+        """Return once every event is accepted; raise when any is not (the relay retries them all)."""
+
+    async def aclose(self) -> None: ...
+
+
+class ReceivedMessage(Protocol):
+    @property
+    def body(self) -> str: ...
+
+    @property
+    def receipt(self) -> str: ...
+
+
+class PaymentEventSource(Protocol):
+    """The `payment-events` queue: at-least-once delivery, redriven to a DLQ after repeated failures."""
+
+    async def receive(self, *, max_messages: int, wait_seconds: int) -> Sequence[ReceivedMessage]: ...
+
+    async def delete(self, receipts: Sequence[str]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Invoices(Protocol):
+    url_ttl_seconds: int
+
+    async def ensure(self, order: Order) -> str:
+        """The key of the order's invoice document, written now if it does not exist yet."""
+
+    async def write(self, order: Order) -> str: ...
+
+    async def url(self, key: str) -> str: ...

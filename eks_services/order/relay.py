@@ -1,99 +1,120 @@
-"""The outbox relay: publishes every pending order event to Kafka `orders` (or the file log) and to
-SQS `order-events`, then marks it sent.
+"""The outbox relay: an asyncio task in every order replica that publishes each pending order event
+to Kafka `orders` (or the file log) and SQS `order-events`, then removes it from the outbox.
 
-At least once: an event is marked sent only after both sinks accepted it; a failure leaves it pending
-for the next round, so a broker outage delays events and never loses them. Consumers deduplicate
-by `event_id`. Every order-service replica may run a relay; duplicates are the price, not loss.
+At least once: an event is removed only after every sink accepted it; a failure leaves it pending
+for the next round, so a broker outage delays events and never loses them. Consumers deduplicate by
+`event_id`. Replicas may overlap; duplicates are the price, not loss.
+
+A round: one `Query` of the sparse `pending_outbox` index (up to 100 orders), one publish per sink
+(Kafka batches the round in one flush; SQS takes it 10 to a `SendMessageBatch`, the batches
+concurrently), then one conditional `UpdateItem` per order, concurrently. Its ceiling in events/s is
+what `published_total / busy_seconds` reports (`/metrics`: `order_outbox_events_published_total`,
+`order_outbox_busy_seconds_total`); `tests/services/test_order_relay.py` measures it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import threading
+import time
+from collections import defaultdict
 from typing import Any
 
-from cloudshop.stream import EventPublisher
-from eks_services.order.repository import DynamoDBOrderRepository
+from eks_services.order.ports import EventPublisher, Orders
 
 log = logging.getLogger("cloudshop.relay")
 
+ORDERS_PER_ROUND = 100
+MAX_BACKOFF_SECONDS = 5.0
+
 
 class OutboxRelay:
+    # Woken by a write, wait this long so the writes of the next few milliseconds join the round: a
+    # busy service then queries its outbox a few times a second, not once per checkout.
     coalesce_seconds = 0.1
 
     def __init__(
         self,
         *,
-        orders: DynamoDBOrderRepository,
+        orders: Orders,
         publisher: EventPublisher,
-        sqs: Any,
-        queue_url: str,
-        topic: str,
         interval_seconds: float,
     ) -> None:
         self.orders = orders
         self.publisher = publisher
-        self.sqs = sqs
-        self.queue_url = queue_url
-        self.topic = topic
         self.interval_seconds = interval_seconds
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self.published = 0
         self.failures = 0
+        self.busy_seconds = 0.0
+        self._published_metric: Any = None
+        self._busy_metric: Any = None
+
+    def attach_metrics(self, metrics: Any) -> None:
+        """Count into the app's Prometheus registry (`cloudshop.observability.Metrics`)."""
+        self._published_metric = metrics.counter(
+            "order_outbox_events_published_total", "Outbox events published to every sink"
+        )
+        self._busy_metric = metrics.counter(
+            "order_outbox_busy_seconds_total", "Seconds the relay spent in rounds that found events"
+        )
 
     def wake(self) -> None:
         self._wake.set()
 
-    def run_once(self) -> int:
-        """Publish the pending events of one batch of orders; returns how many were marked sent."""
-        events = self.orders.pending_events(limit=100)
+    async def run_once(self) -> int:
+        """Publish the pending events of one batch of orders; returns how many were sent."""
+        started = time.perf_counter()
+        events = await self.orders.pending_events(limit=ORDERS_PER_ROUND)
         if not events:
             return 0
-        self.publisher.publish(self.topic, [(str(e["order_id"]), str(e["payload"])) for e in events])
-        if self.queue_url:
-            for start in range(0, len(events), 10):
-                batch = events[start : start + 10]
-                answer = self.sqs.send_message_batch(
-                    QueueUrl=self.queue_url,
-                    Entries=[{"Id": str(i), "MessageBody": str(e["payload"])} for i, e in enumerate(batch)],
-                )
-                if answer.get("Failed"):
-                    raise RuntimeError(f"SQS refused {len(answer['Failed'])} events")
-        sent: dict[str, list[str]] = {}
+        await self.publisher.publish(events)
+        sent: dict[str, list[str]] = defaultdict(list)
         for event in events:
-            sent.setdefault(str(event["order_id"]), []).append(str(event["event_id"]))
-        for order_id, event_ids in sent.items():
-            self.orders.mark_sent(order_id, event_ids)
+            sent[event.order_id].append(event.event_id)
+        await asyncio.gather(*(self.orders.mark_sent(order_id, ids) for order_id, ids in sent.items()))
+        elapsed = time.perf_counter() - started
         self.published += len(events)
+        self.busy_seconds += elapsed
+        if self._published_metric is not None:
+            self._published_metric.inc(len(events))
+            self._busy_metric.inc(elapsed)
         return len(events)
 
-    def _loop(self) -> None:
+    async def drain(self) -> int:
+        """Run rounds until the outbox is empty; returns how many events were sent."""
+        total = 0
+        while sent := await self.run_once():
+            total += sent
+        return total
+
+    async def run(self) -> None:
         backoff = self.interval_seconds
-        while not self._stop.is_set():
+        while True:
             try:
-                while self.run_once() and not self._stop.is_set():
-                    pass
+                await self.drain()
                 backoff = self.interval_seconds
             except Exception as exc:  # any sink failure: keep the events, back off, try again
                 self.failures += 1
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 log.warning("outbox relay round failed", extra={"fields": {"error": repr(exc)}})
-            if self._wake.wait(backoff):
-                # Woken by a write: let the writes of the next few milliseconds join this round, so
-                # a busy service queries its outbox a few times a second, not once per checkout.
-                self._stop.wait(self.coalesce_seconds)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            except TimeoutError:
+                pass
+            else:
+                await asyncio.sleep(self.coalesce_seconds)
             self._wake.clear()
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="outbox-relay", daemon=True)
-            self._thread.start()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="outbox-relay")
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-            self._thread = None
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,4 +1,4 @@
-"""Settles orders whose checkout never finished: a background thread in every order replica.
+"""Settles orders whose checkout never finished: an asyncio task in every order replica.
 
 A checkout that loses the payment service after its order is written answers 503 and leaves the
 order PENDING_PAYMENT with its stock reserved. A client that retries with the same key resumes it;
@@ -8,8 +8,9 @@ old enough; replicas may overlap, which is safe (idempotent charge, conditional 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import threading
 
 from eks_services.order.service import CheckoutService
 
@@ -21,25 +22,25 @@ class AbandonedOrderSweeper:
         self.checkout = checkout
         self.interval_seconds = interval_seconds
         self.older_than_seconds = older_than_seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_seconds):
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_seconds)
             try:
-                settled = self.checkout.settle_abandoned(older_than_seconds=self.older_than_seconds)
+                settled = await self.checkout.settle_abandoned(older_than_seconds=self.older_than_seconds)
                 if settled:
                     log.info("settled abandoned orders", extra={"fields": {"count": settled}})
-            except Exception as exc:  # a storage hiccup must not end the thread
+            except Exception as exc:  # a storage hiccup must not end the task
                 log.warning("sweep failed", extra={"fields": {"error": repr(exc)}})
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="abandoned-order-sweeper", daemon=True)
-            self._thread.start()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="abandoned-order-sweeper")
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
-            self._thread = None
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

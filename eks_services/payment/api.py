@@ -1,13 +1,18 @@
 """HTTP transport of the payment service: public payment detail and admin refunds, and the internal
-charge/refund/verify API the order service calls with a service token."""
+charge/refund/verify API the order service calls with a service token. Routes reach only the service,
+through the `get_service` dependency.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: the routes' annotations name `Service`, a type local to
+`router()`, which FastAPI can only see when annotations are evaluated where they are written.
+"""
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloudshop.errors import Forbidden
 from cloudshop.estate import API_PREFIX
 from cloudshop.web import AdminPrincipal, CurrentPrincipal, InternalCaller
 from eks_services.payment.model import (
@@ -92,11 +97,32 @@ class VerifiedOut(BaseModel):
     valid: bool
 
 
-def router() -> APIRouter:
-    api = APIRouter(prefix=API_PREFIX)
+ChargeObserver = Callable[[Payment], None]
 
-    def service(request: Request) -> PaymentService:
-        return request.app.state.payments  # type: ignore[no-any-return]
+
+def caller_is(service: str) -> Callable[[str], str]:
+    """A dependency that lets only `service` in: the internal caller is the `sub` of its service token."""
+
+    def check(caller: InternalCaller) -> str:
+        if caller != service:
+            raise Forbidden(f"Only the {service} service may call this.")
+        return caller
+
+    return check
+
+
+OrderService = Annotated[str, Depends(caller_is("order"))]
+
+
+def _ignore_charge(_: Payment) -> None:
+    return None
+
+
+def router(get_service: Callable[[], PaymentService], *, on_charged: ChargeObserver = _ignore_charge) -> APIRouter:
+    """The payment routes. `get_service` is the dependency that hands each route the service (tests
+    may override it); `on_charged` sees every new charge (the outcome metric)."""
+    api = APIRouter(prefix=API_PREFIX)
+    Service = Annotated[PaymentService, Depends(get_service)]
 
     def refund_answer(payment: Payment, refund: Refund, *, created: bool, response: Response) -> dict[str, Any]:
         # A replay answers exactly what the first call answered, and says that it is a replay.
@@ -107,35 +133,34 @@ def router() -> APIRouter:
 
     # --- public: behind the gateway, with an access token --------------------------------------------
     @api.get("/payments/{payment_id}", response_model=PaymentOut, tags=["payments"])
-    def get_payment(payment_id: PaymentId, principal: CurrentPrincipal, request: Request) -> dict[str, Any]:
-        payment = service(request).payments.require(payment_id)
+    async def get_payment(payment_id: PaymentId, principal: CurrentPrincipal, service: Service) -> dict[str, Any]:
+        payment = await service.payment(payment_id)
         principal.require_owner(payment.user_id)
         return payment.as_dict()
 
     @api.post("/payments/{payment_id}/refunds", status_code=201, response_model=RefundOut, tags=["payments"])
-    def refund_payment(
+    async def refund_payment(
         payment_id: PaymentId,
         admin: AdminPrincipal,
         idempotency_key: IdempotencyKey,
-        request: Request,
+        service: Service,
         response: Response,
         body: RefundIn | None = None,
     ) -> dict[str, Any]:
         amount = body.amount if body else None
-        payment, refund, created = service(request).refund_by_admin(
-            payment_id, amount=amount, idempotency_key=idempotency_key
-        )
+        payment, refund, created = await service.refund(payment_id, amount=amount, idempotency_key=idempotency_key)
         return refund_answer(payment, refund, created=created, response=response)
 
     # --- internal: called by the order service with a service token ----------------------------------
     @api.post("/internal/payment-methods/verify", response_model=VerifiedOut, tags=["internal"])
-    def verify(body: PaymentMethodIn, caller: InternalCaller, request: Request) -> dict[str, Any]:
-        service(request).verify(body.payment_method)
+    async def verify(body: PaymentMethodIn, caller: InternalCaller, service: Service) -> dict[str, Any]:
+        await service.verify(body.payment_method)
         return {"payment_method": body.payment_method, "valid": True}
 
     @api.post("/internal/payments", status_code=201, response_model=PaymentOut, tags=["internal"])
-    def charge(body: ChargeIn, caller: InternalCaller, request: Request, response: Response) -> dict[str, Any]:
-        payment, created = service(request).charge(
+    async def charge(body: ChargeIn, caller: OrderService, service: Service, response: Response) -> dict[str, Any]:
+        # Trusted as sent: only the order service may ask, and it charges its own order's total.
+        payment, created = await service.charge(
             ChargeRequest(
                 order_id=body.order_id,
                 user_id=body.user_id,
@@ -146,18 +171,18 @@ def router() -> APIRouter:
         )
         response.status_code = 201 if created else 200
         if created:
-            request.app.state.charge_outcomes.labels(str(payment.status)).inc()
+            on_charged(payment)
         return payment.as_dict()
 
     @api.post("/internal/payments/{payment_id}/refunds", status_code=201, response_model=RefundOut, tags=["internal"])
-    def internal_refund(
+    async def internal_refund(
         payment_id: PaymentId,
         body: InternalRefundIn,
-        caller: InternalCaller,
-        request: Request,
+        caller: OrderService,
+        service: Service,
         response: Response,
     ) -> dict[str, Any]:
-        payment, refund, created = service(request).refund(
+        payment, refund, created = await service.refund(
             payment_id, amount=body.amount, idempotency_key=body.idempotency_key
         )
         return refund_answer(payment, refund, created=created, response=response)

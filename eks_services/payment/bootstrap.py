@@ -1,75 +1,83 @@
-"""Wire the payment service once: uvicorn (`app.py`) and the tests both call `build_app`."""
+"""Wire the payment service once: uvicorn (`app.py`), the contract generator and the tests all call
+`build_app`."""
 
 from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from cloudshop import aws
 from cloudshop.auth import InternalTokens, TokenVerifier
-from cloudshop.clients import ServiceClient
+from cloudshop.dynamodb import dynamodb_for
 from cloudshop.settings import Settings
 from cloudshop.web import create_app
 from eks_services.payment.api import router
-from eks_services.payment.model import OrderLookup, PaymentProvider, RefundCallback
-from eks_services.payment.orders import HttpOrderService
+from eks_services.payment.model import Payment
+from eks_services.payment.ports import EventPublisher, PaymentProvider
 from eks_services.payment.provider import SimulatedProvider
+from eks_services.payment.publisher import SqsEventPublisher
+from eks_services.payment.relay import PaymentOutboxRelay
 from eks_services.payment.repository import DynamoDBPaymentRepository
-from eks_services.payment.service import PaymentService
+from eks_services.payment.service import PENDING_WAIT_SECONDS, PaymentService
 
-
-def build_service(
-    settings: Settings,
-    *,
-    tokens: InternalTokens,
-    orders: OrderLookup | None = None,
-    refund_callback: RefundCallback | None = None,
-    provider: PaymentProvider | None = None,
-) -> PaymentService:
-    """The service with its adapters. Tests pass in-memory `orders`/`refund_callback` and may wrap
-    the provider; production gets the order service over HTTP and the simulated provider."""
-    if orders is None or refund_callback is None:
-        order_service = HttpOrderService(
-            ServiceClient(
-                name="order",
-                base_url=settings.order_service_url,
-                tokens=tokens,
-                timeout_seconds=settings.service_timeout_seconds,
-                retries=settings.service_retries,
-            )
-        )
-        orders = orders or order_service
-        refund_callback = refund_callback or order_service
-    return PaymentService(
-        payments=DynamoDBPaymentRepository(aws.client("dynamodb", settings), table=settings.payments_table),
-        provider=provider or SimulatedProvider(slow_charge_seconds=settings.payment_slow_charge_seconds),
-        orders=orders,
-        refund_callback=refund_callback,
-    )
+log = logging.getLogger("cloudshop.payment")
 
 
 def build_app(
     settings: Settings,
     *,
-    orders: OrderLookup | None = None,
-    refund_callback: RefundCallback | None = None,
     provider: PaymentProvider | None = None,
-    service: PaymentService | None = None,
+    publisher: EventPublisher | None = None,
+    payments: DynamoDBPaymentRepository | None = None,
+    pending_wait_seconds: float = PENDING_WAIT_SECONDS,
 ) -> FastAPI:
+    """The payment app with its adapters: DynamoDB (async), SQS `payment-events`, the simulated
+    provider. Tests may pass a wrapped provider, a fake publisher, a repository on a client of their
+    own, or a shorter wait for a twin charge."""
     tokens = InternalTokens(settings.internal_token_secret.get_secret_value(), service="payment")
-    payments = service or build_service(
-        settings, tokens=tokens, orders=orders, refund_callback=refund_callback, provider=provider
+    dynamodb = dynamodb_for(settings) if payments is None else payments.dynamodb
+    repository = payments or DynamoDBPaymentRepository(dynamodb, table=settings.payments_table)
+    relay = PaymentOutboxRelay(
+        outbox=repository,
+        publisher=publisher
+        or SqsEventPublisher(aws.client("sqs", settings), queue_url=settings.payment_events_queue_url),
+        interval_seconds=settings.outbox_relay_interval_seconds,
     )
-    dynamodb = payments.payments.client
+    service = PaymentService(
+        payments=repository,
+        provider=provider or SimulatedProvider(slow_charge_seconds=settings.payment_slow_charge_seconds),
+        on_event=relay.wake,
+        pending_wait_seconds=pending_wait_seconds,
+    )
+
     app = create_app(
         service="payment",
         settings=settings,
-        routers=[router()],
-        readiness={"payments": lambda: dynamodb.describe_table(TableName=settings.payments_table)},
+        routers=[],
+        readiness={"payments": repository.describe},
         verifier=TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer),
         internal_tokens=tokens,
-        state={"payments": payments},
     )
-    app.state.charge_outcomes = app.state.metrics.counter(
-        "payment_charges_total", "New charges by outcome", ("status",)
-    )
+    charges = app.state.metrics.counter("payment_charges_total", "New charges by outcome", ("status",))
+
+    def count_charge(payment: Payment) -> None:
+        charges.labels(str(payment.status)).inc()
+
+    app.include_router(router(lambda: service, on_charged=count_charge))
+    relay_runs = settings.outbox_relay_enabled and bool(publisher or settings.payment_events_queue_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if relay_runs:
+            relay.start()
+        elif settings.outbox_relay_enabled:
+            log.warning("PAYMENT_EVENTS_QUEUE_URL is not set: refund events stay in the outbox")
+        yield
+        await relay.stop()
+        await dynamodb.aclose()
+
+    app.router.lifespan_context = lifespan
     return app

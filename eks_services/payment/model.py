@@ -1,9 +1,18 @@
-"""Payment domain: a charge per order, its refunds, and the ports to the provider and the order
-service. No framework imports here.
+"""Payment domain: a charge per order and its refunds. No framework imports here.
 
-A `Payment` is immutable; every change (settling a charge, recording or dropping a refund) returns a
-new value with `version + 1`. The repository writes it only if the stored version is still the one
-read, so concurrent writers can never combine two stale views (two refunds exceeding the capture).
+A `Payment` is immutable; every change (settling a charge, reserving, confirming or dropping a refund)
+returns a new value with `version + 1`. The repository writes it only if the stored version is still
+the one read, so concurrent writers can never combine two stale views (two refunds exceeding the
+capture).
+
+A refund lives in two steps: `with_refund` reserves it (it counts against the capture from then on,
+before the provider is asked), and `refund_succeeded` confirms it once the provider returned the
+money, or `without_refund` drops it when the provider refused. Only the confirmation is announced
+(`payment.refunded`), so no event ever reports money that did not move.
+
+A charge request is not checked against the order: it comes only from the order service, which is
+authenticated by its service token, and asking the order service back from inside its own call is
+the synchronous cycle issue 9 removed.
 """
 
 from __future__ import annotations
@@ -13,7 +22,6 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
 
 from cloudshop.errors import Conflict, ValidationFailed
 
@@ -36,6 +44,12 @@ class PaymentStatus(StrEnum):
 REFUNDABLE = (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED)
 
 
+class RefundStatus(StrEnum):
+    # Reserved against the capture; the provider has not confirmed it (yet).
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+
+
 class PaymentInProgress(Conflict):
     title, slug = "Payment in progress", "payment-in-progress"
 
@@ -49,13 +63,18 @@ def refund_id_for(payment_id: str, idempotency_key: str) -> str:
     return "re_" + uuid.uuid5(_PAYMENT_NAMESPACE, f"{payment_id}/{idempotency_key}").hex
 
 
+def refund_event_id(refund_id: str) -> str:
+    """The id of the event announcing a refund: one per refund, however often it is announced."""
+    return str(uuid.uuid5(_PAYMENT_NAMESPACE, f"refunded/{refund_id}"))
+
+
 def check_payment_method(payment_method: str) -> str:
     if not PAYMENT_METHOD.match(payment_method):
         raise ValidationFailed("A payment method is a token like 'pm_card_ok', never a card number.")
     return payment_method
 
 
-# --- the provider port ---------------------------------------------------------------------------
+# --- what the provider answers --------------------------------------------------------------------
 @dataclass(frozen=True)
 class ChargeResult:
     captured: bool
@@ -72,42 +91,6 @@ class ProviderError(Exception):
     """The provider failed (outage, timeout, unknown answer): nothing is known to be captured."""
 
 
-class PaymentProvider(Protocol):
-    """A card processor. `payment_id` and `refund_id` are the provider's idempotency keys, so a
-    charge or refund repeated after a crash is never taken twice."""
-
-    def verify(self, payment_method: str) -> None:
-        """Raise `ValidationFailed` when the provider does not know the payment method."""
-
-    def charge(self, *, payment_id: str, amount: int, currency: str, payment_method: str) -> ChargeResult:
-        """Capture or decline; raise `ProviderError` when the outcome is a failure."""
-
-    def refund(self, *, payment_id: str, refund_id: str, amount: int) -> RefundResult:
-        """Return `amount` of a captured payment; raise `ProviderError` when it could not."""
-
-
-# --- the order service port ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class OrderSnapshot:
-    """What a charge is checked against: the order as the order service holds it."""
-
-    id: str
-    user_id: str
-    status: str
-    amount: int
-    currency: str
-
-
-class OrderLookup(Protocol):
-    def get_order(self, order_id: str) -> OrderSnapshot:
-        """The order, or `NotFound`."""
-
-
-class RefundCallback(Protocol):
-    def payment_refunded(self, *, order_id: str, payment_id: str) -> None:
-        """Tell the order service its payment is fully refunded."""
-
-
 # --- the payment ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Refund:
@@ -117,6 +100,15 @@ class Refund:
     # What the caller asked for: None means "the rest". Compared on a repeat of the same key.
     requested_amount: int | None
     created_at: datetime
+    status: RefundStatus = RefundStatus.SUCCEEDED
+
+    @property
+    def pending(self) -> bool:
+        return self.status == RefundStatus.PENDING
+
+    def claim_expired(self, now: datetime, *, lease_seconds: float) -> bool:
+        """A reservation this old outlived the call that made it: that process died mid-refund."""
+        return self.pending and (now - self.created_at).total_seconds() > lease_seconds
 
 
 @dataclass(frozen=True)
@@ -131,15 +123,6 @@ class ChargeRequest:
         if not 1 <= self.amount <= AMOUNT_MAX:
             raise ValidationFailed(f"An amount is between 1 and {AMOUNT_MAX} minor units.")
         check_payment_method(self.payment_method)
-
-    def check_order(self, order: OrderSnapshot) -> None:
-        """A charge must be for exactly what the order says, by its owner, while it awaits payment."""
-        if order.user_id != self.user_id:
-            raise Conflict("The order belongs to another user.")
-        if (order.amount, order.currency) != (self.amount, self.currency):
-            raise Conflict("The amount does not match the order total.")
-        if order.status != "PENDING_PAYMENT":
-            raise Conflict(f"The order is {order.status}; only an order awaiting payment can be charged.")
 
 
 @dataclass(frozen=True)
@@ -221,8 +204,20 @@ class Payment:
     def refundable(self) -> int:
         return self.amount - self.refunded if self.status in REFUNDABLE else 0
 
+    @property
+    def confirmed_refunded(self) -> int:
+        """What the provider has confirmed returning; `refunded` also counts reservations."""
+        return sum(r.amount for r in self.refunds if not r.pending)
+
+    @property
+    def fully_refunded(self) -> bool:
+        return self.confirmed_refunded == self.amount
+
     def refund_by_key(self, idempotency_key: str) -> Refund | None:
         return next((r for r in self.refunds if r.idempotency_key == idempotency_key), None)
+
+    def refund_by_id(self, refund_id: str) -> Refund | None:
+        return next((r for r in self.refunds if r.id == refund_id), None)
 
     def plan_refund(self, *, amount: int | None, idempotency_key: str, now: datetime) -> Refund:
         """The refund this request makes, or the reason it cannot: never more than is left captured."""
@@ -244,17 +239,32 @@ class Payment:
             idempotency_key=idempotency_key,
             requested_amount=amount,
             created_at=now,
+            status=RefundStatus.PENDING,
         )
 
     def with_refund(self, refund: Refund, *, now: datetime) -> Payment:
+        """Reserve `refund` against the capture, before the provider is asked."""
         refunded = self.refunded + refund.amount
         if refunded > self.amount:
             raise Conflict("A refund cannot exceed the captured amount.")
         status = PaymentStatus.REFUNDED if refunded == self.amount else PaymentStatus.PARTIALLY_REFUNDED
         return self._next(now, status=status, refunded=refunded, refunds=(*self.refunds, refund))
 
+    def refund_succeeded(self, refund_id: str, *, now: datetime) -> tuple[Payment, Refund]:
+        """Confirm a reserved refund the provider carried out. Returns (payment, the confirmed refund)."""
+        refund = self.refund_by_id(refund_id)
+        if refund is None or not refund.pending:
+            raise Conflict("Only a reserved refund can be confirmed.")
+        done = replace(refund, status=RefundStatus.SUCCEEDED)
+        refunds = tuple(done if r.id == refund_id else r for r in self.refunds)
+        return self._next(now, refunds=refunds), done
+
     def without_refund(self, refund_id: str, *, now: datetime) -> Payment:
-        """Undo a refund the provider refused, so the amount can be refunded again."""
+        """Undo a reserved refund the provider refused, so the amount can be refunded again. A
+        confirmed refund is never taken back: that money has left."""
+        refund = self.refund_by_id(refund_id)
+        if refund is None or not refund.pending:
+            raise Conflict("Only a reserved refund can be taken back.")
         kept = tuple(r for r in self.refunds if r.id != refund_id)
         refunded = sum(r.amount for r in kept)
         status = PaymentStatus.PARTIALLY_REFUNDED if refunded else PaymentStatus.CAPTURED

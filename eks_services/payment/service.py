@@ -1,121 +1,156 @@
 """Payment use cases: verify a payment method, charge an order once, refund within what was captured.
 
-Storage, the card processor and the order service are injected ports; nothing here knows HTTP or
-DynamoDB.
+Storage, the card processor and the clock's `sleep` are injected; nothing here knows HTTP or DynamoDB.
+Everything is async: a slow provider or a slow table holds no thread, only this request's task.
+
+The payment service calls nobody back. The order service is the only caller of charges and of
+refunds by order (the API checks its service identity), and a refund reaches the order service as a
+`payment.refunded` event: written into the payment's own outbox in the same conditional write that
+confirms the refund, then published by the relay (`relay.py`) to the SQS queue `payment-events`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from cloudshop.errors import Conflict, DependencyUnavailable, IdempotencyKeyReused
+from cloudshop.events import Money, PaymentRefundedDataV1, PaymentRefundedV1
 from eks_services.payment.model import (
     ChargeRequest,
-    OrderLookup,
     Payment,
     PaymentInProgress,
-    PaymentProvider,
-    PaymentStatus,
     ProviderError,
     Refund,
-    RefundCallback,
     check_payment_method,
     payment_id_for,
+    refund_event_id,
 )
-from eks_services.payment.repository import DynamoDBPaymentRepository, StalePayment
+from eks_services.payment.ports import PaymentProvider, PaymentRepository, StalePayment
 
 log = logging.getLogger("cloudshop.payment")
 
-# A repeat charge waits this long for its twin to settle: well under the callers' 10 s timeout, so
-# they get an answer (or a clear 409) rather than a timeout of their own.
+# A repeat charge (or refund) waits this long for its twin to settle: well under the callers' 10 s
+# timeout, so they get an answer (or a clear 409) rather than a timeout of their own.
 PENDING_WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.05
-# How long a claimant owns a PENDING charge. Longer than any provider call can take, so only a claim
-# whose process died expires.
+# How long a claimant owns a PENDING charge or a reserved refund. Longer than any provider call can
+# take, so only a claim whose process died expires.
 CHARGE_LEASE_SECONDS = 60.0
 # Optimistic writes retried under contention before giving up with a 409.
 SAVE_ATTEMPTS = 10
 PROVIDER_ERROR = "provider_error"
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class RefundInProgress(Conflict):
+    title, slug = "Refund in progress", "refund-in-progress"
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def refunded_event(payment: Payment, refund: Refund) -> PaymentRefundedV1:
+    """`payment.refunded` for a refund the provider confirmed, with the payment as it stands after it."""
+
+    def money(amount: int) -> Money:
+        return Money(amount=amount, currency=payment.currency)
+
+    return PaymentRefundedV1(
+        event_id=refund_event_id(refund.id),
+        occurred_at=payment.updated_at,
+        data=PaymentRefundedDataV1(
+            payment_id=payment.id,
+            order_id=payment.order_id,
+            user_id=payment.user_id,
+            amount=money(refund.amount),
+            refunded_total=money(payment.confirmed_refunded),
+            captured=money(payment.amount),
+            fully_refunded=payment.fully_refunded,
+        ),
+    )
+
+
+def _no_one_to_wake() -> None:
+    return None
+
+
 class PaymentService:
     def __init__(
         self,
         *,
-        payments: DynamoDBPaymentRepository,
+        payments: PaymentRepository,
         provider: PaymentProvider,
-        orders: OrderLookup,
-        refund_callback: RefundCallback,
         pending_wait_seconds: float = PENDING_WAIT_SECONDS,
         lease_seconds: float = CHARGE_LEASE_SECONDS,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Sleep = asyncio.sleep,
+        on_event: Callable[[], None] = _no_one_to_wake,
     ) -> None:
         self.payments = payments
         self.provider = provider
-        self.orders = orders
-        self.refund_callback = refund_callback
         self.pending_wait_seconds = pending_wait_seconds
         self.lease_seconds = lease_seconds
         self._sleep = sleep
+        # Told when an event entered an outbox, so the relay publishes it now rather than next round.
+        self._on_event = on_event
 
-    def verify(self, payment_method: str) -> None:
-        self.provider.verify(check_payment_method(payment_method))
+    async def verify(self, payment_method: str) -> None:
+        await self.provider.verify(check_payment_method(payment_method))
+
+    async def payment(self, payment_id: str) -> Payment:
+        return await self.payments.require(payment_id)
 
     # --- charge ----------------------------------------------------------------------------------
-    def charge(self, request: ChargeRequest) -> tuple[Payment, bool]:
+    async def charge(self, request: ChargeRequest) -> tuple[Payment, bool]:
         """Charge an order once. Returns (payment, created); a repeat answers the first charge.
 
         Declines and provider failures are outcomes (DECLINED, FAILED), not errors: the caller reads
         the status. Errors are for requests that must not be charged at all.
         """
-        self.provider.verify(request.payment_method)
-        existing = self.payments.get(payment_id_for(request.order_id))
+        await self.provider.verify(request.payment_method)
+        existing = await self.payments.get(payment_id_for(request.order_id))
         if existing is not None:
-            # No order check on a repeat: the first charge moved the order on from PENDING_PAYMENT.
-            return self._repeat(existing, request), False
-        request.check_order(self.orders.get_order(request.order_id))
+            return await self._repeat(existing, request), False
         pending = Payment.claim(request, now=utcnow(), lease_seconds=self.lease_seconds)
-        if not self.payments.claim(pending):
+        if not await self.payments.claim(pending):
             # A concurrent twin claimed it between our read and our write.
-            return self._repeat(self.payments.require(pending.id), request), False
-        return self._settle(pending), True
+            return await self._repeat(await self.payments.require(pending.id), request), False
+        return await self._settle(pending), True
 
-    def _repeat(self, payment: Payment, request: ChargeRequest) -> Payment:
+    async def _repeat(self, payment: Payment, request: ChargeRequest) -> Payment:
         payment.check_repeat(request)
-        return self._settled(payment)
+        return await self._settled(payment)
 
-    def _settled(self, payment: Payment) -> Payment:
+    async def _settled(self, payment: Payment) -> Payment:
         """Wait (bounded) for a PENDING charge to settle; take over a claim whose owner died."""
         deadline = time.monotonic() + self.pending_wait_seconds
         while payment.pending:
             if payment.claim_expired(utcnow()):
                 reclaimed = payment.reclaimed(now=utcnow(), lease_seconds=self.lease_seconds)
                 try:
-                    self.payments.save(reclaimed)
+                    await self.payments.save(reclaimed)
                 except StalePayment:
-                    payment = self.payments.require(payment.id)
+                    payment = await self.payments.require(payment.id)
                     continue
                 log.warning("took over an abandoned charge", extra={"fields": {"payment_id": payment.id}})
-                return self._settle(reclaimed)
+                return await self._settle(reclaimed)
             if time.monotonic() >= deadline:
                 raise PaymentInProgress("A charge for this order is still in progress; retry shortly.")
-            self._sleep(POLL_SECONDS)
-            payment = self.payments.require(payment.id)
+            await self._sleep(POLL_SECONDS)
+            payment = await self.payments.require(payment.id)
         return payment
 
-    def _settle(self, payment: Payment) -> Payment:
+    async def _settle(self, payment: Payment) -> Payment:
         # The provider dedupes by payment id, so charging again after a takeover completes the same
         # charge instead of taking the money twice. Any other exception leaves the charge PENDING
         # with an outcome nobody knows; its lease expires and a repeat call settles it.
         try:
-            result = self.provider.charge(
+            result = await self.provider.charge(
                 payment_id=payment.id,
                 amount=payment.amount,
                 currency=payment.currency,
@@ -130,72 +165,101 @@ class PaymentService:
             else:
                 settled = payment.declined(result.decline_code or "declined", result.reference, now=utcnow())
         try:
-            self.payments.save(settled)
+            await self.payments.save(settled)
         except StalePayment:
             # Our lease ran out mid-charge and another call took over; its outcome is the answer.
-            return self._settled(self.payments.require(payment.id))
+            return await self._settled(await self.payments.require(payment.id))
         return settled
 
     # --- refunds ---------------------------------------------------------------------------------
-    def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> tuple[Payment, Refund, bool]:
+    async def refund(
+        self, payment_id: str, *, amount: int | None, idempotency_key: str
+    ) -> tuple[Payment, Refund, bool]:
         """Refund `amount` (None: all that is left). Returns (payment, refund, created).
 
         The same key with the same amount answers the first refund; with another amount it is a
-        misuse of the key. The refund is recorded before the provider is asked, so two concurrent
-        refunds can never together exceed the capture; a provider failure takes it back out.
+        misuse of the key. The refund is reserved before the provider is asked, so two concurrent
+        refunds can never together exceed the capture; a provider failure takes it back out, and a
+        provider success confirms it together with its `payment.refunded` event.
         """
         for _ in range(SAVE_ATTEMPTS):
-            payment = self.payments.require(payment_id)
+            payment = await self.payments.require(payment_id)
             earlier = payment.refund_by_key(idempotency_key)
             if earlier is not None:
                 if earlier.requested_amount != amount:
                     raise IdempotencyKeyReused("This idempotency key was used for another refund of this payment.")
-                return payment, earlier, False
+                settled = await self._refund_settled(payment, earlier)
+                if settled is None:
+                    continue  # the provider refused it and it was taken back: this call tries again
+                return *settled, False
             refund = payment.plan_refund(amount=amount, idempotency_key=idempotency_key, now=utcnow())
-            refunded = payment.with_refund(refund, now=utcnow())
+            reserved = payment.with_refund(refund, now=utcnow())
             try:
-                self.payments.save(refunded)
+                await self.payments.save(reserved)
             except StalePayment:
                 continue
-            self._refund_at_provider(refunded, refund)
-            return refunded, refund, True
+            return *await self._complete_refund(reserved, refund), True
         raise Conflict("The payment is being changed concurrently; retry the refund.")
 
-    def _refund_at_provider(self, payment: Payment, refund: Refund) -> None:
-        try:
-            self.provider.refund(payment_id=payment.id, refund_id=refund.id, amount=refund.amount)
-        except ProviderError as exc:
-            self._drop_refund(payment.id, refund.id)
-            raise DependencyUnavailable("The payment provider could not refund; nothing was refunded.") from exc
+    async def _refund_settled(self, payment: Payment, refund: Refund) -> tuple[Payment, Refund] | None:
+        """A repeat of a refund: wait (bounded) while its first call is at the provider; complete it
+        when that call died. None when the refund was taken back meanwhile."""
+        deadline = time.monotonic() + self.pending_wait_seconds
+        while refund.pending:
+            if refund.claim_expired(utcnow(), lease_seconds=self.lease_seconds):
+                fields = {"payment_id": payment.id, "refund_id": refund.id}
+                log.warning("took over an abandoned refund", extra={"fields": fields})
+                return await self._complete_refund(payment, refund)
+            if time.monotonic() >= deadline:
+                raise RefundInProgress("This refund is still in progress; retry shortly.")
+            await self._sleep(POLL_SECONDS)
+            payment = await self.payments.require(payment.id)
+            current = payment.refund_by_id(refund.id)
+            if current is None:
+                return None
+            refund = current
+        return payment, refund
 
-    def _drop_refund(self, payment_id: str, refund_id: str) -> None:
+    async def _complete_refund(self, payment: Payment, refund: Refund) -> tuple[Payment, Refund]:
+        # The provider dedupes by refund id, so asking again after a takeover returns the money once.
+        try:
+            await self.provider.refund(payment_id=payment.id, refund_id=refund.id, amount=refund.amount)
+        except ProviderError as exc:
+            await self._drop_refund(payment.id, refund.id)
+            raise DependencyUnavailable("The payment provider could not refund; nothing was refunded.") from exc
+        return await self._confirm_refund(payment.id, refund.id)
+
+    async def _confirm_refund(self, payment_id: str, refund_id: str) -> tuple[Payment, Refund]:
         for _ in range(SAVE_ATTEMPTS):
-            payment = self.payments.require(payment_id)
+            payment = await self.payments.require(payment_id)
+            refund = payment.refund_by_id(refund_id)
+            if refund is None:
+                raise Conflict("The refund was taken back meanwhile; retry it.")
+            if not refund.pending:
+                return payment, refund  # a twin confirmed it: its event is already in the outbox
+            confirmed, done = payment.refund_succeeded(refund_id, now=utcnow())
             try:
-                self.payments.save(payment.without_refund(refund_id, now=utcnow()))
+                await self.payments.save(confirmed, [refunded_event(confirmed, done)])
+            except StalePayment:
+                continue
+            self._on_event()
+            return confirmed, done
+        # The money is back with the customer but not yet on record: the reservation stays, and a
+        # retry with the same key confirms it once its lease has run out.
+        log.error("could not confirm a refund", extra={"fields": {"payment_id": payment_id, "refund_id": refund_id}})
+        raise RefundInProgress("The refund is being recorded; retry with the same Idempotency-Key.")
+
+    async def _drop_refund(self, payment_id: str, refund_id: str) -> None:
+        for _ in range(SAVE_ATTEMPTS):
+            payment = await self.payments.require(payment_id)
+            refund = payment.refund_by_id(refund_id)
+            if refund is None or not refund.pending:
+                return
+            try:
+                await self.payments.save(payment.without_refund(refund_id, now=utcnow()))
             except StalePayment:
                 continue
             return
         log.error(
             "could not take back a failed refund", extra={"fields": {"payment_id": payment_id, "refund_id": refund_id}}
         )
-
-    def refund_by_admin(
-        self, payment_id: str, *, amount: int | None, idempotency_key: str
-    ) -> tuple[Payment, Refund, bool]:
-        """A refund through the public API. Once the payment is fully refunded, the order follows."""
-        payment, refund, created = self.refund(payment_id, amount=amount, idempotency_key=idempotency_key)
-        if payment.status == PaymentStatus.REFUNDED:
-            # Also on a replay: the order side is idempotent, and a replay then heals a first call
-            # that could not reach it.
-            self._tell_order_refunded(payment)
-        return payment, refund, created
-
-    def _tell_order_refunded(self, payment: Payment) -> None:
-        try:
-            self.refund_callback.payment_refunded(order_id=payment.order_id, payment_id=payment.id)
-        except Exception:  # the money is back with the customer whatever the order service answers
-            log.exception(
-                "order service not told of a full refund",
-                extra={"fields": {"payment_id": payment.id, "order_id": payment.order_id}},
-            )

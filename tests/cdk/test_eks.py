@@ -293,6 +293,7 @@ def test_deploy_time_settings_reach_the_pods_through_a_configmap(synth) -> None:
     data = manifest(synth, "ConfigMap", "cloudshop-aws")["data"]
     for name in (
         "ORDER_EVENTS_QUEUE_URL",
+        "PAYMENT_EVENTS_QUEUE_URL",
         "KAFKA_BOOTSTRAP_SERVERS",
         "INTERNAL_TOKEN_SECRET_ARN",
         "JWT_PUBLIC_KEY",

@@ -89,4 +89,10 @@ def test_no_pod_role_reaches_kafka_unless_it_produces(synth) -> None:
         if "PaymentPodRole" in where
         for action in as_list(statement["Action"])
     ]
-    assert payment and not [a for a in payment if a.startswith(("kafka-cluster:", "rds", "sqs:", "s3:"))]
+    assert payment and not [a for a in payment if a.startswith(("kafka-cluster:", "rds", "s3:"))]
+    # Its outbox relay sends `payment.refunded` to SQS `payment-events`: sending, never receiving.
+    assert sorted({a for a in payment if a.startswith("sqs:")}) == [
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+        "sqs:SendMessage",
+    ]

@@ -27,6 +27,8 @@ PINNED = {
         "AWS::SQS::Queue": {
             "QueuesOrderEvents87F8D6BB",
             "QueuesOrderEventsDlq5E6687B7",
+            "QueuesPaymentEvents5D194C79",
+            "QueuesPaymentEventsDlq2DF7F6AC",
         },
         "AWS::RDS::DBInstance": {
             "DatabaseInstanceAA8A5FDE",

@@ -37,7 +37,6 @@ GIT_ENV = {
     "KAFKA_SECURITY_PROTOCOL",
     "KAFKA_SASL_MECHANISM",
     "PAYMENT_SERVICE_URL",
-    "ORDER_SERVICE_URL",
 }
 # Only a deployment knows these: CDK writes them to the `cloudshop-aws` ConfigMap, git never does.
 AWS_SETTINGS_CONFIGMAP = "cloudshop-aws"
@@ -46,6 +45,7 @@ DEPLOY_TIME_ENV = {
     "RESOURCE_PREFIX",
     *resource_settings("any-"),
     "ORDER_EVENTS_QUEUE_URL",
+    "PAYMENT_EVENTS_QUEUE_URL",
     "KAFKA_BOOTSTRAP_SERVERS",
     "PRODUCT_SERVICE_URL",
     "DATABASE_URL",
@@ -308,7 +308,7 @@ def test_pods_read_git_settings_then_cdks_and_secrets_never_from_git(overlay: st
         assert name not in config(objects)
 
 
-@pytest.mark.parametrize(("caller", "callee"), [("order", "payment"), ("payment", "order")])
+@pytest.mark.parametrize(("caller", "callee"), [("order", "payment")])
 def test_the_services_reach_each_other_through_their_services(caller: str, callee: str) -> None:
     objects = render("prod")
     target = next(w for w in WORKLOADS if w.name == callee)
@@ -398,12 +398,8 @@ def test_ingress_order_from_the_gateway_payment_from_order_and_both_from_prometh
     prometheus = ("monitoring/app.kubernetes.io/name=prometheus", "TCP/8080")
     from_gateway = {(f"cidr:{cidr}", "TCP/8080") for cidr in gateway}
 
-    # Payment looks orders up and reports refunds on order's internal API.
-    assert allowed(objects, "order", "Ingress") == {
-        prometheus,
-        *from_gateway,
-        ("cloudshop/app.kubernetes.io/name=payment", "TCP/8080"),
-    }
+    # Nothing calls order inside the cluster: payment reports refunds as events on SQS (issue 9).
+    assert allowed(objects, "order", "Ingress") == {prometheus, *from_gateway}
     # /payments/{id} is a public route of the gateway, so payment takes the gateway path too.
     assert allowed(objects, "payment", "Ingress") == {
         prometheus,
@@ -423,7 +419,8 @@ def test_egress_only_to_dns_aws_the_pod_identity_agent_each_other_and_msk_for_or
         ("cidr:169.254.170.23/32", "TCP/80"),
     }
 
-    assert allowed(objects, "payment", "Egress") == common | {("cloudshop/app.kubernetes.io/name=order", "TCP/8080")}
+    # Payment calls nobody: DynamoDB and SQS are AWS APIs (443).
+    assert allowed(objects, "payment", "Egress") == common
     # Only the order service's outbox relay publishes to Kafka: MSK's IAM port, inside the VPC.
     assert allowed(objects, "order", "Egress") == common | {
         ("cloudshop/app.kubernetes.io/name=payment", "TCP/8080"),

@@ -1,24 +1,38 @@
-"""Order service: the state machine, and checkout against real DynamoDB (moto) with in-memory
-catalog and payment fakes — fast, so the edge cases can be many. The same flows run through every
-real service in tests/e2e."""
+"""Order service: the state machine, and checkout against real DynamoDB (moto and dynalite) with
+in-memory catalog, payment, invoice and event fakes (each held to its real adapter's contract in
+test_order_ports.py) — fast, so the edge cases can be many. The same flows run through every real
+service in tests/e2e."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
 
+from cloudshop import aws
 from cloudshop.auth import TokenIssuer
-from cloudshop.errors import DependencyUnavailable, NotFound, OutOfStock, ValidationFailed
+from cloudshop.dynamodb import DynamoDB, dynamodb_for
 from cloudshop.settings import Settings
-from eks_services.order.bootstrap import build_app
+from eks_services.order.bootstrap import OrderRuntime, app_for, build_runtime
 from eks_services.order.model import TRANSITIONS, IllegalTransition, OrderStatus
 from tests.conftest import client_for
 from tests.helpers import assert_problem
+from tests.services.order_fakes import (
+    InMemoryCatalog,
+    InMemoryEventPublisher,
+    InMemoryInvoices,
+    InMemoryPaymentEventSource,
+    InMemoryPayments,
+)
+
+T = TypeVar("T")
 
 ADDRESS = {
     "name": "Asha",
@@ -30,103 +44,45 @@ ADDRESS = {
 }
 
 
-class InMemoryCatalog:
-    def __init__(self) -> None:
-        self.products = {
-            "p1": {"id": "p1", "name": "Mug", "price": {"amount": 50000, "currency": "INR"}, "stock": 10},
-            "p2": {"id": "p2", "name": "Tea", "price": {"amount": 25000, "currency": "INR"}, "stock": 2},
-        }
-        self.reservations: dict[str, list[dict[str, Any]]] = {}
-        self.released: set[str] = set()
-        self.lock = threading.Lock()
+@dataclass
+class World:
+    """The order service over real DynamoDB (moto or dynalite), with in-memory catalog, payments,
+    invoices and event sinks, and the runtime at hand for what HTTP does not reach."""
 
-    def product(self, product_id: str) -> dict[str, Any]:
-        if product_id not in self.products:
-            raise NotFound("No product.")
-        return self.products[product_id]
+    http: TestClient
+    runtime: OrderRuntime
+    catalog: InMemoryCatalog
+    payments: InMemoryPayments
+    publisher: InMemoryEventPublisher
+    payment_events: InMemoryPaymentEventSource
+    settings: Settings
 
-    def reserve(self, order_id: str, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        with self.lock:
-            if order_id in self.reservations:
-                return self.reservations[order_id]
-            short = [x["product_id"] for x in lines if self.products[x["product_id"]]["stock"] < x["quantity"]]
-            if short:
-                raise OutOfStock("short", extra={"products": short})
-            for line in lines:
-                self.products[line["product_id"]]["stock"] -= line["quantity"]
-            reserved = [
-                {
-                    "product_id": x["product_id"],
-                    "name": self.products[x["product_id"]]["name"],
-                    "quantity": x["quantity"],
-                    "unit_price": self.products[x["product_id"]]["price"],
-                }
-                for x in lines
-            ]
-            self.reservations[order_id] = reserved
-            return reserved
-
-    def release(self, order_id: str) -> None:
-        with self.lock:
-            if order_id in self.released or order_id not in self.reservations:
-                return
-            self.released.add(order_id)
-            for line in self.reservations[order_id]:
-                self.products[line["product_id"]]["stock"] += line["quantity"]
-
-    def commit(self, order_id: str) -> None:
-        pass
-
-
-class InMemoryPayments:
-    OUTCOMES = {
-        "pm_card_ok": ("CAPTURED", None),
-        "pm_card_declined": ("DECLINED", "card_declined"),
-        "pm_card_error": ("FAILED", "provider_error"),
-    }
-
-    def __init__(self) -> None:
-        self.charges: dict[str, dict[str, Any]] = {}
-        self.refunds: list[tuple[str, int | None]] = []
-        self.lock = threading.Lock()
-
-    def verify(self, payment_method: str) -> None:
-        if payment_method not in self.OUTCOMES:
-            raise ValidationFailed("Unknown payment method.")
-
-    def charge(self, *, order_id: str, user_id: str, amount: int, currency: str, payment_method: str) -> dict[str, Any]:
-        with self.lock:
-            if order_id not in self.charges:
-                status, code = self.OUTCOMES[payment_method]
-                self.charges[order_id] = {
-                    "id": f"pay_{order_id}",
-                    "status": status,
-                    "decline_code": code,
-                    "amount": {"amount": amount, "currency": currency},
-                }
-            return self.charges[order_id]
-
-    def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> dict[str, Any]:
-        self.refunds.append((payment_id, amount))
-        return {"id": "re_1"}
-
-
-@pytest.fixture
-def fakes() -> tuple[InMemoryCatalog, InMemoryPayments]:
-    return InMemoryCatalog(), InMemoryPayments()
+    def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run an async call on the app's event loop."""
+        return self.http.portal.call(call)  # type: ignore[union-attr]
 
 
 @pytest.fixture(params=["moto", "dynalite"])
-def order_app(
-    request: pytest.FixtureRequest,
-    make_settings: Callable[..., Settings],
-    fakes: tuple[InMemoryCatalog, InMemoryPayments],
-) -> Iterator[TestClient]:
-    """The order service's DynamoDB adapter against both servers: moto (embedded) and dynalite (full)."""
-    catalog, payments = fakes
-    settings = make_settings(dynamodb=request.param, outbox_relay_enabled=False)
-    app = build_app(settings, catalog=catalog, payments=payments)
-    yield from client_for(app)
+def world(request: pytest.FixtureRequest, make_settings: Callable[..., Settings]) -> Iterator[World]:
+    """The order service's DynamoDB adapters against both servers: moto (embedded) and dynalite (full)."""
+    catalog = InMemoryCatalog({"p1": ("Mug", 50000, 10), "p2": ("Tea", 25000, 2)})
+    payments, publisher, source = InMemoryPayments(), InMemoryEventPublisher(), InMemoryPaymentEventSource()
+    settings = make_settings(
+        dynamodb=request.param,
+        outbox_relay_enabled=False,
+        abandoned_order_sweeper_enabled=False,
+        payment_events_consumer_enabled=False,
+    )
+    runtime = build_runtime(
+        settings,
+        catalog=catalog,
+        payments=payments,
+        invoices=InMemoryInvoices(),
+        publisher=publisher,
+        payment_events=source,
+    )
+    for http in client_for(app_for(runtime)):
+        yield World(http, runtime, catalog, payments, publisher, source, settings)
 
 
 @pytest.fixture(scope="session")
@@ -171,78 +127,124 @@ def test_state_machine_allows_only_the_documented_moves() -> None:
         order.move_to(OrderStatus.PAID)
 
 
-def test_cart_lines_are_checked_against_the_catalog(
-    order_app: TestClient, customer: Callable[..., dict[str, str]]
-) -> None:
+def test_cart_lines_are_checked_against_the_catalog(world: World, customer: Callable[..., dict[str, str]]) -> None:
     me = customer()
-    cart = order_app.put("/api/v1/cart/items/p1", json={"quantity": 2}, headers=me).json()
+    answer = world.http.put("/api/v1/cart/items/p1", json={"quantity": 2}, headers=me)
+    cart = answer.json()
     assert cart["total"] == {"amount": 100000, "currency": "INR"}
     for quantity in (0, 100, 1000, -1, "2", 1.5):
-        assert_problem(order_app.put("/api/v1/cart/items/p1", json={"quantity": quantity}, headers=me), 422)
-    assert_problem(order_app.put("/api/v1/cart/items/nope", json={"quantity": 1}, headers=me), 422)
-    assert_problem(order_app.put("/api/v1/cart/items/p1", json={"quantity": 1, "price": 1}, headers=me), 422)
-    assert order_app.get("/api/v1/cart", headers=me).json()["items"][0]["quantity"] == 2
-    assert order_app.delete("/api/v1/cart/items/p1", headers=me).json()["items"] == []
+        assert_problem(world.http.put("/api/v1/cart/items/p1", json={"quantity": quantity}, headers=me), 422)
+    assert_problem(world.http.put("/api/v1/cart/items/nope", json={"quantity": 1}, headers=me), 422)
+    assert_problem(world.http.put("/api/v1/cart/items/p1", json={"quantity": 1, "price": 1}, headers=me), 422)
+    assert world.http.get("/api/v1/cart", headers=me).json()["items"][0]["quantity"] == 2
+    assert world.http.delete("/api/v1/cart/items/p1", headers=me).json()["items"] == []
 
 
 def test_paid_checkout_prices_on_the_server_and_clears_the_cart(
-    order_app: TestClient, customer: Callable[..., dict[str, str]], fakes: tuple[InMemoryCatalog, InMemoryPayments]
+    world: World, customer: Callable[..., dict[str, str]]
 ) -> None:
     me = customer()
-    order_app.put("/api/v1/cart/items/p1", json={"quantity": 2}, headers=me)
-    fakes[0].products["p1"]["price"] = {"amount": 60000, "currency": "INR"}  # repriced after carting
+    world.http.put("/api/v1/cart/items/p1", json={"quantity": 2}, headers=me)
+    world.catalog.reprice("p1", 60000)  # repriced after carting
 
-    answer = checkout(order_app, me)
+    answer = checkout(world.http, me)
 
     assert answer.status_code == 201, answer.text
     order = answer.json()
     assert order["status"] == "PAID" and order["total"] == {"amount": 120000, "currency": "INR"}
-    assert fakes[0].products["p1"]["stock"] == 8
-    assert order_app.get("/api/v1/cart", headers=me).json()["items"] == []
-    assert order_app.get(f"/api/v1/orders/{order['id']}", headers=me).json()["status"] == "PAID"
+    assert world.catalog.stock("p1") == 8
+    assert world.http.get("/api/v1/cart", headers=me).json()["items"] == []
+    assert world.http.get(f"/api/v1/orders/{order['id']}", headers=me).json()["status"] == "PAID"
+    world.run(world.runtime.checkout.background.drain)
+    assert world.catalog.status[order["id"]] == "committed", "committed off the request path"
+
+
+class CountingDynamoDB(DynamoDB):
+    """The real client, recording each operation it sends."""
+
+    operations: list[str]
+
+    async def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        self.operations.append(operation)
+        return await super().call(operation, request)
+
+
+@pytest.mark.parametrize("dynamodb", ["moto", "dynalite"])
+def test_a_checkout_costs_four_storage_calls_and_two_service_calls(
+    make_settings: Callable[..., Settings], customer: Callable[..., dict[str, str]], dynamodb: str
+) -> None:
+    """One read of order and cart together, reserve, write the order, charge, write PAID, clear the
+    cart; the reservation commit and the invoice follow off the request path."""
+    settings = make_settings(
+        dynamodb=dynamodb,
+        outbox_relay_enabled=False,
+        abandoned_order_sweeper_enabled=False,
+        payment_events_consumer_enabled=False,
+    )
+    counting = dynamodb_for(settings)
+    counting.__class__ = CountingDynamoDB
+    counting.operations = []  # type: ignore[attr-defined]
+    catalog, payments = InMemoryCatalog({"p1": ("Mug", 50000, 10)}), InMemoryPayments()
+    runtime = build_runtime(
+        settings,
+        catalog=catalog,
+        payments=payments,
+        invoices=InMemoryInvoices(),
+        publisher=InMemoryEventPublisher(),
+        dynamodb=counting,
+    )
+    me = customer()
+    for http in client_for(app_for(runtime)):
+        http.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
+        counting.operations.clear()  # type: ignore[attr-defined]
+        catalog.calls.clear()
+
+        assert checkout(http, me, key="counted").json()["status"] == "PAID"
+        http.portal.call(runtime.checkout.background.drain)  # type: ignore[union-attr]
+
+        assert counting.operations == ["BatchGetItem", "PutItem", "UpdateItem", "DeleteItem"]  # type: ignore[attr-defined]
+        assert catalog.calls == ["reserve", "commit"], "commit after the answer"
+        # verify is cached per token by the HTTP adapter, so after a token's first use it costs nothing.
+        assert payments.calls == ["verify", "charge"]
+        http.portal.call(counting.aclose)  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("method", ["pm_card_declined", "pm_card_error"])
-def test_failed_payment_releases_the_stock(
-    order_app: TestClient,
-    customer: Callable[..., dict[str, str]],
-    fakes: tuple[InMemoryCatalog, InMemoryPayments],
-    method: str,
-) -> None:
+def test_failed_payment_releases_the_stock(world: World, customer: Callable[..., dict[str, str]], method: str) -> None:
     me = customer()
-    order_app.put("/api/v1/cart/items/p2", json={"quantity": 2}, headers=me)
-    answer = checkout(order_app, me, method=method)
+    world.http.put("/api/v1/cart/items/p2", json={"quantity": 2}, headers=me)
+    answer = checkout(world.http, me, method=method)
     assert answer.status_code == 201 and answer.json()["status"] == "PAYMENT_FAILED"
-    assert fakes[0].products["p2"]["stock"] == 2
-    assert order_app.get("/api/v1/cart", headers=me).json()["items"], "a failed payment keeps the cart"
+    assert world.catalog.stock("p2") == 2
+    assert world.http.get("/api/v1/cart", headers=me).json()["items"], "a failed payment keeps the cart"
 
 
 # Concurrency is proved on dynalite (as on DynamoDB): moto does not make a conditional write atomic
 # under concurrent requests (measured: 9 rounds in 100 of five racing conditional updates let two
 # through), so on moto the race itself, not the code, decides this test.
-@pytest.mark.parametrize("order_app", ["dynalite"], indirect=True)
+@pytest.mark.parametrize("world", ["dynalite"], indirect=True)
 def test_same_key_concurrently_gives_one_order_and_equal_answers(
-    order_app: TestClient, customer: Callable[..., dict[str, str]], fakes: tuple[InMemoryCatalog, InMemoryPayments]
+    world: World, customer: Callable[..., dict[str, str]]
 ) -> None:
     me = customer()
-    order_app.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
+    world.http.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
     answers: list[Any] = []
-    threads = [threading.Thread(target=lambda: answers.append(checkout(order_app, me, key="same"))) for _ in range(5)]
+    threads = [threading.Thread(target=lambda: answers.append(checkout(world.http, me, key="same"))) for _ in range(5)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert {a.status_code for a in answers} == {201}
     assert len({a.text for a in answers}) == 1
-    assert len(fakes[1].charges) == 1 and fakes[0].products["p1"]["stock"] == 9
-    assert len(order_app.get("/api/v1/orders", headers=me).json()["items"]) == 1
+    assert len(world.payments.charges) == 1 and world.catalog.stock("p1") == 9
+    assert len(world.http.get("/api/v1/orders", headers=me).json()["items"]) == 1
 
 
-def test_same_key_with_another_body_is_refused(order_app: TestClient, customer: Callable[..., dict[str, str]]) -> None:
+def test_same_key_with_another_body_is_refused(world: World, customer: Callable[..., dict[str, str]]) -> None:
     me = customer()
-    order_app.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
-    assert checkout(order_app, me, key="k").status_code == 201
-    assert_problem(checkout(order_app, me, key="k", method="pm_card_declined"), 422)
+    world.http.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
+    assert checkout(world.http, me, key="k").status_code == 201
+    assert_problem(checkout(world.http, me, key="k", method="pm_card_declined"), 422)
 
 
 @pytest.mark.parametrize(
@@ -258,56 +260,51 @@ def test_same_key_with_another_body_is_refused(order_app: TestClient, customer: 
     ],
 )
 def test_bad_checkouts_write_nothing(
-    order_app: TestClient,
+    world: World,
     customer: Callable[..., dict[str, str]],
-    fakes: tuple[InMemoryCatalog, InMemoryPayments],
     key: str | None,
     body: dict[str, Any],
     status: int,
 ) -> None:
     me = customer()
-    order_app.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
+    world.http.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
     headers = dict(me, **({"Idempotency-Key": key} if key else {}))
-    assert_problem(order_app.post("/api/v1/orders", json=body, headers=headers), status)
-    assert fakes[0].products["p1"]["stock"] == 10 and not fakes[0].reservations
-    assert order_app.get("/api/v1/orders", headers=me).json()["items"] == []
+    assert_problem(world.http.post("/api/v1/orders", json=body, headers=headers), status)
+    assert world.catalog.stock("p1") == 10 and not world.catalog.reservations
+    assert world.http.get("/api/v1/orders", headers=me).json()["items"] == []
 
 
-def test_empty_cart_and_out_of_stock(order_app: TestClient, customer: Callable[..., dict[str, str]]) -> None:
+def test_empty_cart_and_out_of_stock(world: World, customer: Callable[..., dict[str, str]]) -> None:
     me = customer()
-    assert_problem(checkout(order_app, me), 422)
-    order_app.put("/api/v1/cart/items/p2", json={"quantity": 3}, headers=me)
-    body = assert_problem(checkout(order_app, me, key="k2"), 409)
-    assert body["products"] == ["p2"]
+    assert_problem(checkout(world.http, me), 422)
+    world.http.put("/api/v1/cart/items/p2", json={"quantity": 3}, headers=me)
+    body = assert_problem(checkout(world.http, me, key="k2"), 409)
+    assert body["products"] == ["p2"] and body["type"].endswith("/out-of-stock")
 
 
-def test_nobody_reads_or_cancels_another_users_order(
-    order_app: TestClient, customer: Callable[..., dict[str, str]], fakes: tuple[InMemoryCatalog, InMemoryPayments]
-) -> None:
+def test_nobody_reads_or_cancels_another_users_order(world: World, customer: Callable[..., dict[str, str]]) -> None:
     owner, stranger, admin = customer(), customer(), customer("admin")
-    order_app.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=owner)
-    order = checkout(order_app, owner).json()
-    assert_problem(order_app.get(f"/api/v1/orders/{order['id']}", headers=stranger), 404)
-    assert_problem(order_app.post(f"/api/v1/orders/{order['id']}/cancel", headers=stranger), 404)
-    assert order_app.get(f"/api/v1/orders/{order['id']}", headers=admin).status_code == 200
+    world.http.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=owner)
+    order = checkout(world.http, owner).json()
+    assert_problem(world.http.get(f"/api/v1/orders/{order['id']}", headers=stranger), 404)
+    assert_problem(world.http.post(f"/api/v1/orders/{order['id']}/cancel", headers=stranger), 404)
+    assert world.http.get(f"/api/v1/orders/{order['id']}", headers=admin).status_code == 200
 
-    cancelled = order_app.post(f"/api/v1/orders/{order['id']}/cancel", headers=owner)
+    cancelled = world.http.post(f"/api/v1/orders/{order['id']}/cancel", headers=owner)
     assert cancelled.json()["status"] == "CANCELLED"
-    assert fakes[1].refunds == [(order["payment_id"], None)] and fakes[0].products["p1"]["stock"] == 10
-    assert_problem(order_app.post(f"/api/v1/orders/{order['id']}/fulfil", headers=admin), 409)
+    assert world.payments.refund_calls == [(order["payment_id"], None)] and world.catalog.stock("p1") == 10
+    assert_problem(world.http.post(f"/api/v1/orders/{order['id']}/fulfil", headers=admin), 409)
 
 
-def test_order_history_is_paginated_newest_first(
-    order_app: TestClient, customer: Callable[..., dict[str, str]]
-) -> None:
+def test_order_history_is_paginated_newest_first(world: World, customer: Callable[..., dict[str, str]]) -> None:
     me = customer()
     ids = []
     for n in range(5):
-        order_app.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
-        ids.append(checkout(order_app, me, key=f"k{n}").json()["id"])
+        world.http.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
+        ids.append(checkout(world.http, me, key=f"k{n}").json()["id"])
     seen, cursor = [], None
     while True:
-        page = order_app.get(
+        page = world.http.get(
             "/api/v1/orders", params={"limit": 2, **({"cursor": cursor} if cursor else {})}, headers=me
         ).json()
         seen += [o["id"] for o in page["items"]]
@@ -315,103 +312,191 @@ def test_order_history_is_paginated_newest_first(
         if not cursor:
             break
     assert seen == list(reversed(ids))
-    assert_problem(order_app.get("/api/v1/orders", params={"cursor": "nonsense"}, headers=me), 400)
+    assert_problem(world.http.get("/api/v1/orders", params={"cursor": "nonsense"}, headers=me), 400)
 
 
 def test_outbox_holds_every_event_until_the_relay_sends_it(
-    order_app: TestClient, customer: Callable[..., dict[str, str]], tmp_path: Any
+    world: World, customer: Callable[..., dict[str, str]]
 ) -> None:
-    from cloudshop.stream import FileEventLog
-    from eks_services.order.relay import OutboxRelay
-
     me = customer()
-    order_app.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
-    order = checkout(order_app, me).json()
-    relay: OutboxRelay = order_app.app.state.relay  # type: ignore[attr-defined]
-    log = FileEventLog(tmp_path)
-    relay.publisher, relay.queue_url = log, ""
-    while relay.run_once():
-        pass
-    mine = [e for e in log.read("orders") if e["data"]["order_id"] == order["id"]]  # type: ignore[index]
+    world.http.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
+    order = checkout(world.http, me).json()
+    world.publisher.failing = True
+    with pytest.raises(RuntimeError):
+        world.run(world.runtime.relay.run_once)
+    world.publisher.failing = False
+
+    world.run(world.runtime.relay.drain)
+
+    mine = [e for e in world.publisher.events() if e["data"]["order_id"] == order["id"]]
     assert [e["event_type"] for e in mine] == ["order.created", "order.paid"]
-    assert not [e for e in relay.orders.pending_events() if e["order_id"] == order["id"]]
-    assert (
-        "outbox_pending"
-        not in relay.orders.client.get_item(TableName=relay.orders.orders_table, Key={"order_id": {"S": order["id"]}})[
-            "Item"
-        ]
-    )
+    assert not [e for e in world.run(world.runtime.relay.orders.pending_events) if e.order_id == order["id"]]
+    item = aws.client("dynamodb", world.settings).get_item(
+        TableName=world.settings.orders_table, Key={"order_id": {"S": order["id"]}}
+    )["Item"]
+    assert "outbox_pending" not in item and not item.get("outbox", {}).get("M")
 
 
 def test_a_cart_holds_at_most_fifty_products_but_quantities_can_still_change(
-    order_app: TestClient, customer: Callable[..., dict[str, str]], fakes: tuple[InMemoryCatalog, InMemoryPayments]
+    world: World, customer: Callable[..., dict[str, str]]
 ) -> None:
     me = customer()
     for n in range(51):
-        fakes[0].products[f"x{n}"] = {
-            "id": f"x{n}",
-            "name": f"X{n}",
-            "price": {"amount": 100, "currency": "INR"},
-            "stock": 5,
-        }
+        world.catalog.add(f"x{n}", name=f"X{n}", price=100, stock=5)
     for n in range(50):
-        assert order_app.put(f"/api/v1/cart/items/x{n}", json={"quantity": 1}, headers=me).status_code == 200
-    assert_problem(order_app.put("/api/v1/cart/items/x50", json={"quantity": 1}, headers=me), 409)
-    assert order_app.put("/api/v1/cart/items/x0", json={"quantity": 3}, headers=me).status_code == 200
-    assert len(order_app.get("/api/v1/cart", headers=me).json()["items"]) == 50
+        assert world.http.put(f"/api/v1/cart/items/x{n}", json={"quantity": 1}, headers=me).status_code == 200
+    assert_problem(world.http.put("/api/v1/cart/items/x50", json={"quantity": 1}, headers=me), 409)
+    assert world.http.put("/api/v1/cart/items/x0", json={"quantity": 3}, headers=me).status_code == 200
+    assert len(world.http.get("/api/v1/cart", headers=me).json()["items"]) == 50
 
 
 def test_payment_service_down_nothing_lost_nothing_charged_twice(
-    order_app: TestClient, customer: Callable[..., dict[str, str]], fakes: tuple[InMemoryCatalog, InMemoryPayments]
+    world: World, customer: Callable[..., dict[str, str]]
 ) -> None:
     """Given the payment service fails after the order is written, the buyer gets a 503 and the stock
     stays reserved; a retry with the same key, once payments are back, completes it with one charge."""
-    catalog, payments = fakes
     me = customer()
-    order_app.put("/api/v1/cart/items/p1", json={"quantity": 2}, headers=me)
-    real_charge = payments.charge
+    world.http.put("/api/v1/cart/items/p1", json={"quantity": 2}, headers=me)
+    world.payments.down = {"charge"}
+    assert_problem(checkout(world.http, me, key="k-down"), 503)
+    pending = world.http.get("/api/v1/orders", headers=me).json()["items"]
+    assert [o["status"] for o in pending] == ["PENDING_PAYMENT"] and world.catalog.stock("p1") == 8
 
-    def unavailable(**_: Any) -> dict[str, Any]:
-        raise DependencyUnavailable("The payment service is unavailable; try again.")
-
-    payments.charge = unavailable  # type: ignore[method-assign]
-    assert_problem(checkout(order_app, me, key="k-down"), 503)
-    pending = order_app.get("/api/v1/orders", headers=me).json()["items"]
-    assert [o["status"] for o in pending] == ["PENDING_PAYMENT"] and catalog.products["p1"]["stock"] == 8
-
-    payments.charge = real_charge  # type: ignore[method-assign]
-    retried = checkout(order_app, me, key="k-down")
+    world.payments.down = set()
+    retried = checkout(world.http, me, key="k-down")
 
     assert retried.status_code == 201 and retried.json()["status"] == "PAID"
-    assert retried.json()["id"] == pending[0]["id"] and len(payments.charges) == 1
-    assert catalog.products["p1"]["stock"] == 8
+    assert retried.json()["id"] == pending[0]["id"] and len(world.payments.charges) == 1
+    assert world.catalog.stock("p1") == 8
 
 
-def test_abandoned_checkouts_are_settled_by_the_sweeper(
-    order_app: TestClient, customer: Callable[..., dict[str, str]], fakes: tuple[InMemoryCatalog, InMemoryPayments]
-) -> None:
-    catalog, payments = fakes
+def test_abandoned_checkouts_are_settled_by_the_sweeper(world: World, customer: Callable[..., dict[str, str]]) -> None:
     ok_buyer, declined_buyer = customer(), customer()
     for who in (ok_buyer, declined_buyer):
-        order_app.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=who)
-    real_charge = payments.charge
+        world.http.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=who)
+    world.payments.down = {"charge"}
+    assert_problem(checkout(world.http, ok_buyer, key="a"), 503)
+    assert_problem(checkout(world.http, declined_buyer, key="b", method="pm_card_declined"), 503)
+    sweep = partial(world.runtime.checkout.settle_abandoned, older_than_seconds=0)
+    assert world.run(sweep) == 0, "still down: nothing settles, nothing is lost"
 
-    def unavailable(**_: Any) -> dict[str, Any]:
-        raise DependencyUnavailable("down")
-
-    payments.charge = unavailable  # type: ignore[method-assign]
-    assert_problem(checkout(order_app, ok_buyer, key="a"), 503)
-    assert_problem(checkout(order_app, declined_buyer, key="b", method="pm_card_declined"), 503)
-    service = order_app.app.state.checkout  # type: ignore[attr-defined]
-    assert service.settle_abandoned(older_than_seconds=0) == 0, "still down: nothing settles, nothing is lost"
-
-    payments.charge = real_charge  # type: ignore[method-assign]
-    service.settle_abandoned(older_than_seconds=0)
+    world.payments.down = set()
+    world.run(sweep)
 
     statuses = {
-        who["Authorization"]: order_app.get("/api/v1/orders", headers=who).json()["items"][0]["status"]
+        who["Authorization"]: world.http.get("/api/v1/orders", headers=who).json()["items"][0]["status"]
         for who in (ok_buyer, declined_buyer)
     }
     assert statuses == {ok_buyer["Authorization"]: "PAID", declined_buyer["Authorization"]: "PAYMENT_FAILED"}
-    assert catalog.products["p1"]["stock"] == 9, "the declined order's unit went back on the shelf"
-    assert service.settle_abandoned(older_than_seconds=0) == 0, "settled orders leave the index"
+    assert world.catalog.stock("p1") == 9, "the declined order's unit went back on the shelf"
+    assert world.run(sweep) == 0, "settled orders leave the index"
+
+
+def test_invoice_link_once_paid(world: World, customer: Callable[..., dict[str, str]]) -> None:
+    me = customer()
+    world.http.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=me)
+    order = checkout(world.http, me).json()
+    answer = world.http.get(f"/api/v1/orders/{order['id']}/invoice", headers=me)
+    assert answer.status_code == 200 and answer.json()["url"].endswith(f"{order['id']}.html")
+
+
+# --- payment events --------------------------------------------------------------------------------
+def refunded_event(order: dict[str, Any], *, fully: bool = True, event_id: str | None = None) -> str:
+    total = order["total"]
+    return json.dumps(
+        {
+            "event_id": event_id or f"evt-{uuid.uuid4().hex}",
+            "event_type": "payment.refunded",
+            "version": 1,
+            "occurred_at": "2026-01-01T00:00:00+00:00",
+            "source": "payment-service",
+            "data": {
+                "payment_id": order["payment_id"],
+                "order_id": order["id"],
+                "user_id": order["user_id"],
+                "amount": total,
+                "refunded_total": total if fully else {"amount": 1, "currency": total["currency"]},
+                "captured": total,
+                "fully_refunded": fully,
+            },
+        }
+    )
+
+
+def paid_order(world: World, who: dict[str, str], *, key: str = "k1") -> dict[str, Any]:
+    world.http.put("/api/v1/cart/items/p1", json={"quantity": 1}, headers=who)
+    order: dict[str, Any] = checkout(world.http, who, key=key).json()
+    assert order["status"] == "PAID"
+    return order
+
+
+def consume(world: World) -> int:
+    consumer = world.runtime.consumer
+    assert consumer is not None
+    return world.run(partial(consumer.run_once, wait_seconds=0))
+
+
+def test_a_full_refund_event_moves_the_order_to_refunded_once(
+    world: World, customer: Callable[..., dict[str, str]]
+) -> None:
+    me = customer()
+    order = paid_order(world, me)
+    partial_refund, full_refund = refunded_event(order, fully=False), refunded_event(order, event_id="e-full")
+    world.payment_events.send(partial_refund)
+    assert consume(world) == 1
+    assert world.http.get(f"/api/v1/orders/{order['id']}", headers=me).json()["status"] == "PAID"
+
+    world.payment_events.send(full_refund)
+    world.payment_events.send(full_refund)  # at least once: the same event again
+    assert consume(world) == 2
+
+    assert world.http.get(f"/api/v1/orders/{order['id']}", headers=me).json()["status"] == "REFUNDED"
+    assert not world.payment_events.messages, "handled messages are deleted"
+    world.run(world.runtime.relay.drain)
+    refunded = [e for e in world.publisher.events() if e["event_type"] == "order.refunded"]
+    assert len(refunded) == 1 and refunded[0]["data"]["order_id"] == order["id"]
+
+
+def test_a_cancels_own_refund_event_leaves_the_order_cancelled(
+    world: World, customer: Callable[..., dict[str, str]]
+) -> None:
+    """The payment service announces the refund a cancel asked for; the order must end CANCELLED
+    whether that event arrives before the cancel finishes or after."""
+    me = customer()
+    order = paid_order(world, me)
+    real_release = world.catalog.release
+
+    async def release_while_the_event_arrives(order_id: str) -> None:
+        world.payment_events.send(refunded_event(order))
+        consumer = world.runtime.consumer
+        assert consumer is not None
+        await consumer.run_once(wait_seconds=0)
+        await real_release(order_id)
+
+    world.catalog.release = release_while_the_event_arrives  # type: ignore[method-assign]
+    cancelled = world.http.post(f"/api/v1/orders/{order['id']}/cancel", headers=me)
+
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
+    world.payment_events.send(refunded_event(order))
+    assert consume(world) == 1
+    assert world.http.get(f"/api/v1/orders/{order['id']}", headers=me).json()["status"] == "CANCELLED"
+
+
+def test_poison_payment_events_end_in_the_dead_letter_queue(
+    world: World, customer: Callable[..., dict[str, str]]
+) -> None:
+    me = customer()
+    order = paid_order(world, me)
+    unknown_order = json.loads(refunded_event(order))
+    unknown_order["data"]["order_id"] = "ord_nobody"
+    for body in ("not json", json.dumps({"event_type": "payment.refunded", "data": {}}), json.dumps(unknown_order)):
+        world.payment_events.send(body)
+    world.payment_events.send(json.dumps({"event_type": "payment.captured", "event_id": "x", "data": {}}))
+    world.payment_events.send(refunded_event(order))
+
+    for _ in range(4):
+        consume(world)
+
+    assert len(world.payment_events.dead_letters) == 3
+    assert not world.payment_events.messages
+    assert world.http.get(f"/api/v1/orders/{order['id']}", headers=me).json()["status"] == "REFUNDED"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -10,7 +12,6 @@ from cloudshop.errors import Conflict, ValidationFailed
 from eks_services.payment.model import (
     ChargeRequest,
     ChargeResult,
-    OrderSnapshot,
     Payment,
     PaymentStatus,
     ProviderError,
@@ -28,11 +29,14 @@ def slept() -> list[float]:
 
 @pytest.fixture
 def provider(slept: list[float]) -> SimulatedProvider:
-    return SimulatedProvider(slow_charge_seconds=2.0, sleep=slept.append)
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    return SimulatedProvider(slow_charge_seconds=2.0, sleep=sleep)
 
 
 def charge(provider: SimulatedProvider, payment_method: str) -> ChargeResult:
-    return provider.charge(payment_id="pay_1", amount=1000, currency="INR", payment_method=payment_method)
+    return asyncio.run(provider.charge(payment_id="pay_1", amount=1000, currency="INR", payment_method=payment_method))
 
 
 def test_ok_card_captures(provider: SimulatedProvider) -> None:
@@ -58,6 +62,23 @@ def test_slow_card_captures_after_the_configured_delay(provider: SimulatedProvid
     assert slept == [2.0]
 
 
+def test_slow_cards_wait_without_blocking_the_event_loop() -> None:
+    provider = SimulatedProvider(slow_charge_seconds=0.3)
+
+    async def five_slow_charges() -> list[ChargeResult]:
+        return await asyncio.gather(
+            *(
+                provider.charge(payment_id=f"pay_{n}", amount=1, currency="INR", payment_method="pm_card_slow")
+                for n in range(5)
+            )
+        )
+
+    started = time.monotonic()
+    results = asyncio.run(five_slow_charges())
+    assert all(r.captured for r in results)
+    assert time.monotonic() - started < 1.0, "the slow charges ran one after another"
+
+
 def test_a_repeated_charge_has_the_same_reference(provider: SimulatedProvider) -> None:
     assert charge(provider, "pm_card_ok") == charge(provider, "pm_card_ok")
 
@@ -65,7 +86,7 @@ def test_a_repeated_charge_has_the_same_reference(provider: SimulatedProvider) -
 @pytest.mark.parametrize("token", ["pm_card_unknown", "4242424242424242", "pm_CARD_OK", "pm_", "card_ok"])
 def test_unknown_or_malformed_tokens_are_invalid(provider: SimulatedProvider, token: str) -> None:
     with pytest.raises(ValidationFailed):
-        provider.verify(token)
+        asyncio.run(provider.verify(token))
 
 
 def test_payment_ids_are_derived_from_the_order() -> None:
@@ -84,20 +105,6 @@ def request(**overrides: object) -> ChargeRequest:
     return ChargeRequest(**values)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    "order",
-    [
-        OrderSnapshot(id="o1", user_id="u1", status="PENDING_PAYMENT", amount=999, currency="INR"),
-        OrderSnapshot(id="o1", user_id="u1", status="PENDING_PAYMENT", amount=1000, currency="USD"),
-        OrderSnapshot(id="o1", user_id="u2", status="PENDING_PAYMENT", amount=1000, currency="INR"),
-        OrderSnapshot(id="o1", user_id="u1", status="CANCELLED", amount=1000, currency="INR"),
-    ],
-)
-def test_a_charge_must_match_an_order_awaiting_payment(order: OrderSnapshot) -> None:
-    with pytest.raises(Conflict):
-        request().check_order(order)
-
-
 def captured(amount: int = 1000) -> Payment:
     return Payment.claim(request(amount=amount), now=NOW, lease_seconds=60).captured("ref", now=NOW)
 
@@ -111,6 +118,29 @@ def test_refunds_move_the_payment_to_partially_then_fully_refunded() -> None:
     rest = payment.plan_refund(amount=None, idempotency_key="k2", now=NOW)
     payment = payment.with_refund(rest, now=NOW)
     assert (rest.amount, payment.status, payment.refundable) == (600, PaymentStatus.REFUNDED, 0)
+
+
+def test_a_reserved_refund_counts_against_the_capture_but_not_as_refunded_until_confirmed() -> None:
+    payment = captured()
+    refund = payment.plan_refund(amount=None, idempotency_key="k1", now=NOW)
+    reserved = payment.with_refund(refund, now=NOW)
+    assert refund.pending and reserved.refundable == 0
+    assert (reserved.confirmed_refunded, reserved.fully_refunded) == (0, False)
+
+    confirmed, done = reserved.refund_succeeded(refund.id, now=NOW)
+
+    assert not done.pending and confirmed.version == reserved.version + 1
+    assert (confirmed.confirmed_refunded, confirmed.fully_refunded) == (1000, True)
+    with pytest.raises(Conflict):
+        confirmed.refund_succeeded(refund.id, now=NOW)
+    with pytest.raises(Conflict):
+        confirmed.without_refund(refund.id, now=NOW)  # that money has left
+
+
+def test_a_reservation_expires_only_after_its_lease() -> None:
+    refund = captured().plan_refund(amount=1, idempotency_key="k1", now=NOW)
+    assert not refund.claim_expired(NOW + timedelta(seconds=59), lease_seconds=60)
+    assert refund.claim_expired(NOW + timedelta(seconds=61), lease_seconds=60)
 
 
 def test_a_refund_never_exceeds_what_is_left() -> None:

@@ -1,0 +1,115 @@
+"""The product and payment services behind the `Catalog` and `Payments` ports, over HTTP.
+
+Wire shapes stop here: the adapters answer domain values. Every write carries its own idempotency
+key (the order id, or an explicit key), so every call is marked retryable. A problem answer comes
+back as the same error class it left the other service as (`cloudshop.errors.error_from_problem`):
+an out-of-stock 409 is `OutOfStock`, naming the products short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from cloudshop.estate import API_PREFIX
+from eks_services.order.model import Charge, ChargeStatus, Line, Product, RefundReceipt, ReservationLine
+
+VERIFIED_CACHE_MAX = 1000
+
+
+class ServiceCaller(Protocol):
+    """What the adapters need of `cloudshop.clients.AsyncServiceClient`."""
+
+    async def request(
+        self, method: str, path: str, *, json: Any = None, params: Any = None, retry: bool | None = None
+    ) -> Any: ...
+
+
+class HttpCatalog:
+    def __init__(self, client: ServiceCaller) -> None:
+        self.client = client
+
+    async def product(self, product_id: str) -> Product:
+        body = await self.client.request("GET", f"{API_PREFIX}/products/{product_id}")
+        return Product(
+            id=str(body["id"]),
+            name=str(body["name"]),
+            unit_price=int(body["price"]["amount"]),
+            currency=str(body["price"]["currency"]),
+        )
+
+    async def reserve(self, order_id: str, lines: Sequence[ReservationLine]) -> tuple[Line, ...]:
+        body = await self.client.request(
+            "POST",
+            f"{API_PREFIX}/internal/reservations",
+            json={"order_id": order_id, "lines": [{"product_id": x.product_id, "quantity": x.quantity} for x in lines]},
+            retry=True,
+        )
+        return tuple(
+            Line(
+                product_id=str(r["product_id"]),
+                name=str(r["name"]),
+                quantity=int(r["quantity"]),
+                unit_price=int(r["unit_price"]["amount"]),
+                currency=str(r["unit_price"]["currency"]),
+            )
+            for r in body["lines"]
+        )
+
+    async def release(self, order_id: str) -> None:
+        await self.client.request("POST", f"{API_PREFIX}/internal/reservations/{order_id}/release", retry=True)
+
+    async def commit(self, order_id: str) -> None:
+        await self.client.request("POST", f"{API_PREFIX}/internal/reservations/{order_id}/commit", retry=True)
+
+
+class HttpPayments:
+    def __init__(self, client: ServiceCaller) -> None:
+        self.client = client
+        # A token the provider knew a moment ago still knows it: skip the call for tokens already
+        # verified (a handful of test tokens locally; bounded so it cannot grow without limit).
+        self._verified: set[str] = set()
+
+    async def verify(self, payment_method: str) -> None:
+        if payment_method in self._verified:
+            return
+        await self.client.request(
+            "POST", f"{API_PREFIX}/internal/payment-methods/verify", json={"payment_method": payment_method}, retry=True
+        )
+        if len(self._verified) < VERIFIED_CACHE_MAX:
+            self._verified.add(payment_method)
+
+    async def charge(self, *, order_id: str, user_id: str, amount: int, currency: str, payment_method: str) -> Charge:
+        body = await self.client.request(
+            "POST",
+            f"{API_PREFIX}/internal/payments",
+            json={
+                "order_id": order_id,
+                "user_id": user_id,
+                "amount": {"amount": amount, "currency": currency},
+                "payment_method": payment_method,
+            },
+            retry=True,
+        )
+        return Charge(
+            payment_id=str(body["id"]),
+            status=ChargeStatus(body["status"]),
+            amount=int(body["amount"]["amount"]),
+            currency=str(body["amount"]["currency"]),
+            decline_code=body.get("decline_code"),
+            failure_reason=body.get("failure_reason"),
+        )
+
+    async def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> RefundReceipt:
+        request: dict[str, Any] = {"idempotency_key": idempotency_key}
+        if amount is not None:
+            request["amount"] = amount
+        body = await self.client.request(
+            "POST", f"{API_PREFIX}/internal/payments/{payment_id}/refunds", json=request, retry=True
+        )
+        return RefundReceipt(
+            refund_id=str(body["id"]),
+            payment_id=str(body.get("payment_id", payment_id)),
+            amount=int(body["amount"]["amount"]),
+            currency=str(body["amount"]["currency"]),
+        )

@@ -1,0 +1,90 @@
+"""The outbox relay as an asyncio task: it publishes on a wake-up, keeps events through a sink outage,
+and its ceiling in events/s is measured on real storage and real sinks (dynalite, SQS on moto, the
+file log), the number printed so a run shows it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+
+from cloudshop import aws
+from cloudshop.dynamodb import dynamodb_for
+from cloudshop.settings import Settings
+from cloudshop.stream import FileEventLog
+from eks_services.order.messaging import FanoutPublisher, SqsEventPublisher, StreamEventPublisher
+from eks_services.order.model import OrderStatus
+from eks_services.order.relay import OutboxRelay
+from eks_services.order.repository import DynamoDBOrderRepository
+from eks_services.order.service import order_event
+from tests.services.order_fakes import InMemoryEventPublisher, InMemoryOrders
+from tests.services.test_order_ports import new_order
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_a_wake_up_publishes_at_once_and_an_outage_only_delays() -> None:
+    orders, publisher = InMemoryOrders(), InMemoryEventPublisher()
+    relay = OutboxRelay(orders=orders, publisher=publisher, interval_seconds=30)
+    relay.coalesce_seconds = 0.01
+    publisher.failing = True
+    relay.start()
+    try:
+        order = new_order()
+        await orders.create(order, order_event(order))
+        relay.wake()
+        await asyncio.sleep(0.1)
+        assert relay.failures >= 1 and not publisher.published
+        publisher.failing = False
+        relay.wake()
+        for _ in range(100):
+            if publisher.published:
+                break
+            await asyncio.sleep(0.01)
+        assert [json.loads(e.payload)["event_type"] for e in publisher.published] == ["order.created"]
+        assert not await orders.pending_events()
+    finally:
+        await relay.stop()
+
+
+async def test_relay_ceiling_in_events_per_second(make_settings: Callable[..., Settings], tmp_path: object) -> None:
+    """Given 400 events waiting in 200 orders' outboxes, when one relay drains them to Kafka's stand-in
+    (the file log) and SQS, then every event arrives once and the rate is reported."""
+    settings = make_settings(dynamodb="dynalite", prefix="relay-")
+    db = dynamodb_for(settings)
+    orders = DynamoDBOrderRepository(db, table=settings.orders_table)
+    relay = OutboxRelay(orders=orders, publisher=InMemoryEventPublisher(), interval_seconds=1)
+    await relay.drain()  # start from an empty outbox
+    made = []
+    for _ in range(200):
+        order = new_order()
+        await orders.create(order, order_event(order))
+        paid = order.move_to(OrderStatus.PAID, payment_id="pay_1")
+        await orders.save(paid, order_event(paid))
+        made.append(order.id)
+    log = FileEventLog(f"{tmp_path}/events")
+    sqs = aws.client("sqs", settings)
+    relay.publisher = FanoutPublisher(
+        StreamEventPublisher(log, topic="orders"),
+        SqsEventPublisher(sqs, queue_url=settings.order_events_queue_url),
+    )
+
+    started = time.perf_counter()
+    sent = await relay.drain()
+    elapsed = time.perf_counter() - started
+
+    assert sent == 400
+    published = [e for e in log.read("orders") if e["data"]["order_id"] in set(made)]  # type: ignore[index]
+    assert len(published) == 400 and len({e["event_id"] for e in published}) == 400
+    print(f"\n[relay] {sent} events in {elapsed:.2f}s: {sent / elapsed:.0f} events/s (dynalite, file log, SQS on moto)")
+    await relay.publisher.aclose()
+    await db.aclose()
+    sqs.purge_queue(QueueUrl=settings.order_events_queue_url)

@@ -20,6 +20,7 @@ from cloudshop.estate import Route, Workload
 FIRST_LISTENER_PORT = 8081
 SERVICE_PORT = 80
 HEALTH_PATH = "/healthz"
+ALB_IDLE_TIMEOUT_SECONDS = 60
 
 PLAIN_HTTP_REASON = (
     "Internal ALB reachable only from the API Gateway VPC link's security group inside the VPC; TLS "
@@ -72,6 +73,10 @@ class PrivateIngress(Construct):
             internet_facing=False,
             security_group=self.security_group,
             drop_invalid_header_fields=True,
+            # Shorter than the pods' keep-alive (uvicorn --timeout-keep-alive 75 in the Dockerfiles), so
+            # the ALB, not the pod, ends an idle connection: otherwise a request sent as the pod
+            # closes it is a 502.
+            idle_timeout=Duration.seconds(ALB_IDLE_TIMEOUT_SECONDS),
         )
         self.load_balancer.log_access_logs(access_log_bucket, prefix="alb")
         checkov_skip(

@@ -55,6 +55,8 @@ HOP_BY_HOP = {
     "host",
     "content-length",
 }
+# Set by the gateway's own server on its answer; the upstream's copies would be sent twice.
+NOT_FROM_UPSTREAM = HOP_BY_HOP | {"date", "server"}
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ def build_gateway(
             log.warning("upstream unreachable", extra={"fields": {"service": route.service}})
             return _problem(502, "Bad gateway", f"The {route.service} service is unreachable.")
         response = Response(content, status_code=upstream.status_code)
-        kept = [(k, v) for k, v in upstream.headers.raw if k.decode("latin-1").lower() not in HOP_BY_HOP]
+        kept = [(k, v) for k, v in upstream.headers.raw if k.decode("latin-1").lower() not in NOT_FROM_UPSTREAM]
         response.raw_headers = [*kept, *((k, v) for k, v in response.raw_headers if k == b"content-length")]
         return response
 

@@ -99,6 +99,11 @@ class ServiceProcess(ManagedServer):
             "--no-access-log",
             "--log-level",
             "warning",
+            # Longer than any client's idle keep-alive (httpx: 5 s), as behind the ALB (idle 60 s): a
+            # server that closes an idle connection first races the client's next request on it,
+            # which then fails with a reset connection instead of an answer.
+            "--timeout-keep-alive",
+            "75",
             "--timeout-graceful-shutdown",
             "5",
         ]

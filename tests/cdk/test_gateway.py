@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match
 
-from cloudshop.estate import ESTATE, GATEWAY_HEALTH, GATEWAY_HEALTH_PATHS, LAMBDA_SERVICES, Route
+from cloudshop.estate import ESTATE, GATEWAY_HEALTH, GATEWAY_HEALTH_PATHS, LAMBDA_SERVICES, WORKLOADS, Route, Workload
 from cloudshop.settings import resource_settings
 from tests.cdk.test_functions import settings_names
+from tests.infra.test_dockerfiles import stages
 
 pytestmark = pytest.mark.infra
 
@@ -203,3 +205,15 @@ def test_lambda_routes_use_lambda_proxy_integrations(synth) -> None:
     synth.template("Api").has_resource_properties(
         "AWS::ApiGatewayV2::Integration", {"IntegrationType": "AWS_PROXY", "PayloadFormatVersion": "2.0"}
     )
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda workload: workload.name)
+def test_pods_keep_idle_connections_longer_than_the_load_balancer(synth, workload: Workload) -> None:
+    # Whoever closes an idle connection first races the other side's next request on it: the ALB
+    # must be that side, or a request sent as the pod closes the connection becomes a 502.
+    (balancer,) = synth.resources("Eks", "AWS::ElasticLoadBalancingV2::LoadBalancer").values()
+    attributes = {a["Key"]: a["Value"] for a in balancer["Properties"]["LoadBalancerAttributes"]}
+    entrypoint = shlex.split(dict(stages(workload)[-1])["ENTRYPOINT"].replace('", "', " ").strip('[]"'))
+
+    pod_keep_alive = int(entrypoint[entrypoint.index("--timeout-keep-alive") + 1])
+    assert int(attributes["idle_timeout.timeout_seconds"]) < pod_keep_alive

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections.abc import Callable
+
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy import Engine
@@ -12,9 +16,10 @@ from cloudshop.estate import ESTATE
 from cloudshop.settings import Settings
 from cloudshop.sql import engine_for, ping
 from cloudshop.web import create_app
-from functions.user.api import router
-from functions.user.repository import DynamoDBSessionStore, SqlUserRepository
-from functions.user.service import UserService
+from functions.user.api import install_rate_limit_answer, router
+from functions.user.model import Limit
+from functions.user.repository import DynamoDBSessionStore, DynamoDBThrottle, SqlUserRepository
+from functions.user.service import Limits, SessionPolicy, UserService
 
 
 def migrate_schema(engine: Engine) -> None:
@@ -25,7 +30,9 @@ def migrate_schema(engine: Engine) -> None:
     apply_schema(engine, schemas=(ESTATE.sql_schema("user"),))
 
 
-def build_service(settings: Settings, engine: Engine | None = None) -> UserService:
+def build_service(
+    settings: Settings, engine: Engine | None = None, *, clock: Callable[[], float] = time.time
+) -> UserService:
     engine = engine or engine_for(settings)
     private_key = settings.jwt_private_key.get_secret_value() if settings.jwt_private_key else ""
     issuer = (
@@ -33,23 +40,44 @@ def build_service(settings: Settings, engine: Engine | None = None) -> UserServi
         if private_key
         else None
     )
+    dynamodb = aws.client("dynamodb", settings)
     return UserService(
         users=SqlUserRepository(engine),
-        sessions=DynamoDBSessionStore(aws.client("dynamodb", settings), table=settings.sessions_table),
+        sessions=DynamoDBSessionStore(dynamodb, table=settings.sessions_table, clock=clock),
+        throttle=DynamoDBThrottle(dynamodb, table=settings.sessions_table, clock=clock),
         issuer=issuer,
         hasher=PasswordHasher(),
-        refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
-        max_login_failures=settings.login_max_failures,
-        failure_window_seconds=settings.login_failure_window_seconds,
+        limits=Limits(
+            guesses_per_address=Limit(
+                "guess-address", settings.login_address_max_failures, settings.login_address_window_seconds
+            ),
+            guesses_per_account=Limit(
+                "guess-account", settings.login_max_failures, settings.login_failure_window_seconds
+            ),
+            taken_emails_per_address=Limit(
+                "taken-email-address",
+                settings.register_address_max_conflicts,
+                settings.register_address_window_seconds,
+            ),
+        ),
+        policy=SessionPolicy(
+            idle_seconds=settings.refresh_token_ttl_seconds,
+            lifetime_seconds=settings.session_lifetime_seconds,
+            reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
+            # The only secret this service alone holds; a key rotation only costs the refreshes
+            # inside one grace period (`UserService.refresh`).
+            rotation_key=hashlib.sha256(b"cloudshop refresh-token rotation\0" + private_key.encode()).digest(),
+        ),
+        clock=clock,
     )
 
 
-def build_app(settings: Settings) -> FastAPI:
-    service = build_service(settings)
+def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> FastAPI:
+    service = build_service(settings, clock=clock)
     engine = service.users.engine
     dynamodb = service.sessions.client
 
-    return create_app(
+    app = create_app(
         service="user",
         settings=settings,
         routers=[router()],
@@ -60,3 +88,5 @@ def build_app(settings: Settings) -> FastAPI:
         verifier=TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer),
         state={"users": service, "session_revoked": lambda sid: not service.sessions.is_active(sid)},
     )
+    install_rate_limit_answer(app)
+    return app

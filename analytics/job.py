@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from analytics import sinks as sink_types
-from analytics.kafka_auth import KafkaAuth, resolve_auth
+from analytics.kafka_auth import KafkaAuth, explain_kafka_failure, resolve_auth
 from analytics.monitor import LateEventsMonitor
 from analytics.sources import FileLogSource, KafkaSource, Source
 from analytics.spark import build_session, hadoop_aws_package, kafka_package, s3a_settings
@@ -43,6 +43,8 @@ from analytics.transforms import mark_final, mark_final_at, max_sale_time, parse
 log = logging.getLogger("analytics.job")
 
 QUERY_NAME = "order_windows"
+# The consumer groups the job may use on MSK (`cloudshop.estate.SCRAM_CLIENTS`, the ACL's prefix).
+GROUP_ID_PREFIX = "cloudshop-analytics-job"
 SINK_NAMES = ("kafka", "parquet", "windows", "bigquery", "console", "memory")
 
 # The environment variables of the settings contract that this job reads (tests pin them to
@@ -90,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kafka.add_argument(
         "--kafka-password-secret", help="Secret Manager version name holding the SASL password (Dataproc)"
+    )
+    kafka.add_argument(
+        "--kafka-truststore",
+        default=os.environ.get("KAFKA_SSL_TRUSTSTORE"),
+        help="PEM file of the CA certificates to trust (a broker with a private CA); MSK needs none",
+    )
+    kafka.add_argument(
+        "--kafka-group-id-prefix",
+        default=GROUP_ID_PREFIX,
+        help="prefix of the consumer group ids Spark makes up; the cluster's ACLs allow the job this prefix",
     )
 
     files = parser.add_argument_group("file log")
@@ -169,6 +181,7 @@ def kafka_auth(args: argparse.Namespace, *, read_secret: Callable[[str], str] | 
         password=os.environ.get("KAFKA_SASL_PASSWORD"),
         username_secret=args.kafka_username_secret,
         password_secret=args.kafka_password_secret,
+        truststore=args.kafka_truststore,
         **kwargs,
     )
 
@@ -211,6 +224,7 @@ def make_source(args: argparse.Namespace, auth: KafkaAuth) -> Source:
             topic=args.orders_topic,
             starting_offsets=args.starting_offsets,
             max_offsets_per_trigger=args.max_offsets_per_trigger,
+            group_id_prefix=args.kafka_group_id_prefix,
             options=auth.spark_options(),
         )
     return FileLogSource(event_log_dir=args.event_log_dir, topic=args.orders_topic)
@@ -259,6 +273,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     validate(args, parser)
     auth = kafka_auth(args) if _uses_kafka(args) else KafkaAuth()
+    try:
+        return run(args, auth)
+    except Exception as exc:
+        explained = explain_kafka_failure(exc, auth)
+        if explained is None:
+            raise
+        log.error("%s", explained)
+        return 1
+
+
+def run(args: argparse.Namespace, auth: KafkaAuth) -> int:
+    """Build the session and the job, then run it once or stream until a signal; the exit status."""
     packages, conf = spark_requirements(args)
     spark = build_session("cloudshop-analytics", packages=packages, conf=conf)
     spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
@@ -289,8 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("signal %d: stopping the query", stopping[0])
         query.stop()
     log.info("stopped; late events dropped while running: %d", monitor.late_events)
-    if query.exception() is not None:
-        log.error("the query failed: %s", query.exception())
+    failure = query.exception()
+    if failure is not None:
+        log.error("%s", explain_kafka_failure(failure, auth) or f"the query failed: {failure}")
         return 1
     return 0
 

@@ -2,9 +2,11 @@
 
 The stream has one query whose `foreachBatch` hands every micro-batch to every sink, so the state is
 kept once whatever the number of sinks. Delivery is at least once: after a crash Spark replays the
-last micro-batch, so a window can be written twice. The `windows` sink overwrites (one object per
-window), Kafka consumers key on `window_start`, Parquet and BigQuery readers deduplicate on
-`window_start` (taking `final = true` over a `--once` snapshot).
+last micro-batch, so a window can be written twice. The `windows` sink writes each window once
+(`analytics.windows.WindowStore`: a replayed copy changes nothing), Kafka consumers key on
+`window_start` (the windows consumer, `analytics.results_consumer`, stores them the same way),
+Parquet and BigQuery readers deduplicate on `window_start` (taking `final = true` over a `--once`
+snapshot).
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from typing import Any, Protocol
 from pyspark.sql import DataFrame
 
 from analytics.transforms import to_records
+from analytics.windows import PREFIX as WINDOWS_PREFIX
+from analytics.windows import WindowConflictError, WindowStore, parse_window
 
 log = logging.getLogger(__name__)
-
-WINDOWS_PREFIX = "windows/"
 
 
 class Sink(Protocol):
@@ -65,7 +67,8 @@ class ParquetSink:
 
 @dataclass
 class WindowsSink:
-    """One JSON object per window at `s3://<bucket>/windows/<window_start ISO>.json` (the API's feed).
+    """One JSON object per window at `s3://<bucket>/windows/<window_start ISO>.json` (the API's feed),
+    written once per window by the same `WindowStore` the windows consumer uses.
 
     Objects are written with boto3 from the driver: a micro-batch holds a handful of windows.
     `client_factory` builds the S3 client lazily, so nothing AWS is touched at import or set-up.
@@ -75,22 +78,18 @@ class WindowsSink:
     client_factory: Callable[[], Any]
     prefix: str = WINDOWS_PREFIX
     name: str = "windows"
-    _client: Any = field(default=None, init=False, repr=False)
+    _store: WindowStore | None = field(default=None, init=False, repr=False)
 
     def write(self, results: DataFrame, batch_id: int | None) -> None:
-        if self._client is None:
-            self._client = self.client_factory()
+        if self._store is None:
+            self._store = WindowStore(self.client_factory(), self.bucket, prefix=self.prefix)
         for record in to_records(results).collect():
-            self._client.put_object(
-                Bucket=self.bucket,
-                Key=window_key(record["key"], prefix=self.prefix),
-                Body=record["value"].encode(),
-                ContentType="application/json",
-            )
-
-
-def window_key(window_start_iso: str, *, prefix: str = WINDOWS_PREFIX) -> str:
-    return f"{prefix}{window_start_iso}.json"
+            try:
+                self._store.put(parse_window(record["value"], key=record["key"]))
+            except WindowConflictError as exc:
+                # A final window stays final: a `--once` batch (late events included) may count a closed
+                # window differently from the stream that closed it; the first one stands.
+                log.warning("kept the stored window: %s", exc)
 
 
 @dataclass

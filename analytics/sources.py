@@ -33,6 +33,9 @@ class KafkaSource:
     topic: str = "orders"
     starting_offsets: str = "earliest"
     max_offsets_per_trigger: int | None = None
+    # Spark makes up a consumer group id per query; on a cluster with ACLs it must start with a prefix
+    # the job is allowed (`cloudshop.estate.SCRAM_CLIENTS`).
+    group_id_prefix: str | None = None
     options: Mapping[str, str] = field(default_factory=dict)
 
     def _reader_options(self) -> dict[str, str]:
@@ -41,6 +44,8 @@ class KafkaSource:
             "subscribe": self.topic,
             "startingOffsets": self.starting_offsets,
         }
+        if self.group_id_prefix:
+            options["groupIdPrefix"] = self.group_id_prefix
         options.update(self.options)
         return options
 

@@ -40,6 +40,10 @@ class DeploymentConfig:
     kafka_version: str = "3.8.x"
     kafka_broker_instance_type: str = "kafka.t3.small"
     kafka_broker_storage_gib: int = 20
+    # Sources admitted to MSK's public SASL/SCRAM listener: the Dataproc cluster's Cloud NAT addresses
+    # (Terraform output `analytics_client_cidrs`). Non-empty turns MSK public access on, which MSK
+    # refuses at a cluster's creation: set it on a later deploy (analytics/README.md).
+    analytics_client_cidrs: tuple[str, ...] = ()
 
     # --- serverless API ----------------------------------------------------------------------------
     api_throttle_rate: int = 100
@@ -102,6 +106,18 @@ class DeploymentConfig:
     @property
     def is_production(self) -> bool:
         return self.environment == "prod"
+
+    @property
+    def kafka_public_access(self) -> bool:
+        return bool(self.analytics_client_cidrs)
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        for cidr in self.analytics_client_cidrs:
+            network = ipaddress.ip_network(cidr, strict=True)  # ValueError names a malformed one
+            if network.prefixlen < 24:
+                raise ValueError(f"analytics_client_cidrs: {cidr} admits more than a few NAT addresses")
 
 
 _PRESETS: dict[EnvironmentName, DeploymentConfig] = {

@@ -1,4 +1,5 @@
-"""The network: a VPC over three AZs, flow logs, and gateway endpoints for DynamoDB and S3."""
+"""The network: a VPC over three AZs, flow logs, gateway endpoints for DynamoDB and S3, and interface
+endpoints for Lambda and STS (what the MSK event source's pollers call from the brokers' subnets)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,18 @@ from cdk.nag import LOG_GROUP_KMS_REASON, checkov_skip
 
 
 class Network(Construct):
-    """Public subnets hold only the NAT gateways; everything else lives in private subnets.
+    """Public subnets hold the NAT gateways and the MSK brokers; everything else lives in private subnets.
 
-    `app_subnets` (private, with egress) hold Lambdas, EKS nodes and MSK; `gateway_subnets` (small,
+    `app_subnets` (private, with egress) hold Lambdas and EKS nodes; `gateway_subnets` (small,
     private) hold only the internal ALB and the API Gateway VPC link, so the pods' network policies can
     admit gateway traffic by CIDR; `data_subnets` (isolated) hold RDS and reach nothing outside the VPC.
+    `kafka_subnets` are the public ones: MSK turns on public access (the SASL/SCRAM link to Dataproc)
+    only for brokers in subnets routed to an internet gateway. The brokers get public addresses only
+    then, and their security group admits only the declared sources (cdk/analytics_link.py).
+
+    The Lambda event source mapping of an MSK topic runs its pollers in the brokers' subnets; in a
+    public subnet they have no public address and no NAT, so they reach Lambda and STS through
+    interface endpoints (private DNS), which every subnet of the VPC then uses.
     """
 
     def __init__(
@@ -55,6 +63,31 @@ class Network(Construct):
             removal_policy=RemovalPolicy.DESTROY,
         )
         checkov_skip(self.flow_log_group, {"CKV_AWS_158": LOG_GROUP_KMS_REASON})
+        self.endpoint_security_group = ec2.SecurityGroup(
+            self,
+            "InterfaceEndpoints",
+            vpc=self.vpc,
+            description="cloudshop interface endpoints: HTTPS from the VPC",
+            allow_all_outbound=False,
+        )
+        self.endpoint_security_group.add_ingress_rule(
+            ec2.Peer.ipv4(cidr), ec2.Port.tcp(443), "AWS API calls from inside the VPC"
+        )
+        self.interface_endpoints = {
+            name: self.vpc.add_interface_endpoint(
+                name,
+                service=service,
+                subnets=self.app_subnets,
+                security_groups=[self.endpoint_security_group],
+                private_dns_enabled=True,
+                # The rule above admits the VPC by its literal CIDR (cdk-nag cannot read a token).
+                open=False,
+            )
+            for name, service in (
+                ("Lambda", ec2.InterfaceVpcEndpointAwsService.LAMBDA_),
+                ("Sts", ec2.InterfaceVpcEndpointAwsService.STS),
+            )
+        }
         flow_log_role = iam.Role(self, "FlowLogRole", assumed_by=iam.ServicePrincipal("vpc-flow-logs.amazonaws.com"))
         self.flow_log = self.vpc.add_flow_log(
             "FlowLog",
@@ -73,3 +106,7 @@ class Network(Construct):
     @property
     def data_subnets(self) -> ec2.SubnetSelection:
         return ec2.SubnetSelection(subnet_group_name="data")
+
+    @property
+    def kafka_subnets(self) -> ec2.SubnetSelection:
+        return ec2.SubnetSelection(subnet_group_name="public")

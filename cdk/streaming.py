@@ -1,4 +1,5 @@
-"""The event stream: an MSK cluster with IAM authentication and the estate's topics."""
+"""The event stream: an MSK cluster with IAM authentication for AWS clients, SASL/SCRAM for the
+analytics link to GCP (public access, when turned on), and the estate's topics."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ from cloudshop.estate import Topic
 
 AWS_CUSTOM_RESOURCE_SINGLETON = "AWS679f53fac002430cb0da5b7982bd2287"
 IAM_PORT = 9098
+# MSK's SASL/SCRAM listener on the brokers' public addresses (public access turned on).
+PUBLIC_SCRAM_PORT = 9196
+# What the `MskScramBootstrapServers` output says while public access is off. It is no host:port list,
+# so the Terraform module's validation refuses it if pasted.
+PUBLIC_ACCESS_OFF = "public access is off: set CLOUDSHOP_ANALYTICS_CLIENT_CIDRS and deploy again (analytics/README.md)"
 # Consumer groups the services may join.
 CONSUMER_GROUPS = "cloudshop-*"
 SERVER_PROPERTIES = "\n".join(
@@ -37,6 +43,9 @@ SERVER_PROPERTIES = "\n".join(
         "min.insync.replicas=2",
         "unclean.leader.election.enable=false",
         "num.partitions=3",
+        # SASL/SCRAM users (the analytics link) reach only what a Kafka ACL grants them
+        # (cdk/analytics_link.py). IAM clients are authorised by IAM policies, not ACLs.
+        "allow.everyone.if.no.acl.found=false",
     ]
 )
 
@@ -48,12 +57,18 @@ def topic_configs(topic: Topic) -> str:
 
 
 class EventStream(Construct):
-    """A provisioned MSK cluster, one broker per AZ, reachable only with IAM (SASL/IAM over TLS, port 9098).
+    """A provisioned MSK cluster, one broker per AZ: AWS clients sign in with IAM (SASL/IAM over TLS,
+    port 9098); the clients outside AWS (`cloudshop.estate.SCRAM_CLIENTS`) with SASL/SCRAM over TLS.
 
     Provisioned rather than Serverless: three kafka.t3.small brokers cost a fraction of a Serverless
     cluster's hourly fee, and provisioned clusters support `AWS::MSK::Topic`, so topics are plain
     CloudFormation resources built from `cloudshop.estate.TOPICS` with no admin client to run.
     `bootstrap_servers` is the IAM bootstrap string (`KAFKA_BOOTSTRAP_SERVERS`).
+
+    `public_access` turns on MSK public access (SERVICE_PROVIDED_EIPS): the brokers get public
+    addresses, and `public_scram_bootstrap_servers` is their SASL/SCRAM string (port 9196). MSK refuses
+    public access at creation, so it is off on a cluster's first deploy and turned on by a later one
+    (an update of the cluster, about 30 minutes); analytics/README.md has the order of the steps.
     """
 
     def __init__(
@@ -70,9 +85,11 @@ class EventStream(Construct):
         broker_storage_gib: int,
         encryption_key: kms.IKey,
         log_retention: logs.RetentionDays,
+        public_access: bool = False,
     ) -> None:
         super().__init__(scope, construct_id_)
         self.cluster_name = cluster_name
+        self.public_access = public_access
         self.security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, description="cloudshop MSK brokers", allow_all_outbound=False
         )
@@ -99,9 +116,17 @@ class EventStream(Construct):
                 storage_info=msk.CfnCluster.StorageInfoProperty(
                     ebs_storage_info=msk.CfnCluster.EBSStorageInfoProperty(volume_size=broker_storage_gib)
                 ),
+                connectivity_info=msk.CfnCluster.ConnectivityInfoProperty(
+                    public_access=msk.CfnCluster.PublicAccessProperty(
+                        type="SERVICE_PROVIDED_EIPS" if public_access else "DISABLED"
+                    )
+                ),
             ),
             client_authentication=msk.CfnCluster.ClientAuthenticationProperty(
-                sasl=msk.CfnCluster.SaslProperty(iam=msk.CfnCluster.IamProperty(enabled=True)),
+                sasl=msk.CfnCluster.SaslProperty(
+                    iam=msk.CfnCluster.IamProperty(enabled=True),
+                    scram=msk.CfnCluster.ScramProperty(enabled=True),
+                ),
                 unauthenticated=msk.CfnCluster.UnauthenticatedProperty(enabled=False),
             ),
             encryption_info=msk.CfnCluster.EncryptionInfoProperty(
@@ -110,7 +135,10 @@ class EventStream(Construct):
                 ),
                 encryption_in_transit=msk.CfnCluster.EncryptionInTransitProperty(client_broker="TLS", in_cluster=True),
             ),
-            configuration_info=msk.CfnCluster.ConfigurationInfoProperty(arn=configuration.attr_arn, revision=1),
+            # The latest revision: a change of SERVER_PROPERTIES is a new revision the brokers then take.
+            configuration_info=msk.CfnCluster.ConfigurationInfoProperty(
+                arn=configuration.attr_arn, revision=configuration.attr_latest_revision_revision
+            ),
             enhanced_monitoring="PER_BROKER",
             open_monitoring=msk.CfnCluster.OpenMonitoringProperty(
                 prometheus=msk.CfnCluster.PrometheusProperty(
@@ -127,6 +155,17 @@ class EventStream(Construct):
             ),
         )
         self.cluster.apply_removal_policy(RemovalPolicy.DESTROY)
+        if public_access:
+            checkov_skip(
+                self.cluster,
+                {
+                    "CKV_AWS_291": (
+                        "Public access is the analytics link to Dataproc on GCP: SASL/SCRAM over TLS only, "
+                        "admitted from Cloud NAT's addresses by the security group, and Kafka ACLs limit the "
+                        "SCRAM user to reading orders and writing analytics-results (analytics/README.md)."
+                    )
+                },
+            )
         self.cluster_arn = self.cluster.attr_arn
         replication = min(3, len(subnet_ids))
         self.topics: dict[str, msk.CfnTopic] = {}
@@ -150,7 +189,12 @@ class EventStream(Construct):
                 action="getBootstrapBrokers",
                 parameters={"ClusterArn": self.cluster_arn},
                 physical_resource_id=cr.PhysicalResourceId.of(f"{cluster_name}-bootstrap"),
-                output_paths=["BootstrapBrokerStringSaslIam"],
+                # The public string exists only while public access is on; asking for it otherwise
+                # would fail the deploy.
+                output_paths=[
+                    "BootstrapBrokerStringSaslIam",
+                    *(["BootstrapBrokerStringPublicSaslScram"] if public_access else []),
+                ],
             ),
             policy=cr.AwsCustomResourcePolicy.from_statements(
                 [iam.PolicyStatement(actions=["kafka:GetBootstrapBrokers"], resources=[self.cluster_arn])]
@@ -158,6 +202,9 @@ class EventStream(Construct):
             install_latest_aws_sdk=False,
         )
         self.bootstrap_servers = lookup.get_response_field("BootstrapBrokerStringSaslIam")
+        self.public_scram_bootstrap_servers = (
+            lookup.get_response_field("BootstrapBrokerStringPublicSaslScram") if public_access else PUBLIC_ACCESS_OFF
+        )
         # The SDK-call provider is a stack-wide singleton function that CDK ships and pins.
         provider = Stack.of(self).node.try_find_child(AWS_CUSTOM_RESOURCE_SINGLETON)
         if provider is not None:
@@ -191,9 +238,11 @@ class EventStream(Construct):
     @property
     def group_arn_rendered(self) -> str:
         """`group_arn(CONSUMER_GROUPS)` as cdk-nag renders it in its findings."""
-        return (
-            f"arn:<AWS::Partition>:kafka:<AWS::Region>:<AWS::AccountId>:group/{self.cluster_name}/*/{CONSUMER_GROUPS}"
-        )
+        return self.rendered_group_arn(CONSUMER_GROUPS)
+
+    def rendered_group_arn(self, group: str) -> str:
+        """`group_arn(group)` as cdk-nag renders it in its findings."""
+        return f"arn:<AWS::Partition>:kafka:<AWS::Region>:<AWS::AccountId>:group/{self.cluster_name}/*/{group}"
 
     def grant_connect(self, grantee: iam.IGrantable) -> None:
         iam.Grant.add_to_principal(

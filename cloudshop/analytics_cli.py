@@ -2,8 +2,10 @@
 
 It reads the running platform's settings from the state directory and picks the source from the
 profile: the embedded file log, or Kafka when the platform runs on the full profile. Windows go to
-the `analytics-results` bucket (what `GET /api/v1/analytics/windows` serves) and to the console;
-on the full profile also to the `analytics-results` topic.
+the console and to what `GET /api/v1/analytics/windows` serves: on the embedded profile straight into
+the `analytics-results` bucket; on the full profile to the `analytics-results` topic, from which the
+platform's windows consumer (`analytics.results_consumer`) stores them, as the consumer Lambda does
+for the job on Dataproc.
 """
 
 from __future__ import annotations
@@ -17,18 +19,11 @@ from cloudshop.local.runner import read_runtime_env
 
 def job_arguments(env: dict[str, str], *, state_dir: Path, once: bool, watermark: str) -> list[str]:
     kafka = env.get("KAFKA_BOOTSTRAP_SERVERS")
-    arguments = [
-        "--source",
-        "kafka" if kafka else "files",
-        "--sink",
-        "windows",
-        "--sink",
-        "console",
-        "--watermark",
-        watermark,
-    ]
+    arguments = ["--source", "kafka" if kafka else "files", "--sink", "console", "--watermark", watermark]
     if kafka:
         arguments += ["--sink", "kafka", "--kafka-bootstrap-servers", kafka]
+    else:
+        arguments += ["--sink", "windows"]
     if once:
         arguments.append("--once")
     else:

@@ -100,6 +100,37 @@ def test_sasl_credentials_come_from_secret_names_and_never_show(monkeypatch):
     assert 'p"w' not in repr(auth)
 
 
+def test_a_local_run_reads_file_secrets_and_trusts_a_pem_ca(tmp_path, monkeypatch):
+    (tmp_path / "user").write_text("analytics\n")
+    (tmp_path / "password").write_text("s3cret")
+    monkeypatch.setenv("KAFKA_SSL_TRUSTSTORE", str(tmp_path / "ca.pem"))
+    args = parse(
+        "--source", "kafka", "--kafka-bootstrap-servers", "127.0.0.1:9096", "--sink", "kafka", "--once",
+        "--kafka-security-protocol", "SASL_SSL", "--kafka-sasl-mechanism", "SCRAM-SHA-512",
+        "--kafka-username-secret", (tmp_path / "user").as_uri(),
+        "--kafka-password-secret", (tmp_path / "password").as_uri(),
+    )  # fmt: skip
+    options = kafka_auth(args).spark_options()
+    assert options["kafka.ssl.truststore.type"] == "PEM"
+    assert options["kafka.ssl.truststore.location"] == str(tmp_path / "ca.pem")
+    assert 'username="analytics" password="s3cret"' in options["kafka.sasl.jaas.config"]
+    assert args.kafka_group_id_prefix == "cloudshop-analytics-job"
+
+
+def test_a_refusal_by_the_broker_is_one_plain_sentence_without_the_password():
+    from analytics.kafka_auth import KafkaAuth, explain_kafka_failure
+
+    auth = KafkaAuth("SASL_SSL", "SCRAM-SHA-512", "analytics", "s3cret")
+    java = "org.apache.kafka.common.errors.SaslAuthenticationException: Authentication failed during authentication"
+    message = explain_kafka_failure(RuntimeError(java), auth)
+    assert message is not None and message.startswith(
+        "Kafka refused the SASL credentials (SCRAM-SHA-512, user 'analytics')"
+    )
+    assert "s3cret" not in message
+    assert "topic" in (explain_kafka_failure("TopicAuthorizationException: Not authorized", auth) or "")
+    assert explain_kafka_failure(RuntimeError("disk full"), auth) is None
+
+
 @pytest.mark.spark
 @pytest.mark.slow
 def test_once_writes_every_window_to_s3_objects_and_parquet_then_exits(spark, moto_server, tmp_path):

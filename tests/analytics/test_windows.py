@@ -9,8 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from analytics.sinks import window_key
-from analytics.windows import InvalidCursorError, encode_cursor, list_windows
+from analytics.windows import InvalidCursorError, encode_cursor, list_windows, window_key
 
 BUCKET = "cloudshop-analytics-results"
 

@@ -1,4 +1,5 @@
-"""Network: three AZs of private subnets, flow logs, gateway endpoints for DynamoDB and S3."""
+"""Network: three AZs of private subnets, flow logs, gateway endpoints for DynamoDB and S3, interface
+endpoints for Lambda and STS."""
 
 from __future__ import annotations
 
@@ -53,3 +54,31 @@ def test_gateway_endpoint_for(synth, service: str) -> None:
 
 def test_gateway_subnet_cidrs_are_an_output_for_the_network_policies(synth) -> None:
     assert "GatewaySubnetCidrs" in synth.templates["Network"]["Outputs"]
+
+
+@pytest.mark.parametrize("service", ["lambda", "sts"])
+def test_interface_endpoint_for_the_msk_event_source_pollers(synth, service: str) -> None:
+    # The pollers run in the brokers' public subnets, without a public address or a NAT route.
+    synth.template("Network").has_resource_properties(
+        "AWS::EC2::VPCEndpoint",
+        {
+            "VpcEndpointType": "Interface",
+            "ServiceName": f"com.amazonaws.eu-west-1.{service}",
+            "PrivateDnsEnabled": True,
+        },
+    )
+    synth.template("Network").has_resource_properties(
+        "AWS::EC2::SecurityGroup",
+        {
+            "GroupDescription": Match.string_like_regexp("interface endpoints"),
+            "SecurityGroupIngress": [
+                {
+                    "CidrIp": synth.config.vpc_cidr,
+                    "FromPort": 443,
+                    "ToPort": 443,
+                    "IpProtocol": "tcp",
+                    "Description": Match.any_value(),
+                }
+            ],
+        },
+    )

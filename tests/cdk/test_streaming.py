@@ -1,4 +1,5 @@
-"""EventStream: MSK with IAM authentication and TLS, and every topic of `cloudshop.estate`."""
+"""EventStream: MSK with IAM (and, for the analytics link, SCRAM) authentication over TLS, and every
+topic of `cloudshop.estate`. The link itself: test_analytics_link.py."""
 
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from cloudshop.estate import ESTATE, Topic
 pytestmark = pytest.mark.infra
 
 
-def test_cluster_accepts_only_iam_clients_over_tls(synth) -> None:
+def test_cluster_accepts_only_authenticated_clients_over_tls(synth) -> None:
     synth.template("Streaming").has_resource_properties(
         "AWS::MSK::Cluster",
         {
             "ClusterName": f"{synth.config.prefix}events",
             "KafkaVersion": synth.config.kafka_version,
             "NumberOfBrokerNodes": 3,
-            "ClientAuthentication": {"Sasl": {"Iam": {"Enabled": True}}, "Unauthenticated": {"Enabled": False}},
+            "ClientAuthentication": {
+                "Sasl": {"Iam": {"Enabled": True}, "Scram": {"Enabled": True}},
+                "Unauthenticated": {"Enabled": False},
+            },
             "EncryptionInfo": {
                 "EncryptionAtRest": {"DataVolumeKMSKeyId": Match.any_value()},
                 "EncryptionInTransit": {"ClientBroker": "TLS", "InCluster": True},

@@ -1,8 +1,12 @@
-# The analytics module in one project, reading Kafka credentials from two existing secrets.
+# The analytics module in one project, linked to the cloudshop MSK cluster on AWS. Two applies, as the
+# two clouds need each other's values (analytics/README.md, "The link between the clouds"):
 #
 #   python -m analytics.package dist/analytics.zip      # from the repository root
-#   cp terraform.tfvars.example terraform.tfvars        # and fill it in
-#   terraform init && terraform apply
+#   cp terraform.tfvars.example terraform.tfvars        # project and region
+#   terraform init && terraform apply                   # 1: network, NAT addresses, secrets, bucket, dataset
+#   # AWS: cdk deploy with CLOUDSHOP_ANALYTICS_CLIENT_CIDRS = output analytics_client_cidrs;
+#   #      then put the SCRAM credentials into the two secrets (output copy_kafka_credentials)
+#   terraform apply -var msk_scram_bootstrap_servers=... -var msk_scram_secret_name=...   # 2: cluster and job
 
 terraform {
   required_version = ">= 1.5"
@@ -23,12 +27,11 @@ provider "google" {
 module "analytics" {
   source = "../../modules/dataproc-analytics"
 
-  project_id               = var.project_id
-  region                   = var.region
-  package_path             = var.package_path
-  kafka_bootstrap_servers  = var.kafka_bootstrap_servers
-  kafka_username_secret_id = var.kafka_username_secret_id
-  kafka_password_secret_id = var.kafka_password_secret_id
-  worker_count             = 2
-  labels                   = { env = var.environment }
+  project_id              = var.project_id
+  region                  = var.region
+  package_path            = var.package_path
+  kafka_bootstrap_servers = var.msk_scram_bootstrap_servers
+  deletion_protection     = var.deletion_protection
+  worker_count            = 2
+  labels                  = { env = var.environment }
 }

@@ -21,17 +21,22 @@ variable "package_path" {
   default     = "../../../../dist/analytics.zip"
 }
 
-variable "kafka_bootstrap_servers" {
-  description = "Kafka brokers, host:port,host:port."
-  type        = string
+variable "deletion_protection" {
+  description = "Protect the BigQuery table and keep the bucket's objects on destroy; set false and apply before `terraform destroy`."
+  type        = bool
+  default     = true
 }
 
-variable "kafka_username_secret_id" {
-  description = "Secret Manager secret id of the Kafka SASL username."
+# --- from the AWS side: the CDK outputs of the Streaming stack with the same names in PascalCase ------
+
+variable "msk_scram_bootstrap_servers" {
+  description = "CDK output MskScramBootstrapServers: MSK's public SASL/SCRAM brokers (port 9196). Empty on the first apply."
   type        = string
+  default     = ""
 }
 
-variable "kafka_password_secret_id" {
-  description = "Secret Manager secret id of the Kafka SASL password."
+variable "msk_scram_secret_name" {
+  description = "CDK output MskScramSecretName: the AWS Secrets Manager secret (AmazonMSK_...) whose username and password the job's two secrets receive."
   type        = string
+  default     = ""
 }

@@ -1,20 +1,19 @@
 # Streaming analytics on Dataproc: a 2.2 cluster running analytics/job.py from the `orders` topic to
-# the `analytics-results` topic, Parquet on GCS and BigQuery.
+# the `analytics-results` topic, Parquet on GCS and BigQuery. Kafka is MSK on AWS, reached over TLS
+# with SASL/SCRAM on its public endpoint, through this module's Cloud NAT (network.tf).
 
 locals {
-  secrets_project   = coalesce(var.secrets_project_id, var.project_id)
   bigquery_location = coalesce(var.bigquery_location, var.region)
   main_path         = coalesce(var.main_path, "${path.module}/../../../job.py")
   labels            = merge({ app = "cloudshop", component = "analytics" }, var.labels)
+  # The cluster and its job come once the brokers are known: a first apply without them makes the
+  # network, the NAT addresses and the secrets, which the AWS side needs first.
+  link_ready = trimspace(var.kafka_bootstrap_servers) != ""
 
-  secret_ids = {
-    username = var.kafka_username_secret_id
-    password = var.kafka_password_secret_id
-  }
   # Resource names of the secret versions: the job reads the values, Terraform never does.
   secret_versions = {
-    for key, id in local.secret_ids :
-    key => "projects/${local.secrets_project}/secrets/${id}/versions/${var.kafka_secret_version}"
+    for key, secret in google_secret_manager_secret.kafka :
+    key => "projects/${var.project_id}/secrets/${secret.secret_id}/versions/${var.kafka_secret_version}"
   }
 
   checkpoint_uri = "gs://${google_storage_bucket.analytics.name}/checkpoints/order_windows"
@@ -109,10 +108,24 @@ resource "google_bigquery_dataset_iam_member" "analytics" {
   member     = local.sa_member
 }
 
+# The SCRAM credentials of the AWS secret `AmazonMSK_<prefix>analytics` (CDK output MskScramSecretName):
+# Terraform makes the two secrets; their values are added out of band (analytics/README.md), so no
+# credential ever passes through Terraform's state.
+resource "google_secret_manager_secret" "kafka" {
+  for_each  = toset(["username", "password"])
+  project   = var.project_id
+  secret_id = "${var.name}-kafka-${each.key}"
+  labels    = local.labels
+
+  replication {
+    auto {}
+  }
+}
+
 resource "google_secret_manager_secret_iam_member" "kafka" {
-  for_each  = local.secret_ids
-  project   = local.secrets_project
-  secret_id = each.value
+  for_each  = google_secret_manager_secret.kafka
+  project   = var.project_id
+  secret_id = each.value.secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = local.sa_member
 }
@@ -145,6 +158,7 @@ resource "google_bigquery_table" "windows" {
 # --- Dataproc ------------------------------------------------------------------------------------
 
 resource "google_dataproc_cluster" "analytics" {
+  count   = local.link_ready ? 1 : 0
   project = var.project_id
   name    = var.name
   region  = var.region
@@ -157,8 +171,9 @@ resource "google_dataproc_cluster" "analytics" {
     gce_cluster_config {
       service_account        = google_service_account.analytics.email
       service_account_scopes = ["cloud-platform"]
-      subnetwork             = var.subnetwork
-      internal_ip_only       = var.internal_ip_only
+      subnetwork             = google_compute_subnetwork.analytics.self_link
+      # No external IPs: Google APIs through Private Google Access, the rest through Cloud NAT.
+      internal_ip_only = true
 
       shielded_instance_config {
         enable_secure_boot          = true
@@ -196,17 +211,20 @@ resource "google_dataproc_cluster" "analytics" {
   depends_on = [
     google_project_iam_member.analytics,
     google_storage_bucket_iam_member.analytics,
+    google_compute_router_nat.analytics,
+    google_compute_firewall.internal,
   ]
 }
 
 resource "google_dataproc_job" "analytics" {
+  count        = local.link_ready ? 1 : 0
   project      = var.project_id
   region       = var.region
   force_delete = true
   labels       = local.labels
 
   placement {
-    cluster_name = google_dataproc_cluster.analytics.name
+    cluster_name = google_dataproc_cluster.analytics[0].name
   }
 
   pyspark_config {
@@ -229,5 +247,7 @@ resource "google_dataproc_job" "analytics" {
   depends_on = [
     google_bigquery_dataset_iam_member.analytics,
     google_secret_manager_secret_iam_member.kafka,
+    google_compute_firewall.egress_kafka,
+    google_compute_firewall.egress_https,
   ]
 }

@@ -24,11 +24,26 @@ output "bigquery_table" {
 }
 
 output "cluster_name" {
-  description = "Dataproc cluster running the job."
-  value       = google_dataproc_cluster.analytics.name
+  description = "Dataproc cluster running the job (null until kafka_bootstrap_servers is set)."
+  value       = try(google_dataproc_cluster.analytics[0].name, null)
 }
 
 output "job_id" {
-  description = "Dataproc job id of the streaming query."
-  value       = google_dataproc_job.analytics.reference[0].job_id
+  description = "Dataproc job id of the streaming query (null until kafka_bootstrap_servers is set)."
+  value       = try(google_dataproc_job.analytics[0].reference[0].job_id, null)
+}
+
+output "nat_ip_addresses" {
+  description = "Cloud NAT's static addresses: the only sources MSK's public listener admits (CDK: CLOUDSHOP_ANALYTICS_CLIENT_CIDRS)."
+  value       = google_compute_address.nat[*].address
+}
+
+output "kafka_secret_ids" {
+  description = "Ids of the Secret Manager secrets the Kafka username and password are added to (the ids, never the values)."
+  value       = { for key, secret in google_secret_manager_secret.kafka : key => secret.secret_id }
+}
+
+output "subnetwork" {
+  description = "Self link of the cluster's subnet."
+  value       = google_compute_subnetwork.analytics.self_link
 }

@@ -1,5 +1,6 @@
-# Inputs of the analytics module. Nothing here holds a secret: Kafka credentials are named by their
-# Secret Manager secret ids and read at job start-up by the job's own service account.
+# Inputs of the analytics module. Nothing here holds a secret: the module makes the two Secret Manager
+# secrets of the Kafka credentials, their values are added out of band, and the job reads them at
+# start-up with its own service account.
 
 variable "project_id" {
   description = "GCP project that hosts the cluster, the bucket and the BigQuery dataset."
@@ -73,13 +74,26 @@ variable "spark_kafka_package" {
 # --- Kafka --------------------------------------------------------------------------------------
 
 variable "kafka_bootstrap_servers" {
-  description = "Comma-separated host:port list of the Kafka brokers (MSK public SASL/SCRAM endpoints)."
+  description = "Comma-separated host:port list of MSK's public SASL/SCRAM brokers (CDK output MskScramBootstrapServers). Empty: no cluster or job yet (first apply)."
   type        = string
+  default     = ""
 
   validation {
-    condition     = length(trimspace(var.kafka_bootstrap_servers)) > 0
-    error_message = "kafka_bootstrap_servers must not be empty."
+    condition     = trimspace(var.kafka_bootstrap_servers) == "" || alltrue([for broker in split(",", var.kafka_bootstrap_servers) : can(regex("^[A-Za-z0-9.-]+:[0-9]+$", trimspace(broker)))])
+    error_message = "kafka_bootstrap_servers must be empty or a comma-separated list of host:port."
   }
+}
+
+variable "kafka_port" {
+  description = "Port of MSK's public SASL/SCRAM listener, the only Kafka port the firewall opens."
+  type        = number
+  default     = 9196
+}
+
+variable "kafka_broker_cidrs" {
+  description = "Destinations of the Kafka egress rule. MSK assigns the brokers' public addresses when public access is turned on; narrow this to them once known."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
 }
 
 variable "orders_topic" {
@@ -116,22 +130,6 @@ variable "kafka_sasl_mechanism" {
   }
 }
 
-variable "kafka_username_secret_id" {
-  description = "Id of the Secret Manager secret holding the Kafka SASL username (the id, never the value)."
-  type        = string
-}
-
-variable "kafka_password_secret_id" {
-  description = "Id of the Secret Manager secret holding the Kafka SASL password (the id, never the value)."
-  type        = string
-}
-
-variable "secrets_project_id" {
-  description = "Project of the two secrets; defaults to project_id."
-  type        = string
-  default     = null
-}
-
 variable "kafka_secret_version" {
   description = "Version of the two secrets the job reads at start-up."
   type        = string
@@ -159,7 +157,7 @@ variable "bigquery_location" {
 }
 
 variable "deletion_protection" {
-  description = "Protect the BigQuery table and keep the bucket's objects on destroy."
+  description = "Protect the BigQuery table and keep the bucket's objects on destroy (set false and apply before `terraform destroy`)."
   type        = bool
   default     = true
 }
@@ -190,14 +188,21 @@ variable "worker_count" {
   default     = 2
 }
 
-variable "subnetwork" {
-  description = "Self link or name of the subnetwork; it needs a route (Cloud NAT) to the Kafka brokers and Maven Central."
+# --- network ------------------------------------------------------------------------------------
+
+variable "subnet_cidr" {
+  description = "Range of the cluster's subnet."
   type        = string
-  default     = null
+  default     = "10.60.0.0/24"
 }
 
-variable "internal_ip_only" {
-  description = "Give the cluster's VMs no external IP (egress then goes through Cloud NAT)."
-  type        = bool
-  default     = true
+variable "nat_ip_count" {
+  description = "Static external addresses of Cloud NAT: the sources the MSK security group admits (one serves a small cluster)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.nat_ip_count >= 1
+    error_message = "nat_ip_count must be at least 1."
+  }
 }

@@ -21,6 +21,29 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 REQUEST_ID_HEADER = "x-request-id"
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
+# Every call a process makes to a backend, counted where each kind of call is made: the async
+# DynamoDB client (`cloudshop.dynamodb`), boto3 clients (`cloudshop.aws`, kind = the AWS service),
+# SQLAlchemy engines (`cloudshop.sql`), service-to-service and gateway HTTP (`cloudshop.clients`,
+# `cloudshop.gateway`) and the Kafka producer (`cloudshop.stream`). One counter per process, not per
+# app: a process runs one service, and each app's registry exports it (`Metrics`), so every
+# service's `/metrics` answers what its process called. A logical call counts once, retries included.
+BACKEND_CALLS = Counter(
+    "cloudshop_backend_calls_total",
+    "Calls this process made to its backends, by kind (dynamodb, sql, http, s3, sqs, kafka, ses, ...)",
+    ["kind", "operation"],
+    registry=None,
+)
+_backend_call_children: dict[tuple[str, str], Any] = {}
+
+
+def count_backend_call(kind: str, operation: str) -> None:
+    """One call of `kind` (`dynamodb`, `sql`, `http`, ...) and `operation` (`PutItem`, `SELECT`,
+    the target service, ...). A dict lookup and an increment: cheap enough for every call."""
+    child = _backend_call_children.get((kind, operation))
+    if child is None:
+        child = _backend_call_children.setdefault((kind, operation), BACKEND_CALLS.labels(kind, operation))
+    child.inc()
+
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
@@ -59,7 +82,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 
 
 class Metrics:
-    """Per-app registry, so several apps can live in one process (tests) without clashing."""
+    """Per-app registry, so several apps can live in one process (tests) without clashing. Each also
+    exports the process's `cloudshop_backend_calls_total` (`BACKEND_CALLS`)."""
 
     def __init__(self, service: str) -> None:
         self.registry = CollectorRegistry()
@@ -76,6 +100,7 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.registry.register(BACKEND_CALLS)
         self.service = service
 
     def counter(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:

@@ -40,6 +40,9 @@ def k6_binary() -> str:
 class StandInGateway(BaseHTTPRequestHandler):
     seen: Counter[str] = Counter()
     decline_payments = False
+    overload_every = 0  # when set, every n-th checkout is refused with an overload 503
+    order_keys: list[str] = []
+    refused_keys: list[str] = []
 
     def log_message(self, format: str, *args: object) -> None:  # quiet test output
         pass
@@ -55,6 +58,16 @@ class StandInGateway(BaseHTTPRequestHandler):
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"{}")
+
+    def _overloaded(self) -> None:
+        payload = json.dumps({"title": "Overloaded", "status": 503, "retry_after_ms": 20}).encode()
+        self.send_response(503)
+        self.send_header("Content-Type", "application/problem+json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Retry-After", "1")
+        self.send_header("retry-after-ms", "20")
+        self.end_headers()
+        self.wfile.write(payload)
 
     def _authorised(self) -> bool:
         return self.headers.get("Authorization") == "Bearer token-123"
@@ -101,6 +114,11 @@ class StandInGateway(BaseHTTPRequestHandler):
             assert body["payment_method"] == "pm_card_ok"
             assert set(body["shipping_address"]) >= {"name", "line1", "city", "postal_code", "country"}
             self.seen["place order"] += 1
+            self.order_keys.append(self.headers["Idempotency-Key"])
+            if self.overload_every and self.seen["place order"] % self.overload_every == 0:
+                self.refused_keys.append(self.headers["Idempotency-Key"])
+                self._overloaded()
+                return
             if self.decline_payments:
                 self._reply(402, {"title": "Payment declined", "status": 402})
                 return
@@ -113,6 +131,9 @@ class StandInGateway(BaseHTTPRequestHandler):
 def gateway() -> Iterator[str]:
     StandInGateway.seen = Counter()
     StandInGateway.decline_payments = False
+    StandInGateway.overload_every = 0
+    StandInGateway.order_keys = []
+    StandInGateway.refused_keys = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), StandInGateway)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -185,3 +206,39 @@ def test_smoke_run_fails_when_payments_are_declined(gateway: str) -> None:
     assert StandInGateway.seen["place order"] == 1
     assert result.returncode != 0
     assert "thresholds on metrics" in result.stdout + result.stderr
+
+
+def test_the_bench_loop_counts_checkouts_and_tells_overload_refusals_from_failures(
+    gateway: str, tmp_path: Path
+) -> None:
+    """Given a gateway that refuses every third checkout with an overload 503, when two buyers run the
+    bench loop for two seconds, then paid checkouts and fast refusals are counted apart, nothing counts
+    as another failure, and a refused checkout is retried with its own Idempotency-Key."""
+    StandInGateway.overload_every = 3
+    buyers = tmp_path / "buyers.json"
+    buyers.write_text(json.dumps({"tokens": ["token-123", "token-123"]}))
+    summary = tmp_path / "summary.json"
+
+    result = run_k6(
+        "run",
+        "--no-usage-report",
+        "--quiet",
+        "bench-checkout.js",
+        env={
+            "BASE_URL": gateway,
+            "PRODUCT_ID": "p-1",
+            "BUYERS_FILE": str(buyers),
+            "VUS": "2",
+            "DURATION": "2s",
+            "SUMMARY": str(summary),
+        },
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = json.loads(summary.read_text())["metrics"]
+    count = {name: metrics[name]["values"]["count"] for name in metrics if "count" in metrics[name]["values"]}
+    assert count["checkouts"] > 0 and count["overload_503"] > 0
+    assert all(count.get(name, 0) == 0 for name in ("failures_transport", "failures_5xx", "failures_4xx"))
+    assert metrics["post_orders_ms"]["values"]["p(95)"] >= 0
+    keys = StandInGateway.order_keys
+    assert all(keys.count(key) >= 2 for key in StandInGateway.refused_keys[:-2])  # the last may end the run

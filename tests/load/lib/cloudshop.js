@@ -7,7 +7,7 @@ import { check, fail, group, sleep } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 
 export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8000').replace(/\/+$/, '');
-const API = `${BASE_URL}/api/v1`;
+export const API = `${BASE_URL}/api/v1`;
 const PASSWORD = __ENV.LOADTEST_PASSWORD || 'Load-test-passw0rd!';
 const THINK_SECONDS = Number(__ENV.THINK_SECONDS || '1');
 
@@ -16,14 +16,22 @@ export const ordersPlaced = new Counter('orders_placed');
 export const outOfStock = new Counter('orders_out_of_stock');
 
 const JSON_HEADERS = { 'Content-Type': 'application/json' };
+export const SHIPPING_ADDRESS = {
+  name: 'Load Test',
+  line1: '1 MG Road',
+  city: 'Bengaluru',
+  state: 'KA',
+  postal_code: '560001',
+  country: 'IN',
+};
 // A sold-out product is a correct answer (409 problem), not a failed request.
 const CHECKOUT_STATUSES = http.expectedStatuses({ min: 200, max: 299 }, 409);
 
-function authHeaders(token, extra = {}) {
+export function authHeaders(token, extra = {}) {
   return { ...JSON_HEADERS, Authorization: `Bearer ${token}`, ...extra };
 }
 
-function uniqueKey() {
+export function uniqueKey() {
   return `k6-${__VU}-${__ITER}-${Date.now()}-${Math.floor(Math.random() * 1e9)}`;
 }
 
@@ -85,17 +93,7 @@ export function checkout(token, product) {
 
     const order = http.post(
       `${API}/orders`,
-      JSON.stringify({
-        shipping_address: {
-          name: 'Load Test',
-          line1: '1 MG Road',
-          city: 'Bengaluru',
-          state: 'KA',
-          postal_code: '560001',
-          country: 'IN',
-        },
-        payment_method: 'pm_card_ok',
-      }),
+      JSON.stringify({ shipping_address: SHIPPING_ADDRESS, payment_method: 'pm_card_ok' }),
       {
         headers: authHeaders(token, { 'Idempotency-Key': uniqueKey() }),
         tags: { name: 'POST /orders' },

@@ -1,0 +1,91 @@
+"""`python -m cloudshop.bench` end to end, in seconds instead of minutes: it starts its own full-profile
+platform (PostgreSQL, dynalite, Kafka, moto, every service), drives both scenarios with k6, waits for
+the sweeper, and writes the JSON and the Markdown with every section. The numbers are not checked:
+a benchmark reports them, and this run is far too short to mean anything."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SERVICES = {"gateway", "user", "product", "order", "payment", "notification"}
+
+
+def test_a_short_bench_run_writes_every_section_beside_the_previous_run(tmp_path: Path) -> None:
+    out = tmp_path / "checkout.json"
+    out.write_text(
+        json.dumps(
+            {
+                "started_at": "2026-01-01T00:00:00+00:00",
+                "rows": {"full": [{"key": "a.checkouts_per_second", "value": 12.5}]},
+            }
+        )
+    )
+    (tmp_path / "lambda-imports.json").write_text(
+        json.dumps({"handlers": {"functions.user.handler": {"wall_ms": 700.0, "importtime_ms": 650.0}}})
+    )
+
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cloudshop.bench",
+            "--out",
+            str(out),
+            "--seconds",
+            "3",
+            "--overload-seconds",
+            "3",
+            "--buyers",
+            "3",
+            "--overload-buyers",
+            "6",
+            "--warmup-seconds",
+            "0",
+            "--abandoned-seconds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+    assert finished.returncode == 0, finished.stderr[-4000:]
+    report = json.loads(out.read_text())
+    a, b = report["results"]["full"]["a"], report["results"]["full"]["b"]
+    assert a["checkouts"] > 0 and a["post_orders_ms"]["p95"] is not None
+    assert {"gateway", "order", "product", "payment"} <= set(a["cpu_ms_per_checkout"]["by_process_ms"])
+    assert a["cpu_ms_per_checkout"]["checkout_path_ms"] > 0
+    assert {"dynamodb", "sql", "http", "s3", "sqs", "kafka"} <= set(a["backend_calls_per_checkout"]["by_kind"])
+    assert {"order", "product", "payment", "gateway"} <= set(a["backend_calls_per_checkout"]["by_service"])
+    assert a["outbox"]["lag_samples"] > 0 and a["outbox"]["lag_at_end_seconds"] is not None
+    assert a["outbox"]["relay_ceiling_events_per_second"] is not None
+    assert set(a["healthz"]) == SERVICES and set(b["healthz"]) == SERVICES
+    assert {"postgres", "dynalite", "kafka", "moto"} | SERVICES <= set(a["peak_rss_mib"])
+    for field in ("slow_requests", "overload_503", "other_failures", "failures", "refused_by_service"):
+        assert field in b
+    sweep = b["after_sweeper"]
+    assert {"pending_payment_left", "reservations_held_left", "stock_matches", "orders_by_status"} <= set(sweep)
+
+    table = out.with_suffix(".md").read_text()
+    for section in (
+        "### A: 3 buyers",
+        "### A: CPU ms per checkout, by process",
+        "### A: backend calls per checkout",
+        "### A: peak RSS",
+        "### A: /healthz",
+        "### B: 6 buyers",
+        "### B: after the sweeper",
+        "### Lambda import times",
+    ):
+        assert section in table
+    checkouts_row = next(line for line in table.splitlines() if line.startswith("| checkouts/s | ≥ 80 |"))
+    assert checkouts_row.split(" | ")[3] == "12.5"  # the previous run's value, beside this one's
+    assert "| user: import, wall (ms) | ≤ 250 | 700 |" in table

@@ -283,6 +283,8 @@ def test_dynalite_serves_the_dynamodb_api(dynamodb_server: Any) -> None:
         AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
+    # As on DynamoDB, a new table is CREATING for a moment; a write before it is ACTIVE is refused.
+    client.get_waiter("table_exists").wait(TableName="probe-table", WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     client.put_item(
         TableName="probe-table", Item={"k": {"S": "a"}, "n": {"N": "1"}}, ConditionExpression="attribute_not_exists(k)"
     )

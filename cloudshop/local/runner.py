@@ -5,10 +5,16 @@ Profiles change endpoints and which servers start, never service code:
 - full: PostgreSQL, Apache Kafka (KRaft) and DynamoDB (dynalite), all started here; moto keeps S3/SQS/SES.
 
 Every service runs as its own uvicorn process, with the environment CDK would give it in the cloud.
+
+Nothing outlives the runner: Ctrl-C, SIGTERM and a hang-up stop everything in order, and if the runner
+is killed outright its watchdog does it (`cloudshop.local.watchdog`). If the watchdog was killed too,
+the next `cloudshop up` on the same state dir stops what is left, from the ledger of what was started
+(`cloudshop.local.ledger`), and nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -29,9 +35,12 @@ from cloudshop.local.servers import (
     ManagedServer,
     MotoServer,
     PostgresServer,
+    ProcessObserver,
     _port_open,
 )
+from cloudshop.local.watchdog import RunnerGuard
 from cloudshop.settings import Settings, resource_settings
+from cloudshop.storefront import DIST as STOREFRONT_DIST
 
 DEFAULT_ADMIN_EMAIL = "admin@cloudshop.local"
 DEFAULT_ADMIN_PASSWORD = "cloudshop-admin-1"  # noqa: S105 - the documented local default, never used in the cloud
@@ -66,7 +75,9 @@ def settings_from_env(env: dict[str, str]) -> Settings:
 
 
 def say(message: str) -> None:
-    print(f"[cloudshop] {message}", file=sys.stderr, flush=True)
+    # After a hang-up the terminal is gone and writes fail (EIO); the shutdown must go on regardless.
+    with contextlib.suppress(OSError):
+        print(f"[cloudshop] {message}", file=sys.stderr, flush=True)
 
 
 class ServiceProcess(ManagedServer):
@@ -74,6 +85,7 @@ class ServiceProcess(ManagedServer):
 
     startup_timeout: ClassVar[float] = 60.0
     stop_timeout: ClassVar[float] = 10.0
+    stop_wave: ClassVar[int] = 0
 
     def __init__(self, name: str, *, target: str, factory: bool, port: int, env: dict[str, str], logs: Path) -> None:
         super().__init__(logs, port=port)
@@ -85,6 +97,10 @@ class ServiceProcess(ManagedServer):
     @property
     def log_path(self) -> Path:
         return self.data_dir / f"{self.service}.log"
+
+    @property
+    def label(self) -> str:
+        return self.service
 
     def _command(self) -> list[str]:
         command = [
@@ -122,6 +138,7 @@ class PollerProcess(ManagedServer):
 
     startup_timeout: ClassVar[float] = 30.0
     stop_timeout: ClassVar[float] = 10.0
+    stop_wave: ClassVar[int] = 0
     name: ClassVar[str] = "notification-poller"
 
     def __init__(self, *, env: dict[str, str], logs: Path) -> None:
@@ -138,6 +155,29 @@ class PollerProcess(ManagedServer):
         return True
 
 
+class WindowsConsumerProcess(ManagedServer):
+    """The local stand-in for the windows consumer Lambda and its MSK event source (full profile):
+    `analytics-results` -> the windows objects in S3 (`analytics.results_consumer`, the same code)."""
+
+    startup_timeout: ClassVar[float] = 30.0
+    stop_timeout: ClassVar[float] = 10.0
+    stop_wave: ClassVar[int] = 0
+    name: ClassVar[str] = "windows-consumer"
+
+    def __init__(self, *, env: dict[str, str], logs: Path) -> None:
+        super().__init__(logs, port=0)
+        self.env = env
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "analytics.results_consumer"]
+
+    def _environment(self) -> dict[str, str]:
+        return {**os.environ, **self.env, "SERVICE_NAME": "windows-consumer", "PYTHONUNBUFFERED": "1"}
+
+    def _is_ready(self) -> bool:
+        return True
+
+
 @dataclass
 class Platform:
     profile: str
@@ -147,6 +187,8 @@ class Platform:
     servers: list[ManagedServer] = field(default_factory=list)
     processes: list[ManagedServer] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # Told of every process started, so that they can be stopped should this process be killed.
+    ledger: ProcessObserver | None = None
 
     def port(self, offset: int) -> int:
         return self.base_port + offset
@@ -178,8 +220,24 @@ class Platform:
             private.write_text(new_private)
             private.chmod(0o600)
             public.write_text(new_public)
-            (directory / "internal-token-secret").write_text(os.urandom(32).hex())
         return private.read_text(), public.read_text()
+
+    def internal_token_secrets(self) -> str:
+        """One service-token secret per calling pair (`ESTATE.token_pairs`) as JSON, kept 0600 like the
+        private key: it is created unreadable to others before anything is written to it."""
+        from cloudshop.estate import ESTATE
+
+        path = self.state_dir / "keys" / "internal-token-secrets.json"
+        known = json.loads(path.read_text()) if path.exists() else {}
+        wanted = {pair: known.get(pair) or os.urandom(32).hex() for pair in ESTATE.token_pairs}
+        if wanted != known or path.stat().st_mode & 0o077:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+                file.write(json.dumps(wanted))
+            path.chmod(0o600)
+        # The one secret every service shared before, world-readable: no longer used.
+        (path.parent / "internal-token-secret").unlink(missing_ok=True)
+        return json.dumps(wanted)
 
     def start_servers(self) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -212,6 +270,7 @@ class Platform:
 
     def _start(self, server: ManagedServer, label: str) -> None:
         started = time.monotonic()
+        server.observer = self.ledger
         server.start()
         self.servers.append(server)
         say(f"{label} ready on {HOST}:{server.port} ({time.monotonic() - started:.1f}s)")
@@ -226,7 +285,7 @@ class Platform:
             "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
             "JWT_PRIVATE_KEY": private,
             "JWT_PUBLIC_KEY": public,
-            "INTERNAL_TOKEN_SECRET": (self.state_dir / "keys" / "internal-token-secret").read_text(),
+            "INTERNAL_TOKEN_SECRETS": self.internal_token_secrets(),
             **resource_settings(self.resource_prefix),
             **server_env,
         }
@@ -283,6 +342,10 @@ class Platform:
             for name, (offset, target, factory) in SERVICES.items()
         ]
         processes.append(PollerProcess(env=env, logs=logs))
+        if self.profile == "full":
+            processes.append(WindowsConsumerProcess(env=env, logs=logs))
+        for process in processes:
+            process.observer = self.ledger
         # Python start-up dominates; starting the processes side by side halves the wait.
         with ThreadPoolExecutor(max_workers=len(processes)) as pool:
             futures = [pool.submit(p.start) for p in processes]
@@ -301,7 +364,7 @@ class Platform:
         while not stop.wait(1.0):
             for process in self.processes:
                 if not process.running:
-                    return getattr(process, "service", process.name)
+                    return process.label
         return None
 
 
@@ -325,6 +388,9 @@ def read_runtime_env(state_dir: Path) -> dict[str, str]:
 
 def banner(platform: Platform, env: dict[str, str]) -> str:
     gateway = f"http://{HOST}:{platform.base_port}"
+    # First, for people: the shop and its admin console, served by the gateway from web/dist.
+    built = (STOREFRONT_DIST / "index.html").is_file()
+    storefront = "(admin console at /admin)" if built else "(not built yet: run `make web`, then reload)"
     docs = "\n".join(
         f"  {name:<13} http://{HOST}:{platform.port(offset)}/docs"
         for name, (offset, _, _) in SERVICES.items()
@@ -332,6 +398,7 @@ def banner(platform: Platform, env: dict[str, str]) -> str:
     )
     return (
         f"\ncloudshop is up ({platform.profile} profile)\n"
+        f"  storefront    {gateway}/   {storefront}\n"
         f"  gateway       {gateway}/api/v1   (try: curl {gateway}/api/v1/products)\n"
         f"  health        {gateway}/healthz   metrics: <service>/metrics\n"
         f"API docs (OpenAPI) per service:\n{docs}\n"
@@ -345,23 +412,36 @@ def banner(platform: Platform, env: dict[str, str]) -> str:
 
 def up(*, profile: str, state_dir: Path, base_port: int) -> int:
     platform = Platform(profile=profile, state_dir=state_dir.resolve(), base_port=base_port)
-    platform.check_ports()
-    platform.state_dir.mkdir(parents=True, exist_ok=True)
+    guard = RunnerGuard(platform.state_dir, report=say)
+    # Before the port check: a killed run's leftovers on these ports are reclaimed rather than refused.
+    platform.ledger = guard.claim()
+    try:
+        platform.check_ports()
+        guard.start_watchdog()
+        return _run(platform)
+    finally:
+        guard.release()
+
+
+def _run(platform: Platform) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # A closed terminal sends SIGHUP: stop in order, as for Ctrl-C, rather than die on the spot.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     started = time.monotonic()
     try:
         env = platform.settings_env(platform.start_servers())
         platform.prepare_data(env)
         write_runtime_env(platform.state_dir, env)
-        say("starting services: " + ", ".join(SERVICES) + ", notification-poller ...")
+        consumers = ", notification-poller" + (", windows-consumer" if platform.profile == "full" else "")
+        say("starting services: " + ", ".join(SERVICES) + consumers + " ...")
         platform.start_services(env)
-        print(banner(platform, env), flush=True)
+        with contextlib.suppress(OSError):
+            print(banner(platform, env), flush=True)
         say(f"ready in {time.monotonic() - started:.1f}s")
         died = platform.watch(stop)
         if died:

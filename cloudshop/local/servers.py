@@ -22,7 +22,10 @@ Common rules, so that servers never leak or collide:
 - each server runs in its own process group (its own session); stop() asks the main process to
   shut down cleanly, then SIGKILLs the whole group, so no child outlives it;
 - a server can be started again after stop() on the same data directory and port;
-- servers still running when the interpreter exits are stopped by an atexit hook.
+- servers still running when the interpreter exits are stopped by an atexit hook;
+- an `observer` (the runner's ledger, `cloudshop.local.ledger`) is told of each process the moment it
+  is spawned and once it has ended, so that a watchdog or the next run can stop what a killed runner
+  left behind (an atexit hook does not run on SIGKILL).
 
 `python -m cloudshop.local.servers fetch` downloads the Kafka jars ahead of time (used by `make`).
 """
@@ -47,10 +50,11 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Protocol, Self
 
 HOST = "127.0.0.1"
 KAFKA_VERSION = "4.4.0"
@@ -97,6 +101,14 @@ class ServerStartError(RuntimeError):
     """A local server did not come up; the message says why and quotes the end of its log."""
 
 
+class ProcessObserver(Protocol):
+    """Told when a server's process is spawned and when it has ended (see `cloudshop.local.ledger`)."""
+
+    def spawned(self, server: ManagedServer, *, pid: int, argv: Sequence[str]) -> None: ...
+
+    def ended(self, server: ManagedServer, *, pid: int) -> None: ...
+
+
 _RUNNING: set[ManagedServer] = set()
 
 
@@ -121,6 +133,9 @@ class ManagedServer:
     stop_timeout: ClassVar[float] = 20.0
     # Sent to the main process only; the rest of the group gets SIGKILL once it has gone.
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+    # When a whole platform is stopped from its ledger, lower waves go first: the services before the
+    # servers they use, as `Platform.stop()` orders them.
+    stop_wave: ClassVar[int] = 1
 
     def __init__(self, data_dir: str | os.PathLike[str], *, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -128,6 +143,7 @@ class ManagedServer:
         self._process: subprocess.Popen[bytes] | None = None
         # Seconds the last start() took until ready (preparation included); worth reporting.
         self.startup_seconds: float | None = None
+        self.observer: ProcessObserver | None = None
 
     # -- subclass hooks -------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -151,6 +167,11 @@ class ManagedServer:
         return self.data_dir / f"{self.name}.log"
 
     @property
+    def label(self) -> str:
+        """The name people know this process by (in reports and the ledger)."""
+        return self.name
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -169,11 +190,12 @@ class ManagedServer:
             raise ServerStartError(f"{self.name}: port {HOST}:{self.port} is already in use")
         # The readiness timeout counts from the spawn: a first-time jar fetch must not eat into it.
         started = time.monotonic()
+        argv = self._command()
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== cloudshop: starting {self.name} on {HOST}:{self.port} ===\n".encode())
             log.flush()
             self._process = subprocess.Popen(  # noqa: S603 - fixed argv built by this module
-                self._command(),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -183,6 +205,8 @@ class ManagedServer:
             )
         _RUNNING.add(self)
         try:
+            if self.observer is not None:
+                self.observer.spawned(self, pid=self._process.pid, argv=argv)
             self._wait_ready(started)
             self._after_ready()
         except BaseException:
@@ -226,6 +250,8 @@ class ManagedServer:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        if self.observer is not None:
+            self.observer.ended(self, pid=process.pid)
 
     def _log_tail(self) -> str:
         try:
@@ -668,12 +694,34 @@ def _kafka_cluster_id() -> str:
             return cluster_id
 
 
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True)
+class ScramListener:
+    """A second listener as MSK's public SASL/SCRAM endpoint is configured: SASL_SSL (TLS 1.2+), the
+    SCRAM-SHA-512 users given here, and Kafka ACLs enforced (StandardAuthorizer,
+    `allow.everyone.if.no.acl.found=false`), so a SCRAM user reaches only what an ACL grants it.
+
+    The PLAINTEXT listener stays as it is and stands in for MSK's IAM listener: its principal
+    (`User:ANONYMOUS`) is a super user, as IAM-authenticated clients are not governed by Kafka ACLs on
+    MSK. Users are created when the storage is formatted (`kafka-storage format --add-scram`).
+    """
+
+    users: Mapping[str, str]
+    port: int | None = None
+
+
 class KafkaServer(ManagedServer):
     """A single-node Apache Kafka broker in KRaft mode (broker and controller in one process).
 
     The broker listens on `127.0.0.1:<port>` (PLAINTEXT); the controller on a second free port.
     Storage is formatted once in `<data_dir>/kraft-logs`, so stop() then start() keeps every topic
     and message: the tests use that to simulate a broker outage.
+
+    With `scram` the broker also listens on `127.0.0.1:<scram_port>` with SASL_SSL and SCRAM-SHA-512
+    users, ACLs enforced there (see `ScramListener`); its certificate is signed by a CA made for the
+    data directory, `ca_file` (PEM), which clients trust.
     """
 
     name = "kafka"
@@ -689,10 +737,13 @@ class KafkaServer(ManagedServer):
         *,
         controller_port: int | None = None,
         version: str = KAFKA_VERSION,
+        scram: ScramListener | None = None,
     ) -> None:
         super().__init__(data_dir, port=port)
         self.controller_port = controller_port if controller_port is not None else free_port()
         self.version = version
+        self.scram = scram
+        self.scram_port = (scram.port or free_port()) if scram is not None else None
         self._libs: Path | None = None
 
     @classmethod
@@ -712,16 +763,112 @@ class KafkaServer(ManagedServer):
     def config_path(self) -> Path:
         return self.data_dir / "server.properties"
 
+    @property
+    def scram_bootstrap_servers(self) -> str:
+        """The SASL_SSL (SCRAM) listener's address; only with `scram`."""
+        if self.scram_port is None:
+            raise ValueError("this broker has no SCRAM listener (KafkaServer(scram=...))")
+        return f"{HOST}:{self.scram_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The PEM certificate of the CA that signed the SCRAM listener's certificate: what clients trust."""
+        return self.data_dir / "tls" / "ca.pem"
+
+    @property
+    def _keystore(self) -> Path:
+        return self.data_dir / "tls" / "broker-keystore.pem"
+
+    def _listener_properties(self) -> dict[str, str]:
+        plain = f"PLAINTEXT://{HOST}:{self.port}"
+        if self.scram_port is None:
+            return {
+                "listeners": f"{plain},CONTROLLER://{HOST}:{self.controller_port}",
+                "advertised.listeners": plain,
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            }
+        scram = f"SASL_SSL://{HOST}:{self.scram_port}"
+        return {
+            "listeners": f"{plain},{scram},CONTROLLER://{HOST}:{self.controller_port}",
+            "advertised.listeners": f"{plain},{scram}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self._keystore),
+            "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+            "ssl.client.auth": "none",
+            # ACLs on, default deny, as the cloud link's configuration (cdk/streaming.py) sets them. The
+            # PLAINTEXT and controller principal stands for MSK's IAM clients, whom ACLs do not govern.
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": "User:ANONYMOUS",
+        }
+
+    def _write_tls_material(self) -> None:
+        """A CA and a broker certificate for 127.0.0.1/localhost, made once per data directory."""
+        if self.ca_file.exists() and self._keystore.exists():
+            return
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        now = datetime.datetime.now(datetime.UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cloudshop local Kafka CA")])
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            # Clients check the host name (ssl.endpoint.identification.algorithm=https), as against MSK.
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        pem = serialization.Encoding.PEM
+        self.ca_file.parent.mkdir(parents=True, exist_ok=True)
+        # Kafka's PEM key store: an unencrypted PKCS#8 key, then the certificate chain.
+        with os.fdopen(os.open(self._keystore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as store:
+            store.write(
+                key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+                + certificate.public_bytes(pem)
+                + ca.public_bytes(pem)
+            )
+        self.ca_file.write_bytes(ca.public_bytes(pem))
+
     def _server_properties(self) -> str:
         properties = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{HOST}:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
+            **self._listener_properties(),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.log_dirs),
             "num.partitions": "1",
             "default.replication.factor": "1",
@@ -762,11 +909,16 @@ class KafkaServer(ManagedServer):
 
     def _prepare(self) -> None:
         self._libs = fetch_kafka(self.version)
+        if self.scram is not None:
+            self._write_tls_material()
         # Rewritten on every start: the ports are the object's, the storage is what persists.
         self.config_path.write_text(self._server_properties())
         (self.data_dir / "log4j2.properties").write_text(_KAFKA_LOG4J2)
         if (self.log_dirs / "meta.properties").exists():
             return
+        users: list[str] = []
+        for name, password in (self.scram.users if self.scram is not None else {}).items():
+            users += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
         argv = self._java(
             "kafka.tools.StorageTool",
             "format",
@@ -774,6 +926,7 @@ class KafkaServer(ManagedServer):
             _kafka_cluster_id(),
             "--config",
             str(self.config_path),
+            *users,
             "--ignore-formatted",
         )
         with open(self.log_path, "ab") as log:

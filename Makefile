@@ -8,7 +8,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PATH := $(CURDIR)/.cache/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help run run-full test test-fast lint typecheck build synth bench schemas system-deps tools clean \
+.PHONY: help run run-full test test-fast lint typecheck build synth bench schemas system-deps tools clean web \
         analytics-once analytics-stream analytics-test analytics-test-spark35 analytics-package
 
 help: ## list the commands
@@ -26,19 +26,20 @@ $(VENV)/.dev: $(VENV)/.run
 	@$(BIN)/pip install -q -e '.[local,dev,cdk,analytics]'
 	@touch $@
 
-run: $(VENV)/.run ## start the whole platform locally (embedded profile) on 127.0.0.1:8000
+run: $(VENV)/.run web ## start the whole platform locally (embedded profile): the shop on http://127.0.0.1:8000/
 	@$(BIN)/cloudshop up
 
-run-full: $(VENV)/.run system-deps ## start it on real PostgreSQL, Kafka and dynalite (DynamoDB)
+run-full: $(VENV)/.run system-deps web ## start it on real PostgreSQL, Kafka and dynalite (DynamoDB)
 	@$(BIN)/cloudshop up --profile full
 
-system-deps: ## install the system packages the real local servers need (PostgreSQL, Java, Maven, Node.js)
+system-deps: ## install the system packages the real servers and the browser tests need (PostgreSQL, Java, Maven, Node.js, Chromium)
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql-15"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	command -v go >/dev/null || missing="$$missing golang-go"; \
+	[ -x "$${CLOUDSHOP_CHROMIUM:-/usr/bin/chromium}" ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "[make] apt-get install$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
@@ -48,11 +49,11 @@ tools: $(VENV)/.dev system-deps ## install test tools (kustomize, actionlint, ch
 	@bash .ci/install-tools.sh
 	@$(BIN)/python -m cloudshop.local.servers fetch
 
-test: tools ## run the whole suite (starts PostgreSQL, Kafka, moto itself)
+test: tools web ## run the whole suite (starts PostgreSQL, Kafka, moto itself; the browser tests drive Chromium)
 	@$(BIN)/python -m pytest -p no:cacheprovider
 
-test-fast: $(VENV)/.dev ## the quick tier: no Spark, no infra, no end-to-end
-	@$(BIN)/python -m pytest -m "not slow and not infra and not spark and not e2e"
+test-fast: $(VENV)/.dev ## the quick tier: no Spark, no infra, no end-to-end, no browser
+	@$(BIN)/python -m pytest -m "not slow and not infra and not spark and not e2e and not web and not browser"
 
 lint: $(VENV)/.dev ## ruff
 	@$(BIN)/ruff check .
@@ -60,13 +61,31 @@ lint: $(VENV)/.dev ## ruff
 typecheck: $(VENV)/.dev ## mypy over the services and the core
 	@$(BIN)/mypy
 
+# The storefront (web/): npm ci from the committed lock file when it changes, and a build when a
+# source changes. The build fails when the first page's compressed JS and CSS pass 150 KB.
+WEB_SOURCES := $(shell find web/src web/public web/scripts -type f 2>/dev/null) \
+               web/index.html web/vite.config.ts web/tsconfig.json web/eslint.config.js
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "[make] apt-get install nodejs npm (the storefront's build)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }
+	@echo "[make] web: installing the storefront's build tools (npm ci in web/) ..."
+	@cd web && npm ci --no-audit --no-fund
+	@touch $@
+
+web/dist/index.html: web/node_modules/.installed $(WEB_SOURCES)
+	@echo "[make] web: building the storefront and admin console into web/dist (vite) ..."
+	@cd web && npm run build
+
+web: web/dist/index.html ## build the storefront and admin console into web/dist (measures the first page)
+
 schemas: $(VENV)/.run ## regenerate the committed contracts: event JSON Schemas and each service's openapi.json
 	@$(BIN)/cloudshop schemas
 
 build: $(VENV)/.dev ## build the Lambda assets under build/lambda (no Docker)
 	@$(BIN)/python -m cloudshop.build
 
-synth: build ## synthesize every CloudFormation template into cdk.out (no Docker, no AWS)
+synth: build web ## synthesize every CloudFormation template into cdk.out (no Docker, no AWS)
 	@$(BIN)/python app.py
 
 bench: $(VENV)/.dev system-deps ## benchmarks; results in bench-results/
@@ -93,5 +112,5 @@ analytics-test-spark35: $(VENV)/.dev ## the analytics tests on Spark 3.5, as on 
 analytics-package: $(VENV)/.dev ## zip the analytics job for Dataproc (dist/analytics.zip)
 	@$(BIN)/python -m analytics.package dist/analytics.zip
 
-clean: ## remove local state, caches and build output (keeps .venv)
-	rm -rf .cloudshop build cdk.out bench-results dist .pytest_cache .mypy_cache .ruff_cache
+clean: ## remove local state, caches and build output (keeps .venv and web/node_modules)
+	rm -rf .cloudshop build cdk.out bench-results dist web/dist test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -12,12 +12,16 @@ This is the only place that reads the environment. Inputs:
 - `CLOUDSHOP_ALARM_EMAIL`: subscribed to the alarm topic. `CLOUDSHOP_SES_SENDER`: verified SES sender.
 - `CLOUDSHOP_JWT_KEY_GENERATION`: bump after putting a new signing key (cdk/README.md, rotation).
 - `CLOUDSHOP_CLUSTER_ADMIN_ROLE_ARNS`: comma-separated IAM roles given cluster-admin on EKS.
+- `CLOUDSHOP_ANALYTICS_CLIENT_CIDRS`: comma-separated sources of the analytics link (the Terraform
+  output `analytics_client_cidrs`); set, it turns MSK public access on (never on the first deploy,
+  analytics/README.md).
 - `CLOUDSHOP_GITHUB_REPOSITORY`: `owner/name` whose workflows may assume the delivery and deploy roles
   (default `cloudshop/cloudshop`, the repository ArgoCD syncs). `CLOUDSHOP_GITHUB_OIDC_PROVIDER_ARN`:
   the account's existing GitHub OIDC provider, for a second environment in the same account (unset:
   the stack creates it). See cdk/README.md, "GitHub delivery".
-- `CLOUDSHOP_LAMBDA_ASSETS=placeholder`: synthesise without `make build` output (templates for
-  inspection and tests only; the dependency layer is empty and must not be deployed).
+- `CLOUDSHOP_LAMBDA_ASSETS=placeholder`: synthesise without `make build` and `make web` output (templates
+  for inspection and tests only; the dependency layer is empty, the storefront one placeholder page, and
+  neither must be deployed).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from cdk_nag import AwsSolutionsChecks
 
 from cdk.config import EnvironmentName, preset
 from cdk.deployment import build_deployment
-from cloudshop.build import BuildError, prepare
+from cloudshop.build import BuildError, prepare, prepare_storefront
 
 
 def _optional(name: str) -> str | None:
@@ -73,13 +77,17 @@ def main() -> None:
         overrides["jwt_key_generation"] = int(generation)
     if admins := _optional("CLOUDSHOP_CLUSTER_ADMIN_ROLE_ARNS"):
         overrides["cluster_admin_role_arns"] = tuple(a.strip() for a in admins.split(",") if a.strip())
+    if cidrs := _optional("CLOUDSHOP_ANALYTICS_CLIENT_CIDRS"):
+        overrides["analytics_client_cidrs"] = tuple(c.strip() for c in cidrs.split(",") if c.strip())
     config = preset(cast(EnvironmentName, environment), **overrides)
 
+    placeholder = os.environ.get("CLOUDSHOP_LAMBDA_ASSETS") == "placeholder"
     try:
-        build = prepare(allow_placeholder=os.environ.get("CLOUDSHOP_LAMBDA_ASSETS") == "placeholder")
+        build = prepare(allow_placeholder=placeholder)
+        storefront = prepare_storefront(allow_placeholder=placeholder)
     except BuildError as exc:
         raise SystemExit(str(exc)) from None
-    build_deployment(app, config=config, build=build)
+    build_deployment(app, config=config, build=build, storefront=storefront)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     app.synth()
 

@@ -18,7 +18,7 @@ from cdk.database import Database
 from cdk.queues import EstateQueues
 from cdk.streaming import CONSUMER_GROUPS, EventStream
 from cdk.tables import EstateTables
-from cloudshop.estate import ServiceName
+from cloudshop.estate import ESTATE, ServiceName
 
 # What the adapters call: single-item reads and writes (also inside TransactWriteItems, which IAM
 # authorises item by item), index queries, and DescribeTable for `/readyz`. No scans, no batches.
@@ -50,7 +50,8 @@ class ServiceAccess:
     consume_topics: tuple[str, ...] = ()
     database: bool = False
     signing_key: bool = False
-    # Reads INTERNAL_TOKEN_SECRET (by ARN): it calls another service or answers internal routes.
+    # Reads its service-token secrets (by ARN), those of the pairs the estate makes it a party to
+    # (`ESTATE.token_pairs_of`): it calls another service or answers internal routes.
     internal_token: bool = False
     send_email: bool = False
 
@@ -126,9 +127,15 @@ def grant_session_check(grantee: iam.IGrantable, *, data: DataResources) -> None
     _allow(grantee, KEY_DECRYPT, [data.key.key_arn])
 
 
+def internal_token_arns(party: str, *, data: DataResources) -> dict[str, str]:
+    """`{pair: secret ARN}` of the service-token secrets `party` holds (a service, or `gateway`)."""
+    return {pair: data.auth.internal_tokens[pair].secret_arn for pair in ESTATE.token_pairs_of(party)}
+
+
 def grant_internal_token(grantee: iam.IGrantable, *, data: DataResources) -> None:
-    """What `load_secrets` needs for `INTERNAL_TOKEN_SECRET_ARN`: that one secret's value (and its key)."""
-    _allow(grantee, ["secretsmanager:GetSecretValue"], [data.auth.internal_token.secret_arn])
+    """What the service-token authorizer's `load_secrets` needs for `INTERNAL_TOKEN_SECRET_ARNS`: the
+    values of the secrets of the API's internal routes' pairs (and their key), no other."""
+    _allow(grantee, ["secretsmanager:GetSecretValue"], list(internal_token_arns("gateway", data=data).values()))
     _allow(grantee, KEY_DECRYPT, [data.key.key_arn])
 
 
@@ -159,7 +166,7 @@ def grant_service_access(
     _allow(grantee, KEY_DECRYPT + (KEY_ENCRYPT if encrypts else []), [key])
     secrets = []
     if access.internal_token:
-        secrets.append(data.auth.internal_token.secret_arn)
+        secrets += internal_token_arns(service, data=data).values()
     if access.database:
         secrets.append(data.database.role_secrets[service].secret_arn)
     if access.signing_key:

@@ -1,4 +1,4 @@
-"""Authentication secrets: the JWT signing key pair and the service-to-service token secret."""
+"""Authentication secrets: the JWT signing key pair and the service-token secrets, one per calling pair."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ from constructs import Construct
 
 from cdk.assets import ARCHITECTURE, RUNTIME, RUNTIME_REASON, LambdaPackages
 from cdk.nag import LAMBDA_BASIC, LAMBDA_BASIC_REASON, LOG_GROUP_KMS_REASON, checkov_skip, nag
+from cdk.tables import construct_id as logical_name
 from cloudshop.build import PLATFORM_ASSET
+from cloudshop.estate import ESTATE
 
 SIGNING_KEY_ROTATION_REASON = (
     "The JWT signing key is not rotated automatically: a rotation must publish the new public key to "
     "every verifier before the user service signs with it. The manual procedure is in cdk/README.md."
 )
 INTERNAL_ROTATION_REASON = (
-    "The service-to-service secret is shared by every service; rotating it means a coordinated "
-    "redeploy (cdk/README.md), so it is rotated by hand, not on a schedule."
+    "A service-token secret is read by the two services of its pair (and the service-token authorizer for "
+    "the API's internal routes) at start-up; rotating it means restarting them together (cdk/README.md), "
+    "so it is rotated by hand, not on a schedule."
 )
 CUSTOM_RESOURCE_FUNCTION_SKIPS = {
     "CKV_AWS_116": "Invoked synchronously by CloudFormation, which reports failures; a DLQ would stay empty.",
@@ -32,7 +35,10 @@ CUSTOM_RESOURCE_FUNCTION_SKIPS = {
 class AuthSecrets(Construct):
     """`signing_key` (the PEM private key, read by the user service only), `public_key_pem` (a deploy-time
     value for `JWT_PUBLIC_KEY`, also stored in the `public_key` secret for the Kubernetes Secret) and
-    `internal_token` (`INTERNAL_TOKEN_SECRET`, read by every service).
+    `internal_tokens`: one service-token secret per calling pair of the estate (`ESTATE.token_pairs`,
+    `order-product`, `order-payment`), each read only by the two services of its pair
+    (`INTERNAL_TOKEN_SECRET_ARNS`) and, for the pairs of the API's internal routes, by the
+    service-token authorizer. No secret is shared beyond its pair.
 
     The key pair is generated at deploy time by a custom resource (`cdk/runtime/jwt_keygen.py`), so no
     private key ever exists outside Secrets Manager, not even in the template.
@@ -67,21 +73,27 @@ class AuthSecrets(Construct):
             encryption_key=encryption_key,
             removal_policy=RemovalPolicy.DESTROY,
         )
-        self.internal_token = secretsmanager.Secret(
-            self,
-            "InternalToken",
-            secret_name=f"{name_prefix}internal-token",
-            description="cloudshop service-to-service token secret (INTERNAL_TOKEN_SECRET)",
-            encryption_key=encryption_key,
-            generate_secret_string=secretsmanager.SecretStringGenerator(password_length=64, exclude_punctuation=True),
-            removal_policy=RemovalPolicy.DESTROY,
-        )
+        self.internal_tokens = {
+            pair: secretsmanager.Secret(
+                self,
+                "InternalToken" + logical_name(pair),
+                secret_name=f"{name_prefix}internal-token-{pair}",
+                description=f"cloudshop service-token secret of the {pair} calls (INTERNAL_TOKEN_SECRET_ARNS)",
+                encryption_key=encryption_key,
+                generate_secret_string=secretsmanager.SecretStringGenerator(
+                    password_length=64, exclude_punctuation=True
+                ),
+                removal_policy=RemovalPolicy.DESTROY,
+            )
+            for pair in ESTATE.token_pairs
+        }
         nag(self.signing_key, {"AwsSolutions-SMG4": SIGNING_KEY_ROTATION_REASON})
         checkov_skip(self.signing_key, {"CKV2_AWS_57": SIGNING_KEY_ROTATION_REASON})
         nag(self.public_key, {"AwsSolutions-SMG4": SIGNING_KEY_ROTATION_REASON})
         checkov_skip(self.public_key, {"CKV2_AWS_57": SIGNING_KEY_ROTATION_REASON})
-        nag(self.internal_token, {"AwsSolutions-SMG4": INTERNAL_ROTATION_REASON})
-        checkov_skip(self.internal_token, {"CKV2_AWS_57": INTERNAL_ROTATION_REASON})
+        for secret in self.internal_tokens.values():
+            nag(secret, {"AwsSolutions-SMG4": INTERNAL_ROTATION_REASON})
+            checkov_skip(secret, {"CKV2_AWS_57": INTERNAL_ROTATION_REASON})
 
         log_group = logs.LogGroup(
             self, "KeyGeneratorLogs", retention=log_retention, removal_policy=RemovalPolicy.DESTROY

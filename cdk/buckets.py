@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
@@ -21,6 +21,10 @@ ACCESS_LOG_DAYS = 365
 class EstateBuckets(Construct):
     """Private, TLS-only, KMS-encrypted buckets with server access logs and lifecycle rules.
 
+    A bucket declared `browser_uploads` admits cross-origin POSTs from `browser_origins` (the storefront's
+    admin console posts product images straight to it with a presigned POST; the signature is what
+    authorises an upload, CORS only lets the page read the answer).
+
     Names are `<prefix><name>` like every estate resource. Bucket names are global: choose a prefix
     nobody else uses (`CLOUDSHOP_RESOURCE_PREFIX`) if `cloudshop-<env>-` is taken. Versioned buckets
     hold documents (invoices) and are retained with the stack; the others are destroyed with it once
@@ -35,6 +39,7 @@ class EstateBuckets(Construct):
         buckets: Iterable[Bucket],
         encryption_key: kms.IKey,
         prefix: str,
+        browser_origins: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id_)
         self.prefix = prefix
@@ -97,6 +102,16 @@ class EstateBuckets(Construct):
                 server_access_logs_bucket=self.access_logs,
                 server_access_logs_prefix=f"s3/{declaration.name}/",
                 removal_policy=RemovalPolicy.RETAIN if declaration.versioned else RemovalPolicy.DESTROY,
+                cors=[
+                    s3.CorsRule(
+                        allowed_methods=[s3.HttpMethods.POST],
+                        allowed_origins=list(browser_origins),
+                        allowed_headers=["*"],
+                        max_age=3000,
+                    )
+                ]
+                if declaration.browser_uploads and browser_origins
+                else None,
             )
             if not declaration.versioned:
                 checkov_skip(

@@ -13,7 +13,7 @@ from cdk.assets import LambdaPackages
 from cdk.config import DeploymentConfig
 from cdk.nag import skip_cdk_providers
 from cdk.stacks import ApiStack, DataStack, EksStack, MonitoringStack, NetworkStack, StreamingStack
-from cloudshop.build import LambdaBuild
+from cloudshop.build import LambdaBuild, StorefrontBuild
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,9 @@ class Deployment:
         return (self.network, self.data, self.streaming, self.api, self.eks, self.monitoring)
 
 
-def build_deployment(app: App, *, config: DeploymentConfig, build: LambdaBuild) -> Deployment:
+def build_deployment(
+    app: App, *, config: DeploymentConfig, build: LambdaBuild, storefront: StorefrontBuild
+) -> Deployment:
     env = Environment(account=config.account, region=config.region)
     prefix = config.stack_prefix
     packages = LambdaPackages(build)
@@ -38,10 +40,23 @@ def build_deployment(app: App, *, config: DeploymentConfig, build: LambdaBuild) 
     network = NetworkStack(app, f"{prefix}-Network", config=config, env=env)
     data = DataStack(app, f"{prefix}-Data", config=config, network=network.network, packages=packages, env=env)
     streaming = StreamingStack(
-        app, f"{prefix}-Streaming", config=config, network=network.network, data=data.resources, env=env
+        app,
+        f"{prefix}-Streaming",
+        config=config,
+        network=network.network,
+        data=data.resources,
+        packages=packages,
+        env=env,
     )
     api = ApiStack(
-        app, f"{prefix}-Api", config=config, network=network.network, data=data.resources, packages=packages, env=env
+        app,
+        f"{prefix}-Api",
+        config=config,
+        network=network.network,
+        data=data.resources,
+        packages=packages,
+        storefront=storefront,
+        env=env,
     )
     eks = EksStack(
         app,

@@ -67,6 +67,11 @@ ECR_IMAGES_KEPT = 30
 AWS_SETTINGS_CONFIGMAP = "cloudshop-aws"
 
 
+def workload_settings_configmap(workload: str) -> str:
+    """The ConfigMap of one workload's own deploy-time settings (`cloudshop-aws-order`)."""
+    return f"{AWS_SETTINGS_CONFIGMAP}-{workload}"
+
+
 def argocd_bootstrap(name: str) -> list[dict[str, Any]]:
     """The documents of `eks_services/argocd/bootstrap/<name>.yaml` (AppProject + root Application),
     applied as committed. The repository and revision live in git only: the child Applications the
@@ -350,16 +355,21 @@ class EksCore(Construct):
             nag(controller, {f"AwsSolutions-IAM5[Resource::{arn}]": reason for arn in ALB_CONTROLLER_RESOURCES})
             checkov_skip_all(controller, {"CKV_AWS_111": reason}, resource_type="AWS::IAM::Policy")
 
-    def add_settings(self, namespace: str, settings: Mapping[str, str]) -> eks.KubernetesManifest:
+    def add_settings(
+        self, namespace: str, settings: Mapping[str, str], *, workload: str | None = None
+    ) -> eks.KubernetesManifest:
         """ConfigMap `cloudshop-aws`: the settings only a deployment knows (queue URL, MSK brokers, secret
         ARNs, the JWT public key, the API URL, the physical names), read by the Deployments with an
-        `envFrom` after the git-managed `cloudshop-config`, so these values win."""
+        `envFrom` after the git-managed `cloudshop-config`, so these values win. With `workload`, that
+        workload's own ConfigMap (`cloudshop-aws-<workload>`, read last by its pods alone): the
+        settings no other workload of the namespace may see (its service-token secret ARNs)."""
+        name = workload_settings_configmap(workload) if workload else AWS_SETTINGS_CONFIGMAP
         manifest = self.cluster.add_manifest(
-            f"{namespace.capitalize()}AwsSettings",
+            f"{namespace.capitalize()}{(workload or '').capitalize()}AwsSettings",
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {"name": AWS_SETTINGS_CONFIGMAP, "namespace": namespace},
+                "metadata": {"name": name, "namespace": namespace},
                 "data": dict(settings),
             },
         )

@@ -6,9 +6,10 @@ tests check it against `Settings.model_fields`. Lambdas and the EKS ConfigMap ge
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
-from cdk.access import DataResources, ServiceAccess
+from cdk.access import DataResources, ServiceAccess, internal_token_arns
 from cdk.config import DeploymentConfig
 from cloudshop.estate import ESTATE, ServiceName
 from cloudshop.settings import resource_settings
@@ -34,7 +35,7 @@ def service_settings(
         "JWT_PUBLIC_KEY": data.auth.public_key_pem,
     }
     if access.internal_token:
-        env["INTERNAL_TOKEN_SECRET_ARN"] = data.auth.internal_token.secret_arn
+        env["INTERNAL_TOKEN_SECRET_ARNS"] = json.dumps(internal_token_arns(service, data=data), sort_keys=True)
     if access.send_email:
         env["SES_SENDER"] = config.ses_sender
     for name in dict.fromkeys(access.send_queues + access.consume_queues):
@@ -67,10 +68,19 @@ def powertools_settings(service: ServiceName) -> dict[str, str]:
 
 # What each pod sets itself (its Deployment) or takes from git (the overlay), never from CDK.
 POD_OWN_SETTINGS = frozenset({"SERVICE_NAME", "LOG_LEVEL"})
+# What differs between the workloads of a namespace by design: each workload's own ConfigMap
+# (`cloudshop-aws-<workload>`) carries it, so no pod finds the secrets of another's pairs.
+WORKLOAD_OWN_SETTINGS = frozenset({"INTERNAL_TOKEN_SECRET_ARNS"})
+
+
+def workload_pod_settings(settings: Mapping[str, str]) -> dict[str, str]:
+    """The `cloudshop-aws-<workload>` ConfigMap: the settings only this workload's pods may see."""
+    return {name: value for name, value in settings.items() if name in WORKLOAD_OWN_SETTINGS}
 
 
 def shared_pod_settings(per_workload: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
-    """The `cloudshop-aws` ConfigMap of one namespace: the union of its workloads' settings.
+    """The `cloudshop-aws` ConfigMap of one namespace: the union of its workloads' settings, less
+    those each workload keeps to itself (`WORKLOAD_OWN_SETTINGS`, `workload_pod_settings`).
 
     Every pod of the namespace reads all of it, so a value must agree between workloads, and a secret
     named by ARN must be one every workload may read (`load_secrets` reads each ARN it finds at
@@ -79,7 +89,7 @@ def shared_pod_settings(per_workload: Mapping[str, Mapping[str, str]]) -> dict[s
     shared: dict[str, str] = {}
     for workload, settings in per_workload.items():
         for name, value in settings.items():
-            if name in POD_OWN_SETTINGS:
+            if name in POD_OWN_SETTINGS or name in WORKLOAD_OWN_SETTINGS:
                 continue
             if name in shared and shared[name] != value:
                 raise ValueError(f"{name} differs between the workloads of one namespace ({workload})")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_cdk import CfnOutput, Stack
@@ -18,7 +19,9 @@ from cdk.access import (
     grant_internal_token,
     grant_service_access,
     grant_session_check,
+    internal_token_arns,
 )
+from cdk.analytics_link import AnalyticsLink, WindowsConsumer, output_id, terraform_variables
 from cdk.assets import LambdaPackages
 from cdk.auth import AuthSecrets
 from cdk.buckets import EstateBuckets
@@ -36,9 +39,17 @@ from cdk.network import Network
 from cdk.queues import EstateQueues
 from cdk.schema import SchemaMigration
 from cdk.service_ingress import PrivateIngress
-from cdk.settings_env import powertools_settings, service_settings, shared_pod_settings
+from cdk.settings_env import (
+    POWERTOOLS_NAMESPACE,
+    powertools_settings,
+    service_settings,
+    shared_pod_settings,
+    workload_pod_settings,
+)
+from cdk.storefront import StorefrontSite, image_store_origins, storefront_origins
 from cdk.streaming import IAM_PORT, EventStream
 from cdk.tables import EstateTables
+from cloudshop.build import StorefrontBuild
 from cloudshop.estate import ESTATE, LAMBDA_SERVICES
 from cloudshop.settings import Settings, resource_settings
 
@@ -63,6 +74,9 @@ def allow_ingress(
         to_port=port,
         description=description,
     )
+
+
+WINDOWS_CONSUMER_SERVICE = "analytics-windows"
 
 
 def _retention(config: DeploymentConfig) -> logs.RetentionDays:
@@ -110,7 +124,14 @@ class DataStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         key = DataKey(self, "DataKey", alias=f"alias/{config.prefix}data").key
         self.tables = EstateTables(self, "Tables", tables=ESTATE.tables, prefix=config.prefix, encryption_key=key)
-        self.buckets = EstateBuckets(self, "Buckets", buckets=ESTATE.buckets, encryption_key=key, prefix=config.prefix)
+        self.buckets = EstateBuckets(
+            self,
+            "Buckets",
+            buckets=ESTATE.buckets,
+            encryption_key=key,
+            prefix=config.prefix,
+            browser_origins=storefront_origins(config.cors_origins),
+        )
         self.queues = EstateQueues(self, "Queues", queues=ESTATE.queues, prefix=config.prefix, encryption_key=key)
         self.database = Database(
             self,
@@ -170,35 +191,7 @@ class DataStack(Stack):
 
 
 class StreamingStack(Stack):
-    def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        config: DeploymentConfig,
-        network: Network,
-        data: DataResources,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(scope, construct_id, **kwargs)
-        self.stream = EventStream(
-            self,
-            "EventStream",
-            vpc=network.vpc,
-            subnets=network.app_subnets,
-            topics=ESTATE.topics,
-            cluster_name=f"{config.prefix}events",
-            kafka_version=config.kafka_version,
-            broker_instance_type=config.kafka_broker_instance_type,
-            broker_storage_gib=config.kafka_broker_storage_gib,
-            encryption_key=data.key,
-            log_retention=_retention(config),
-        )
-        CfnOutput(self, "KafkaBootstrapServers", value=self.stream.bootstrap_servers)
-
-
-class ApiStack(Stack):
-    """The Lambda services and the HTTP API with the Lambda-served routes."""
+    """MSK, the analytics link to Dataproc (SCRAM secrets, ACLs) and the windows consumer Lambda."""
 
     def __init__(
         self,
@@ -209,6 +202,80 @@ class ApiStack(Stack):
         network: Network,
         data: DataResources,
         packages: LambdaPackages,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.stream = EventStream(
+            self,
+            "EventStream",
+            vpc=network.vpc,
+            subnets=network.kafka_subnets,
+            topics=ESTATE.topics,
+            cluster_name=f"{config.prefix}events",
+            kafka_version=config.kafka_version,
+            broker_instance_type=config.kafka_broker_instance_type,
+            broker_storage_gib=config.kafka_broker_storage_gib,
+            encryption_key=data.key,
+            log_retention=_retention(config),
+            public_access=config.kafka_public_access,
+        )
+        CfnOutput(self, "KafkaBootstrapServers", value=self.stream.bootstrap_servers)
+        layer = packages.dependency_layer(self, "Dependencies")
+        (analytics,) = ESTATE.scram_clients
+        self.link = AnalyticsLink(
+            self,
+            "AnalyticsLink",
+            stream=self.stream,
+            clients=ESTATE.scram_clients,
+            client_cidrs=config.analytics_client_cidrs,
+            name_prefix=config.prefix,
+            packages=packages,
+            dependency_layer=layer,
+            vpc=network.vpc,
+            subnets=network.app_subnets,
+            log_retention=_retention(config),
+        )
+        self.windows = WindowsConsumer(
+            self,
+            "WindowsConsumer",
+            stream=self.stream,
+            topic=analytics.write_topics[0],
+            bucket_name=data.buckets.bucket_name("analytics-results"),
+            bucket_arn=data.buckets.bucket_arn("analytics-results"),
+            data_key=data.key,
+            environment={
+                "SERVICE_NAME": WINDOWS_CONSUMER_SERVICE,
+                "ENVIRONMENT": config.environment,
+                "LOG_LEVEL": "INFO",
+                "POWERTOOLS_SERVICE_NAME": WINDOWS_CONSUMER_SERVICE,
+                "POWERTOOLS_METRICS_NAMESPACE": POWERTOOLS_NAMESPACE,
+            },
+            packages=packages,
+            dependency_layer=layer,
+            vpc=network.vpc,
+            subnets=network.app_subnets,
+            endpoint_security_group=network.endpoint_security_group,
+            log_retention=_retention(config),
+        )
+        # Named as the Terraform example's variables they are pasted into.
+        for variable, value in terraform_variables(self.link, self.stream, client=analytics.name).items():
+            CfnOutput(self, output_id(variable), value=value, description=f"Terraform variable {variable}")
+
+
+class ApiStack(Stack):
+    """The Lambda services, the HTTP API with the Lambda-served routes, and the storefront's CloudFront
+    distribution in front of both (the site bucket, and the API under `/api/*`)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: DeploymentConfig,
+        network: Network,
+        data: DataResources,
+        packages: LambdaPackages,
+        storefront: StorefrontBuild,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -261,7 +328,7 @@ class ApiStack(Stack):
         self.service_authorizer_environment = {
             "SERVICE_NAME": "gateway-service-authorizer",
             "ENVIRONMENT": config.environment,
-            "INTERNAL_TOKEN_SECRET_ARN": data.auth.internal_token.secret_arn,
+            "INTERNAL_TOKEN_SECRET_ARNS": json.dumps(internal_token_arns("gateway", data=data), sort_keys=True),
         }
         self.gateway = HttpGateway(
             self,
@@ -288,6 +355,15 @@ class ApiStack(Stack):
             for service in LAMBDA_SERVICES
         }
         CfnOutput(self, "ApiUrl", value=self.gateway.url)
+        self.storefront = StorefrontSite(
+            self,
+            "Storefront",
+            site=storefront.site,
+            api=self.gateway.api,
+            access_logs=data.buckets.access_logs,
+            image_origins=image_store_origins(data.buckets.bucket_name("product-images"), config.region),
+        )
+        CfnOutput(self, "StorefrontUrl", value=self.storefront.url)
 
 
 class EksStack(Stack):
@@ -360,8 +436,10 @@ class EksStack(Stack):
                 # The product service is a Lambda: pods reach it through the HTTP API (internal routes).
                 "PRODUCT_SERVICE_URL": gateway.url,
             }
-        # One `cloudshop-aws` ConfigMap per namespace, shared by its workloads' pods.
+        # One `cloudshop-aws` ConfigMap per namespace, shared by its workloads' pods, and one
+        # `cloudshop-aws-<workload>` per workload for what it alone may see.
         self.aws_settings: dict[str, dict[str, str]] = {}
+        self.workload_settings: dict[str, dict[str, str]] = {}
         for namespace in sorted({w.namespace for w in ESTATE.workloads}):
             members: dict[str, dict[str, str]] = {
                 w.name: per_workload[w.name] for w in ESTATE.workloads if w.namespace == namespace
@@ -372,6 +450,11 @@ class EksStack(Stack):
                 # pasted in verbatim; a raw PEM's newlines would make it invalid JSON and fail the stack.
                 self.aws_settings[namespace]["JWT_PUBLIC_KEY"] = data.auth.public_key_pem_json_escaped
             self.core.add_settings(namespace, self.aws_settings[namespace])
+            for name, settings in members.items():
+                own = workload_pod_settings(settings)
+                if own:
+                    self.workload_settings[name] = own
+                    self.core.add_settings(namespace, own, workload=name)
         self.ingress = PrivateIngress(
             self,
             "Ingress",

@@ -1,26 +1,31 @@
 """RS256 access tokens for people, HS256 tokens for calls between services.
 
 The user service alone holds the private key and issues access tokens; every service verifies them
-with the public key. Service-to-service calls carry a short-lived token signed with a shared secret
-and the audience `internal`, so a customer's token can never reach an internal endpoint.
+with the public key. Service-to-service calls carry a token that lives a minute, names its caller and
+its callee, and is signed with the secret of that one pair (`InternalTokens`), so a customer's token
+never reaches an internal endpoint and a service reaches only the internal routes that admit it.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cloudshop.errors import Forbidden, Unauthorized
+from cloudshop.estate import ESTATE, token_pair
+
+if TYPE_CHECKING:
+    from cloudshop.settings import Settings
 
 Role = Literal["customer", "admin"]
 ROLES: tuple[str, ...] = ("customer", "admin")
-INTERNAL_AUDIENCE = "internal"
 # The header that carries a service token (a header name, not a secret).
 SERVICE_TOKEN_HEADER = "x-service-token"  # noqa: S105
 ACCESS_AUDIENCE = "cloudshop"
@@ -127,34 +132,101 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class InternalTokens:
-    """Short-lived HS256 tokens for calls between services."""
+    """Service tokens: HS256, with one secret per (caller, callee) pair (`cloudshop.estate.token_pair`).
 
-    ttl_seconds = 300
+    A token names its caller (`sub`) and its callee (`aud`) and lives `ttl_seconds` (`iat` and `exp`
+    both required). The caller signs with the secret of its pair; the callee verifies with the secret
+    of the pair the token claims, and only for the callers the route admits (`verify(callers=...)`).
+    So a secret opens one service to one caller and no further: the product Lambda holds `order-product`
+    alone and can sign nothing the payment service accepts, and no token outlives a minute.
+    `secrets` are the pairs this process is a party to (`internal_tokens_for`); `service` is its name.
+    """
 
-    def __init__(self, secret: str, *, service: str) -> None:
-        if len(secret) < 32:
-            raise ValueError("INTERNAL_TOKEN_SECRET must be at least 32 characters")
-        self._secret = secret
+    ttl_seconds = 60
+    # A token is reused until this close to its expiry: signing on every call is wasted work on the hot
+    # path, and the margin outlasts a call with its retries (`SERVICE_TIMEOUT_SECONDS`, 10 s).
+    renew_within_seconds = 30
+    # What a callee accepts: a token's clock may run a little ahead of the callee's.
+    leeway_seconds = 5
+
+    def __init__(self, secrets: Mapping[str, str], *, service: str, clock: Callable[[], float] = time.time) -> None:
+        for pair, secret in secrets.items():
+            if len(secret) < 32:
+                raise ValueError(f"the service-token secret {pair} must be at least 32 characters")
+        self._secrets = dict(secrets)
         self.service = service
-        self._cached: tuple[str, float] | None = None
+        self._clock = clock
+        self._cached: dict[str, tuple[str, float]] = {}
 
-    def token(self) -> str:
-        # Reused until close to expiry: signing on every call is wasted work on the hot path.
-        now = time.time()
-        if self._cached and self._cached[1] - now > 60:
-            return self._cached[0]
-        exp = now + self.ttl_seconds
+    @property
+    def pairs(self) -> tuple[str, ...]:
+        return tuple(sorted(self._secrets))
+
+    def token(self, audience: str) -> str:
+        """A token for this service's calls to `audience`."""
+        pair = token_pair(self.service, audience)
+        secret = self._secrets.get(pair)
+        if secret is None:
+            raise ValueError(f"no service-token secret {pair}: {self.service} does not call {audience}")
+        now = self._clock()
+        cached = self._cached.get(audience)
+        if cached and cached[1] - now > self.renew_within_seconds:
+            return cached[0]
+        exp = int(now) + self.ttl_seconds
         token = jwt.encode(
-            {"sub": self.service, "aud": INTERNAL_AUDIENCE, "iat": int(now), "exp": int(exp)},
-            self._secret,
+            {"sub": self.service, "aud": audience, "iat": int(now), "exp": exp, "jti": uuid.uuid4().hex},
+            secret,
             algorithm="HS256",
         )
-        self._cached = (token, exp)
+        self._cached[audience] = (token, exp)
         return token
 
-    def verify(self, token: str) -> str:
+    def verify(self, token: str, *, callers: Collection[str], audience: str | None = None) -> str:
+        """The caller of a valid token from one of `callers` to `audience` (this service by default).
+
+        A token of a caller the route does not admit is a 403; anything unsigned, forged, expired,
+        long-lived, or for another callee is a 401.
+        """
+        audience = audience or self.service
         try:
-            claims = jwt.decode(token, self._secret, algorithms=["HS256"], audience=INTERNAL_AUDIENCE)
+            claimed = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise Unauthorized("A valid service token is required.") from exc
-        return str(claims["sub"])
+        caller = claimed.get("sub")
+        if not isinstance(caller, str) or not caller:
+            raise Unauthorized("A valid service token is required.")
+        if caller not in callers:
+            raise Forbidden("This caller may not call this route.")
+        secret = self._secrets.get(token_pair(caller, audience))
+        if secret is None:
+            raise Unauthorized("A valid service token is required.")
+        try:
+            claims = jwt.decode(
+                token,
+                secret,
+                algorithms=["HS256"],
+                audience=audience,
+                leeway=self.leeway_seconds,
+                options={"require": ["exp", "iat", "sub", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The service token has expired.") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("A valid service token is required.") from exc
+        issued, expires = claims["iat"], claims["exp"]
+        if not isinstance(issued, int) or not isinstance(expires, int) or expires - issued > self.ttl_seconds:
+            raise Unauthorized("The service token lives too long.")
+        if claims["sub"] != caller:
+            raise Unauthorized("A valid service token is required.")
+        return caller
+
+
+def internal_tokens_for(settings: Settings, *, service: str) -> InternalTokens:
+    """`service`'s service tokens: the secrets of the pairs the estate makes it a party to, and no others
+    (in the cloud it is granted no others; locally the runner hands every process all of them)."""
+    pairs = ESTATE.token_pairs_of(service)
+    given = settings.internal_token_secrets
+    missing = [pair for pair in pairs if pair not in given]
+    if missing:
+        raise ValueError(f"{service} needs the service-token secrets {missing} (INTERNAL_TOKEN_SECRETS)")
+    return InternalTokens({pair: given[pair].get_secret_value() for pair in pairs}, service=service)

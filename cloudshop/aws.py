@@ -14,6 +14,7 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 
+from cloudshop.observability import count_backend_call
 from cloudshop.settings import Settings
 
 _CLIENT_CONFIG = Config(
@@ -34,8 +35,23 @@ def client(api: str, settings: Settings) -> Any:
         if key not in _clients:
             # boto3.client() on the default session is not thread-safe; build under the lock.
             session = boto3.session.Session(region_name=settings.aws_region)
-            _clients[key] = session.client(api, endpoint_url=endpoint, config=_CLIENT_CONFIG)
+            made = session.client(api, endpoint_url=endpoint, config=_CLIENT_CONFIG)
+            count_calls(made)
+            _clients[key] = made
         return _clients[key]
+
+
+def count_calls(boto_client: Any) -> None:
+    """Count each API call of a boto3 client in `cloudshop_backend_calls_total`, kind = its AWS
+    service (`dynamodb`, `s3`, `sqs`, `ses`, ...). `before-call` fires once per call, before
+    botocore's own retries, so a retried call counts once."""
+    kind = boto_client.meta.service_model.service_name
+
+    def counted(model: Any, **_: Any) -> None:
+        # A handler of `before-call` that returned something would answer in place of the call.
+        count_backend_call(kind, model.name)
+
+    boto_client.meta.events.register("before-call", counted)
 
 
 _serializer = TypeSerializer()

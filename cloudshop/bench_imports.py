@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudshop.build import PLATFORM_ASSET, ROOT, build_code
-from cloudshop.estate import LAMBDA_SERVICES
+from cloudshop.estate import ESTATE, LAMBDA_SERVICES
 from cloudshop.settings import resource_settings
 
 DEFAULT_RUNS = 5
@@ -98,7 +98,7 @@ def lambda_environment(service: str) -> dict[str, str]:
         "DATABASE_URL": "postgresql://cloudshop.proxy.invalid:5432/cloudshop",
         "JWT_PUBLIC_KEY": public,
         "JWT_PRIVATE_KEY": private,
-        "INTERNAL_TOKEN_SECRET": secrets.token_urlsafe(32),
+        "INTERNAL_TOKEN_SECRETS": json.dumps({pair: secrets.token_urlsafe(32) for pair in ESTATE.token_pairs}),
     }
 
 

@@ -13,13 +13,18 @@ Layout under `build/lambda/`:
 - `<service>/` - for each of `LAMBDA_SERVICES`: `cloudshop/`, `functions/__init__.py` and
   `functions/<service>/`. Handler `functions.<service>.handler.handler`.
 - `platform/` - the infrastructure's own Lambda code (`cdk/runtime/`: the gateway authorizers, the
-  gateway health answer, the JWT key generator, the database-ops function) plus `cloudshop/`, whose
-  settings it reads, and the services that own SQL tables (`ESTATE.sql_schemas`: their migrations,
-  and the code that creates the first admin and loads the catalog).
+  gateway health answer, the JWT key generator, the database-ops function, the Kafka ACL function,
+  the analytics windows consumer) plus `cloudshop/`, whose settings it reads, the services that own
+  SQL tables (`ESTATE.sql_schemas`: their migrations, and the code that creates the first admin and
+  loads the catalog), and the Spark-free modules of `analytics/` the windows consumer runs
+  (`PLATFORM_ANALYTICS_MODULES`).
 
 No asset holds developer tooling: `DEV_ONLY_MODULES` (the local runner, the CLI, this builder, ...) is
 left out of every code directory, and the images leave out the same modules through `.dockerignore`
 (tests/infra/test_shipped_code.py checks both, and that no shipped module imports one).
+
+The storefront (`web/dist`) is not built here but by `make web` (npm and Vite); `prepare_storefront`
+finds it for synth and, like `prepare`, refuses a missing build unless told to use a placeholder.
 
 Code directories are rebuilt on every call (they are small and must never be stale); CDK synth calls
 `build_code` itself, so `cdk deploy` always ships the working tree's code.
@@ -58,6 +63,9 @@ DEPS_DIR = "deps"
 DEPS_HASH_FILE = ".deps-hash"
 PLACEHOLDER_FILE = "PLACEHOLDER"
 PLATFORM_ASSET = "platform"
+# The storefront's static build (`make web`: npm ci and Vite in web/), uploaded by the Api stack.
+WEB_DIST = ROOT / "web" / "dist"
+STOREFRONT_PLACEHOLDER = "storefront-placeholder"
 
 # Modules no deployed code imports: developer and operator tooling. Left out of the Lambda assets here
 # and of the images by `.dockerignore`; a module is dev-only when nothing a handler or a service's app
@@ -73,8 +81,12 @@ DEV_ONLY_MODULES: tuple[str, ...] = (
     "cloudshop.local",
     "cloudshop.provision",
     "cloudshop.remote",
+    "cloudshop.storefront",
     "functions.notification.poller",
 )
+# The windows consumer (cdk/runtime/windows_consumer.py) runs these; the rest of `analytics/` is the
+# Spark job, which ships to Dataproc, not to Lambda.
+PLATFORM_ANALYTICS_MODULES = ("__init__.py", "windows.py", "results_consumer.py")
 # Compiled for the Lambda runtime's Python (`PYTHON_VERSION`): the builder must be that Python.
 BYTECODE = py_compile.PycInvalidationMode.UNCHECKED_HASH
 
@@ -98,6 +110,14 @@ class LambdaBuild:
 
     def code(self, name: str) -> Path:
         return self.root / name
+
+
+@dataclass(frozen=True)
+class StorefrontBuild:
+    """Where the storefront's build is. `ready` is false for a placeholder page."""
+
+    site: Path
+    ready: bool
 
 
 def runtime_dependencies(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
@@ -205,6 +225,9 @@ def build_code(root: Path, source: Path = ROOT) -> None:
     for schema in ESTATE.sql_schemas:
         package = Path(*schema.package.split("."))
         _copy_tree(source / package, target / package, skip=dev_only)
+    (target / "analytics").mkdir(parents=True)
+    for module in PLATFORM_ANALYTICS_MODULES:
+        shutil.copy2(source / "analytics" / module, target / "analytics" / module)
 
 
 def prepare(root: Path = DEFAULT_BUILD_ROOT, *, allow_placeholder: bool = False) -> LambdaBuild:
@@ -225,6 +248,29 @@ def prepare(root: Path = DEFAULT_BUILD_ROOT, *, allow_placeholder: bool = False)
         )
     placeholder_deps(root)
     return LambdaBuild(root=root, deps_ready=False)
+
+
+def prepare_storefront(
+    root: Path = ROOT / "build", *, dist: Path = WEB_DIST, allow_placeholder: bool = False
+) -> StorefrontBuild:
+    """What synth uploads to the storefront's bucket: `web/dist` as `make web` built it (never built here).
+
+    Without a build this fails, unless `allow_placeholder` is set: then the site is one placeholder page
+    under `root`, and the synthesised templates are for inspection only, as with the dependency layer.
+    """
+    if (dist / "index.html").is_file():
+        return StorefrontBuild(site=dist, ready=True)
+    if not allow_placeholder:
+        raise BuildError(
+            f"{dist} holds no storefront build: run `make web` (or synthesise with CLOUDSHOP_LAMBDA_ASSETS=placeholder"
+            " for templates that are not deployed)"
+        )
+    site = root / STOREFRONT_PLACEHOLDER
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "index.html").write_text(
+        "<!doctype html><title>cloudshop</title><p>Placeholder: run `make web` before deploying.</p>\n"
+    )
+    return StorefrontBuild(site=site, ready=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """Calls between services: one pooled HTTP client per target, with timeouts, bounded retries and a
-service token on every call.
+service token on every call, signed for that target (its `name`) with the secret of the pair.
 
 Only idempotent calls are retried (every internal write in cloudshop carries its own idempotency key,
 the order id, so internal POSTs are marked retryable by their callers). A problem answer (4xx) from
@@ -26,7 +26,7 @@ import httpx
 
 from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens
 from cloudshop.errors import DependencyUnavailable, error_from_problem
-from cloudshop.observability import REQUEST_ID_HEADER, request_id_var
+from cloudshop.observability import REQUEST_ID_HEADER, count_backend_call, request_id_var
 
 log = logging.getLogger("cloudshop.clients")
 
@@ -86,7 +86,8 @@ class ServiceClient:
     ) -> Any:
         retryable = method in ("GET", "PUT", "DELETE") if retry is None else retry
         attempts = 1 + (self.retries if retryable else 0)
-        headers = {SERVICE_TOKEN_HEADER: self._tokens.token(), REQUEST_ID_HEADER: request_id_var.get()}
+        headers = {SERVICE_TOKEN_HEADER: self._tokens.token(self.name), REQUEST_ID_HEADER: request_id_var.get()}
+        count_backend_call("http", self.name)
         last_error: Exception | None = None
         for attempt in range(attempts):
             try:
@@ -156,9 +157,10 @@ class AsyncServiceClient:
         """The target's JSON answer (None when empty); its problem answers re-raised as domain errors."""
         retryable = method in ("GET", "PUT", "DELETE") if retry is None else retry
         attempts = 1 + (self.retries if retryable else 0)
-        headers = {SERVICE_TOKEN_HEADER: self._tokens.token(), REQUEST_ID_HEADER: request_id_var.get()}
+        headers = {SERVICE_TOKEN_HEADER: self._tokens.token(self.name), REQUEST_ID_HEADER: request_id_var.get()}
         deadline = time.monotonic() + self.timeout_seconds
         self._budget.record_call()
+        count_backend_call("http", self.name)
         last_error: Exception | None = None
         for attempt in range(attempts):
             remaining = deadline - time.monotonic()

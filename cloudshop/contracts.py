@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from cloudshop.auth import generate_key_pair
+from cloudshop.estate import ESTATE
 from cloudshop.events import write_schemas
 from cloudshop.settings import Settings
 
@@ -30,19 +31,20 @@ SERVICES: dict[str, tuple[str, Path]] = {
 
 def openapi_documents() -> dict[str, dict[str, Any]]:
     """Build every app with throwaway settings (nothing is contacted) and ask it for its document."""
+    return {service: app.openapi() for service, app in service_apps().items()}
+
+
+def service_apps() -> dict[str, Any]:
+    """Every service's app, built with throwaway settings: nothing is contacted."""
     _, public = generate_key_pair()
     settings = Settings(
         jwt_public_key=public,
-        internal_token_secret=SecretStr("x" * 32),
+        internal_token_secrets={pair: SecretStr("x" * 32) for pair in ESTATE.token_pairs},
         database_url="sqlite://",
         aws_endpoint_url="http://127.0.0.1:9",
         outbox_relay_enabled=False,
     )
-    documents = {}
-    for service, (module, _) in SERVICES.items():
-        app = import_module(module).build_app(settings)
-        documents[service] = app.openapi()
-    return documents
+    return {service: import_module(module).build_app(settings) for service, (module, _) in SERVICES.items()}
 
 
 def render(document: dict[str, Any]) -> str:

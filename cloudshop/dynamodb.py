@@ -57,6 +57,7 @@ import httpx
 
 from cloudshop.clients import RetryBudget
 from cloudshop.errors import DependencyUnavailable
+from cloudshop.observability import count_backend_call
 from cloudshop.settings import Settings
 
 log = logging.getLogger("cloudshop.dynamodb")
@@ -251,6 +252,7 @@ class DynamoDB:
         body = json.dumps(request, separators=(",", ":")).encode()
         target = TARGET_PREFIX + operation
         self._budget.record_call()
+        count_backend_call("dynamodb", operation)
         deadline = time.monotonic() + self._deadline
         attempt = 0
         while True:

@@ -60,6 +60,8 @@ class Bucket:
     # Days after which objects expire; None keeps them.
     expire_after_days: int | None = None
     settings_field: str = ""
+    # Browsers upload into it straight, with a presigned POST the service hands out (admin images).
+    browser_uploads: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,30 @@ class Topic:
 
 
 @dataclass(frozen=True)
+class ScramClient:
+    """A Kafka client outside AWS: it signs in with SASL/SCRAM-SHA-512 over TLS on MSK's public
+    endpoint, and Kafka ACLs (`cloudshop.kafka_acls`) let it do exactly this and nothing else.
+
+    `name` is its SCRAM user name. It may read `read_topics` as a member of the consumer groups whose
+    names start with `group_prefix`, and write (produce to) `write_topics`. The services inside AWS
+    keep IAM authentication, which ACLs do not govern.
+    """
+
+    name: str
+    read_topics: tuple[str, ...] = ()
+    write_topics: tuple[str, ...] = ()
+    group_prefix: str = ""
+
+
+@dataclass(frozen=True)
 class Route:
     """One gateway route. `path` uses API Gateway syntax (`{proxy+}` matches the rest of the path).
 
-    `public` routes need no token; `internal` routes take only a service token (`x-service-token`),
-    for a service that reaches another one through the API (the order pods calling the product
-    Lambda); every other route needs a valid access token of a live session at the gateway. The
-    service checks roles, ownership and service tokens again behind it.
+    `public` routes need no token; `internal` routes take only a service token (`x-service-token`)
+    of one of their `callers`, for a service that reaches another one through the API (the order pods
+    calling the product Lambda); every other route needs a valid access token of a live session at
+    the gateway. The service checks roles, ownership and service tokens again behind it. Path
+    variables are API Gateway's: `{name}` is one segment, a final `{proxy+}` the rest of the path.
     """
 
     method: str
@@ -93,6 +112,32 @@ class Route:
     service: ServiceName
     public: bool = False
     internal: bool = False
+    # Internal routes: the services whose service tokens open it (from `INTERNAL_ROUTES`).
+    callers: tuple[ServiceName, ...] = ()
+
+
+@dataclass(frozen=True)
+class InternalRoute:
+    """An operation a service offers to other services only, and the services that may call it.
+
+    `path` is the service's own route template. A caller signs its calls to `service` with the secret
+    of that one pair (`token_pair`, `cloudshop.auth.InternalTokens`), and every check admits exactly
+    `callers`: the service's dependency (`cloudshop.web.InternalCaller`), the local gateway and the
+    cloud's service-token authorizer. `via_gateway` routes cross the HTTP API (the order pods reach
+    the product Lambda through it), so the gateway's route table carries them; the others are reached
+    inside the cluster only, and the gateway answers 404 for them.
+    """
+
+    method: str
+    path: str
+    service: ServiceName
+    callers: tuple[ServiceName, ...]
+    via_gateway: bool = False
+
+
+def token_pair(caller: str, callee: str) -> str:
+    """The name of the secret `caller` signs its calls to `callee` with (`order-product`)."""
+    return f"{caller}-{callee}"
 
 
 @dataclass(frozen=True)
@@ -145,6 +190,8 @@ class Estate:
     routes: tuple[Route, ...] = field(default_factory=tuple)
     workloads: tuple[Workload, ...] = field(default_factory=tuple)
     sql_schemas: tuple[SqlSchema, ...] = field(default_factory=tuple)
+    internal_routes: tuple[InternalRoute, ...] = field(default_factory=tuple)
+    scram_clients: tuple[ScramClient, ...] = field(default_factory=tuple)
 
     def table(self, name: str) -> Table:
         return next(t for t in self.tables if t.name == name)
@@ -157,6 +204,35 @@ class Estate:
 
     def sql_schema(self, service: str) -> SqlSchema:
         return next(s for s in self.sql_schemas if s.service == service)
+
+    def internal_route(self, method: str, path: str, *, service: str) -> InternalRoute | None:
+        """The declaration of one of `service`'s internal routes (method and route template)."""
+        return next((r for r in self.internal_routes if (r.method, r.path, r.service) == (method, path, service)), None)
+
+    @property
+    def token_pairs(self) -> tuple[str, ...]:
+        """Every (caller, callee) pair of the internal routes, each with a secret of its own."""
+        return tuple(sorted({token_pair(c, r.service) for r in self.internal_routes for c in r.callers}))
+
+    def token_pairs_of(self, service: str) -> tuple[str, ...]:
+        """The pairs whose secret `service` holds: those it calls with and those it is called with.
+
+        The gateway (local, or the cloud's service-token authorizer) checks the tokens of the internal
+        routes on its route table, so `gateway` holds the pairs of those routes' callers and services.
+        """
+        if service == "gateway":
+            routes = [r for r in self.routes if r.internal]
+            return tuple(sorted({token_pair(c, r.service) for r in routes for c in r.callers}))
+        return tuple(
+            sorted(
+                {
+                    token_pair(caller, r.service)
+                    for r in self.internal_routes
+                    for caller in r.callers
+                    if service in (caller, r.service)
+                }
+            )
+        )
 
 
 API_PREFIX = "/api/v1"
@@ -214,7 +290,7 @@ TABLES = (
 )
 
 BUCKETS = (
-    Bucket(name="product-images", settings_field="product_images_bucket"),
+    Bucket(name="product-images", settings_field="product_images_bucket", browser_uploads=True),
     Bucket(name="order-documents", versioned=True, settings_field="order_documents_bucket"),
     Bucket(name="analytics-results", expire_after_days=365, settings_field="analytics_results_bucket"),
 )
@@ -242,6 +318,18 @@ TOPICS = (
     Topic(name="analytics-results", partitions=1),
 )
 
+# The Spark job on Dataproc (GCP): reads the order events, publishes the windows. Its consumer groups
+# are the job's `--kafka-group-id-prefix` (Spark names one per query); a prefix that no AWS consumer
+# group shares, so the job can touch no one else's offsets.
+SCRAM_CLIENTS = (
+    ScramClient(
+        name="analytics",
+        read_topics=("orders",),
+        write_topics=("analytics-results",),
+        group_prefix="cloudshop-analytics-job",
+    ),
+)
+
 
 def _routes() -> tuple[Route, ...]:
     p = API_PREFIX
@@ -262,10 +350,34 @@ def _routes() -> tuple[Route, ...]:
         Route("ANY", f"{p}/payments/{{proxy+}}", "payment"),
         Route("GET", f"{p}/notifications", "notification"),
         Route("GET", f"{p}/analytics/windows", "order"),
-        # Stock reservations: order (EKS) → product (Lambda) crosses the API in the cloud.
-        Route("POST", f"{p}/internal/reservations", "product", internal=True),
-        Route("POST", f"{p}/internal/reservations/{{proxy+}}", "product", internal=True),
+        # Exact, not greedy: each internal route admits its own callers.
+        *(
+            Route(r.method, r.path, r.service, internal=True, callers=r.callers)
+            for r in INTERNAL_ROUTES
+            if r.via_gateway
+        ),
     )
+
+
+INTERNAL_ROUTES = (
+    # Stock reservations: order (EKS) → product (Lambda) crosses the API in the cloud.
+    InternalRoute("POST", f"{API_PREFIX}/internal/reservations", "product", ("order",), via_gateway=True),
+    InternalRoute(
+        "POST", f"{API_PREFIX}/internal/reservations/{{order_id}}/release", "product", ("order",), via_gateway=True
+    ),
+    InternalRoute(
+        "POST", f"{API_PREFIX}/internal/reservations/{{order_id}}/commit", "product", ("order",), via_gateway=True
+    ),
+    # The order service's sweeper: reservations past their expiry, to commit or release by their order.
+    InternalRoute("POST", f"{API_PREFIX}/internal/reservations/expired", "product", ("order",), via_gateway=True),
+    # Payments: order → payment inside the cluster. Payment calls nobody back (issue 9), and the
+    # product Lambda, facing the internet, holds no secret payment accepts.
+    InternalRoute("POST", f"{API_PREFIX}/internal/payment-methods/verify", "payment", ("order",)),
+    InternalRoute("POST", f"{API_PREFIX}/internal/payments", "payment", ("order",)),
+    # Read before a fulfil: a payment refunded (or being refunded) in full must not ship.
+    InternalRoute("GET", f"{API_PREFIX}/internal/payments/{{payment_id}}", "payment", ("order",)),
+    InternalRoute("POST", f"{API_PREFIX}/internal/payments/{{payment_id}}/refunds", "payment", ("order",)),
+)
 
 
 # The original demo targets (15% CPU, 30% memory) live in the `demo` kustomize overlay.
@@ -310,4 +422,6 @@ ESTATE = Estate(
     routes=_routes(),
     workloads=WORKLOADS,
     sql_schemas=SQL_SCHEMAS,
+    internal_routes=INTERNAL_ROUTES,
+    scram_clients=SCRAM_CLIENTS,
 )

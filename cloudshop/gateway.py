@@ -4,6 +4,13 @@ It plays the part API Gateway plays in the cloud: one entry on 127.0.0.1:8000, r
 `ESTATE.routes`, refusing requests without a valid access token (or of an ended session) on every
 non-public route before they reach a service. Services check roles and ownership again behind it.
 
+A path is routed only in its one normalised reading (`cloudshop.paths`: encoded dots, slashes and
+control characters, dot segments and invalid UTF-8 are a 400 problem), and what is forwarded is
+exactly the path that was matched. What matches no route is a 404 problem. A body is counted as it
+streams in, and past `MAX_BODY_BYTES` (64 KiB, the services' own limit) it is a 413 problem; a
+declared `Content-Length` above it is refused before anything is read. Internal routes admit only
+the service tokens of the callers the estate declares for them (`cloudshop.auth.InternalTokens`).
+
 Everything on the request path is async. The session check reads DynamoDB through the async
 client and keeps each answer for `SESSION_CACHE_SECONDS` (2 s) per process: a logged-out session's
 access token stops passing the gateway within 2 s (the user service refuses it at once itself).
@@ -26,17 +33,27 @@ import anyio
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
-from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, TokenVerifier, bearer_token
-from cloudshop.errors import CloudshopError, Unauthorized, problem
+from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, TokenVerifier, bearer_token, internal_tokens_for
+from cloudshop.errors import CloudshopError, PayloadTooLarge, Unauthorized, problem
 from cloudshop.estate import ESTATE, GATEWAY_HEALTH, GATEWAY_HEALTH_PATHS, Route
-from cloudshop.observability import REQUEST_ID_HEADER, Metrics, configure_logging, new_request_id, request_id_var
+from cloudshop.observability import (
+    REQUEST_ID_HEADER,
+    Metrics,
+    configure_logging,
+    count_backend_call,
+    new_request_id,
+    request_id_var,
+)
+from cloudshop.paths import encode_path
 from cloudshop.sessions import SessionStatusCache
-from cloudshop.web import InFlightLimiter, in_flight_metrics
+from cloudshop.storefront import Storefront
+from cloudshop.web import MAX_BODY_BYTES, InFlightLimiter, PathGuard, in_flight_metrics
 
 log = logging.getLogger("cloudshop.gateway")
 
@@ -55,6 +72,8 @@ HOP_BY_HOP = {
     "host",
     "content-length",
 }
+# Every method HTTP defines: the route table, not the framework, decides which one a path takes.
+HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
 # Set by the gateway's own server on its answer; the upstream's copies would be sent twice.
 NOT_FROM_UPSTREAM = HOP_BY_HOP | {"date", "server"}
 
@@ -67,15 +86,24 @@ class CompiledRoute:
 
 
 def compile_routes(routes: tuple[Route, ...]) -> list[CompiledRoute]:
+    """API Gateway's path syntax as regular expressions: `{name}` one segment, `{proxy+}` the rest."""
     compiled = []
     for route in routes:
-        regex = re.escape(route.path).replace(re.escape("{proxy+}"), ".+")
+        regex = "/".join(_segment_pattern(segment) for segment in route.path.split("/"))
         greedy = "{proxy+}" in route.path
         # API Gateway's rule: an exact path beats a greedy one, a named method beats ANY.
         compiled.append(
             CompiledRoute(route, re.compile(f"^{regex}$"), (0 if greedy else 1, 0 if route.method == "ANY" else 1))
         )
     return sorted(compiled, key=lambda c: c.specificity, reverse=True)
+
+
+def _segment_pattern(segment: str) -> str:
+    if segment == "{proxy+}":
+        return ".+"
+    if segment.startswith("{") and segment.endswith("}"):
+        return "[^/]+"
+    return re.escape(segment)
 
 
 def match_route(routes: list[CompiledRoute], method: str, path: str) -> Route | None:
@@ -99,6 +127,7 @@ def build_gateway(
     clock: Callable[[], float] = time.monotonic,
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    storefront: Storefront | None = None,
 ) -> Starlette:
     """The gateway app.
 
@@ -108,7 +137,8 @@ def build_gateway(
     has `timeout_seconds` in all (below the gateway's callers' own timeouts, above the services'
     budgets for their own calls). At most `max_in_flight_requests` requests are proxied at once;
     the next is refused at once (503, `Retry-After`, `retry-after-ms`). `on_shutdown` closes what
-    the caller built for the gateway (its DynamoDB client).
+    the caller built for the gateway (its DynamoDB client). `storefront` answers GET and HEAD outside
+    the API prefix (`cloudshop.storefront`); without it those are 404 problems too.
     """
     configure_logging("gateway", log_level)
     routes = compile_routes(ESTATE.routes)
@@ -145,7 +175,10 @@ def build_gateway(
 
     async def authorise(request: Request, route: Route) -> None:
         if route.internal:
-            internal_tokens.verify(request.headers.get(SERVICE_TOKEN_HEADER, ""))
+            token = request.headers.get(SERVICE_TOKEN_HEADER)
+            if not token:
+                raise Unauthorized("A valid service token is required.")
+            internal_tokens.verify(token, callers=route.callers, audience=route.service)
             return
         principal = verifier.verify(bearer_token(request.headers.get("authorization")))
         if not await sessions.is_active(principal.session_id):
@@ -154,37 +187,40 @@ def build_gateway(
     async def proxy(request: Request) -> Response:
         request_id = request.headers.get(REQUEST_ID_HEADER) or new_request_id()
         request_id_var.set(request_id)
-        route = match_route(routes, request.method, request.url.path)
+        # The one reading of the path (`PathGuard` refused any other), matched and forwarded as it is.
+        path = request.scope["path"]
+        route = match_route(routes, request.method, path)
         label = route.path if route else "unmatched"
         with metrics.latency.labels("gateway", request.method, label).time():
-            response = await _forward(request, route, request_id)
+            response = await _forward(request, route, path, request_id)
         metrics.requests.labels("gateway", request.method, label, str(response.status_code)).inc()
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
 
-    async def _forward(request: Request, route: Route | None, request_id: str) -> Response:
+    async def _forward(request: Request, route: Route | None, path: str, request_id: str) -> Response:
         if route is None:
+            # Outside the API: the storefront's static build, as CloudFront serves it in the cloud.
+            if storefront is not None and storefront.serves(path):
+                return await storefront.respond(request)
             return _problem(404, "Not found", "No route for this method and path.")
         try:
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
+                raise PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
             if not route.public:
                 await authorise(request, route)
+            body = await _read_body(request)
         except CloudshopError as exc:
-            return JSONResponse(
-                exc.problem(),
-                status_code=exc.status,
-                media_type="application/problem+json",
-                headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None,
-            )
+            return _error(exc)
         client_host = request.client.host if request.client else ""
         forwarded = ", ".join(filter(None, [request.headers.get("x-forwarded-for"), client_host]))
         replaced = HOP_BY_HOP | {REQUEST_ID_HEADER, "x-forwarded-for"}
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced]
         headers += [(REQUEST_ID_HEADER, request_id), ("x-forwarded-for", forwarded)]
-        raw_path = request.scope.get("raw_path") or request.url.path.encode()
         query = request.scope.get("query_string", b"")
-        url = bases[route.service].copy_with(raw_path=raw_path + (b"?" + query if query else b""))
-        body = await request.body()
+        url = bases[route.service].copy_with(raw_path=encode_path(path) + (b"?" + query if query else b""))
         outgoing = httpx.Request(request.method, url, headers=headers, content=body, extensions={"timeout": timeouts})
+        count_backend_call("http", route.service)
         try:
             with anyio.fail_after(timeout_seconds):
                 upstream = await transport_for(route.service).handle_async_request(outgoing)
@@ -217,21 +253,23 @@ def build_gateway(
         if on_shutdown is not None:
             await on_shutdown()
 
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
     return Starlette(
         routes=[
             *(StarletteRoute(path, healthz, methods=["GET"]) for path in GATEWAY_HEALTH_PATHS),
             StarletteRoute("/metrics", prometheus, methods=["GET"]),
-            StarletteRoute("/{path:path}", proxy, methods=methods),
+            # Every method: the route table decides, and what it has no route for is a 404 problem.
+            StarletteRoute("/{path:path}", proxy, methods=HTTP_METHODS),
         ],
+        exception_handlers={HTTPException: _starlette_problem},
         middleware=[
+            Middleware(PathGuard),
             Middleware(
                 InFlightLimiter,
                 limit=max_in_flight_requests,
                 retry_after_ms=retry_after_ms,
                 exempt=frozenset({*GATEWAY_HEALTH_PATHS, "/metrics"}),
                 **in_flight_metrics(metrics.registry),
-            )
+            ),
         ],
         lifespan=lifespan,
     )
@@ -239,6 +277,34 @@ def build_gateway(
 
 def _problem(status: int, title: str, detail: str) -> Response:
     return JSONResponse(problem(status, title, detail), status_code=status, media_type="application/problem+json")
+
+
+def _error(exc: CloudshopError) -> Response:
+    return JSONResponse(
+        exc.problem(),
+        status_code=exc.status,
+        media_type="application/problem+json",
+        headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None,
+    )
+
+
+async def _starlette_problem(request: Request, exc: Exception) -> Response:
+    # The gateway's own endpoints (`/healthz`, `/metrics`) asked with another method.
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return _problem(
+        status, "Method not allowed" if status == 405 else "Not found", "No route for this method and path."
+    )
+
+
+async def _read_body(request: Request) -> bytes:
+    """The request body, counted while it streams in: past `MAX_BODY_BYTES` the request is refused
+    there and then (413), as the services would refuse it, without buffering the rest."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+    return bytes(body)
 
 
 def build_gateway_from_settings() -> Starlette:
@@ -264,11 +330,12 @@ def build_gateway_from_settings() -> Starlette:
         upstreams=upstreams,
         verifier=TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer),
         session_active=session_active,
-        internal_tokens=InternalTokens(settings.internal_token_secret.get_secret_value(), service="gateway"),
+        internal_tokens=internal_tokens_for(settings, service="gateway"),
         timeout_seconds=settings.gateway_upstream_timeout_seconds,
         session_cache_seconds=settings.session_cache_seconds,
         max_in_flight_requests=settings.gateway_max_in_flight_requests,
         retry_after_ms=settings.overload_retry_after_ms,
         log_level=settings.log_level,
         on_shutdown=dynamodb.aclose,
+        storefront=Storefront.local(settings.aws_endpoint_url),
     )

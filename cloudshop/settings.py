@@ -7,6 +7,7 @@ manifests, the local runner sets them on its child processes. Names are the uppe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
@@ -76,13 +77,33 @@ class Settings(BaseSettings):
     jwt_issuer: str = "cloudshop"
     access_token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
     refresh_token_ttl_seconds: int = Field(default=14 * 86400, ge=300)
-    # Shared secret for service-to-service tokens (Secrets Manager in the cloud).
-    internal_token_secret: SecretStr = SecretStr("")
-    # Where the two secrets above live in the cloud; read once at start-up by `load_secrets`.
+    # Service-token secrets, one per calling pair (`order-product`: the order service signs its calls
+    # to the product service with it, and the product service checks them). A process is given only
+    # the pairs it is a party to (`ESTATE.token_pairs_of`); see `cloudshop.auth.InternalTokens`.
+    internal_token_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    # Where the secrets above live in the cloud (the private key; pair -> secret ARN); read once at
+    # start-up by `load_secrets`.
     jwt_private_key_secret_arn: str | None = None
-    internal_token_secret_arn: str | None = None
-    login_max_failures: int = Field(default=5, ge=1)
-    login_failure_window_seconds: int = Field(default=900, ge=1)
+    internal_token_secret_arns: dict[str, str] = Field(default_factory=dict)
+    # Password guesses (logins, password changes) are counted before the password is checked, in
+    # sliding windows (`functions.user.model.Limit`); a success is not counted. Per client address,
+    # the primary brake: 10 per 15 minutes.
+    login_address_max_failures: int = Field(default=10, ge=1, le=10_000)
+    login_address_window_seconds: int = Field(default=900, ge=1, le=86_400)
+    # Per account (email): 50 per hour, above what one address can reach (about 36 an hour, simulated
+    # at full speed), so that no single address can lock an account out; it still caps guesses
+    # spread over many addresses.
+    login_max_failures: int = Field(default=50, ge=1, le=10_000)
+    login_failure_window_seconds: int = Field(default=3600, ge=1, le=7 * 86_400)
+    # Registrations answered "already exists" (409), per client address: 10 per hour.
+    register_address_max_conflicts: int = Field(default=10, ge=1, le=10_000)
+    register_address_window_seconds: int = Field(default=3600, ge=1, le=86_400)
+    # A session ends this long after its login however often it is refreshed (the refresh TTL
+    # above is the idle limit).
+    session_lifetime_seconds: int = Field(default=30 * 86400, ge=300, le=365 * 86400)
+    # A refresh token just rotated still answers, with its successor, for this long (two tabs
+    # refreshing at once); a later reuse ends the session.
+    refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=60)
     admin_email: str | None = Field(default=None, alias="CLOUDSHOP_ADMIN_EMAIL")
     admin_password: SecretStr | None = Field(default=None, alias="CLOUDSHOP_ADMIN_PASSWORD")
 
@@ -125,8 +146,18 @@ class Settings(BaseSettings):
     abandoned_order_seconds: float = Field(default=120, ge=0)
     abandoned_order_sweep_interval_seconds: float = Field(default=30, gt=0)
     abandoned_order_sweeper_enabled: bool = True
+    # A stock reservation no order has committed is released after this long (by the order sweeper,
+    # when no order was written for it): far above any checkout request, so only a checkout that
+    # failed between reserving and writing its order leaves one to expire.
+    reservation_ttl_seconds: float = Field(default=900, ge=0)
     # The simulated payment provider: how long the `pm_card_slow` test token takes to capture.
     payment_slow_charge_seconds: float = Field(default=2.0, ge=0, le=30)
+
+    @field_validator("internal_token_secrets", "internal_token_secret_arns", mode="before")
+    @classmethod
+    def _json_object(cls, value: object) -> object:
+        # The environment carries these as JSON objects; so may a caller handing over raw values.
+        return json.loads(value) if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod
@@ -201,10 +232,13 @@ def load_secrets(settings: Settings, *, fetch: Callable[[str], str] | None = Non
             raise SecretUnavailable(f"{field.upper()}: {exc}") from exc
 
     updates: dict[str, object] = {}
-    if settings.internal_token_secret_arn and not settings.internal_token_secret.get_secret_value():
-        updates["internal_token_secret"] = SecretStr(
-            read("internal_token_secret_arn", settings.internal_token_secret_arn)
-        )
+    held = settings.internal_token_secrets
+    unread = {pair: arn for pair, arn in settings.internal_token_secret_arns.items() if pair not in held}
+    if unread:
+        updates["internal_token_secrets"] = {
+            **held,
+            **{pair: SecretStr(read(f"internal_token_secret_arns[{pair}]", arn)) for pair, arn in unread.items()},
+        }
     if settings.jwt_private_key_secret_arn and not settings.jwt_private_key:
         updates["jwt_private_key"] = SecretStr(read("jwt_private_key_secret_arn", settings.jwt_private_key_secret_arn))
     return settings.model_copy(update=updates) if updates else settings

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase
 
+from cloudshop.observability import count_backend_call
+
 if TYPE_CHECKING:
     from cloudshop.settings import Settings
 
@@ -98,6 +100,8 @@ def make_engine(url: str, *, pool_size: int = 10, credentials: SecretCredentials
         def _sqlite_begin(connection: Any) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+        count_statements(engine)
+        refuse_nul_text(engine)
         return engine
     engine = create_engine(
         url,
@@ -108,7 +112,49 @@ def make_engine(url: str, *, pool_size: int = 10, credentials: SecretCredentials
     )
     if credentials is not None:
         _use_credentials(engine, credentials)
+    count_statements(engine, pre_ping=True)
+    refuse_nul_text(engine)
     return engine
+
+
+def count_statements(engine: Engine, *, pre_ping: bool = False) -> None:
+    """Count each statement the engine sends in `cloudshop_backend_calls_total` (kind `sql`, operation
+    its first keyword: SELECT, UPDATE, BEGIN, ...). With `pre_ping`, a pooled connection handed out
+    again costs a round trip first (SQLAlchemy's ping, which no statement event sees): `PING`."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _statement(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        verb = statement.lstrip()[:16].split(None, 1)
+        count_backend_call("sql", verb[0].upper() if verb else "-")
+
+    if not pre_ping:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _fresh(_dbapi_connection: Any, record: Any) -> None:
+        record.info["cloudshop_fresh"] = True
+
+    @event.listens_for(engine, "checkout")
+    def _pinged(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # The pool pings every connection it hands out again, but not a new one.
+        if not record.info.pop("cloudshop_fresh", False):
+            count_backend_call("sql", "PING")
+
+
+def refuse_nul_text(engine: Engine) -> None:
+    """A text value holding a NUL character is a 422 problem on every engine, before it is sent.
+
+    PostgreSQL cannot store one (its driver fails the statement, a 500), SQLite would store it: so the
+    port refuses it the same way on both, for every SQL-backed field of every service (names,
+    descriptions, searches), which no input is the worse for (issue 10)."""
+    from cloudshop.errors import ValidationFailed
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _refuse(_conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any, many: bool) -> None:
+        for row in parameters if many else [parameters]:
+            values = row.values() if isinstance(row, dict) else row if isinstance(row, list | tuple) else ()
+            if any(isinstance(value, str) and "\x00" in value for value in values):
+                raise ValidationFailed("Text cannot hold a NUL character.")
 
 
 def _use_credentials(engine: Engine, credentials: SecretCredentials) -> None:

@@ -2,8 +2,9 @@
 
 It wires what every service shares: problem+json errors, request ids and JSON access logs,
 Prometheus `/metrics`, `/healthz` (alive) and `/readyz` (dependencies reachable), the auth
-dependencies, and overload protection. Services add their routers and readiness checks; nothing
-else differs.
+dependencies (a caller's service token is checked against the estate's declaration of the route:
+`InternalCaller`), one reading of every path (`PathGuard`), and overload protection. Services add
+their routers and readiness checks; nothing else differs.
 
 Overload: a process works on at most `max_in_flight_requests` requests at once (`InFlightLimiter`);
 the next one is refused at once with a 503 problem carrying `Retry-After` (whole seconds, the
@@ -25,20 +26,25 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, Principal, TokenVerifier, bearer_token
-from cloudshop.errors import PROBLEM_CONTENT_TYPE, CloudshopError, Unauthorized, problem
+from cloudshop.errors import PROBLEM_CONTENT_TYPE, CloudshopError, Forbidden, Unauthorized, problem
+from cloudshop.estate import ESTATE
 from cloudshop.observability import Metrics, RequestContextMiddleware, configure_logging
+from cloudshop.paths import ID_MAX, ID_PATTERN, BadPath, request_path
 from cloudshop.settings import Settings
 
 log = logging.getLogger("cloudshop.web")
 
 MAX_BODY_BYTES = 64 * 1024
+
+# An id in a path (`cloudshop.paths.ID_PATTERN`): anything else is a 422 before it reaches a store.
+ResourceId = Annotated[str, Path(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
 
 # A check is `async def` (awaited on the event loop) or a plain function (run in a worker thread of
 # the readiness pool, never the request pool). It raises when its dependency is not usable.
@@ -153,6 +159,35 @@ class InFlightLimiter:
                 self._gauge.set(self.active)
 
 
+class PathGuard:
+    """Pure ASGI middleware: a request whose path has no single reading is a 400 problem before routing.
+
+    The same normalisation as the gateway's (`cloudshop.paths`): encoded dots, slashes, backslashes,
+    percent signs and control characters, dot segments, malformed escapes and bytes that are not UTF-8
+    are refused. It holds where no gateway of ours stands in front: in the cloud, API Gateway hands the
+    raw path to the Lambda (`rawPath`) and to the pods as it arrived. Routing then uses the normalised
+    path, which is what uvicorn decoded anyway once the raw path passed.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            path = request_path(scope)
+        except BadPath as exc:
+            body = json.dumps(exc.problem()).encode()
+            headers = [(b"content-type", PROBLEM_CONTENT_TYPE.encode()), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        scope["path"] = path
+        await self.app(scope, receive, send)
+
+
 def in_flight_metrics(registry: CollectorRegistry) -> dict[str, Any]:
     """The limiter's `refused` counter and `in_flight` gauge, in an app's registry."""
     return {
@@ -248,14 +283,15 @@ def create_app(
     app.state.internal_tokens = internal_tokens
     for key, value in (state or {}).items():
         setattr(app.state, key, value)
-    # Starlette wraps the last added outermost: the limiter sits inside the request context, so a
-    # refusal still gets its request id, access log line and request metrics.
+    # Starlette wraps the last added outermost: the path guard and the limiter sit inside the request
+    # context, so a refusal still gets its request id, access log line and request metrics.
     app.add_middleware(
         InFlightLimiter,
         limit=settings.max_in_flight_requests,
         retry_after_ms=settings.overload_retry_after_ms,
         **in_flight_metrics(metrics.registry),
     )
+    app.add_middleware(PathGuard)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=MAX_BODY_BYTES)
     install_error_handlers(app)
     readiness_probe = Readiness(readiness or {}, timeout=settings.readiness_timeout_seconds)
@@ -299,11 +335,20 @@ def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Princi
 
 
 def get_internal_caller(request: Request) -> str:
+    """The calling service, admitted by the estate's declaration of this internal route.
+
+    The route's callers come from `ESTATE.internal_routes` (the same declaration the gateway and the
+    cloud's authorizer read); an internal route nobody declared admits nobody.
+    """
     tokens: InternalTokens | None = request.app.state.internal_tokens
     token = request.headers.get(SERVICE_TOKEN_HEADER)
     if tokens is None or not token:
         raise Unauthorized("A valid service token is required.")
-    return tokens.verify(token)
+    template = getattr(request.scope.get("route"), "path", "")
+    declared = ESTATE.internal_route(request.method, template, service=tokens.service)
+    if declared is None:
+        raise Forbidden("No service may call this route.")
+    return tokens.verify(token, callers=declared.callers)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

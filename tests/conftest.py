@@ -22,6 +22,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
 from cloudshop.auth import generate_key_pair  # noqa: E402
+from cloudshop.estate import ESTATE  # noqa: E402
 from cloudshop.provision import provision  # noqa: E402
 from cloudshop.settings import Settings, resource_settings  # noqa: E402
 
@@ -37,8 +38,9 @@ def key_pair() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="session")
-def internal_secret() -> str:
-    return secrets.token_urlsafe(32)
+def internal_secrets() -> dict[str, str]:
+    """One service-token secret per calling pair (`ESTATE.token_pairs`), as the runner and CDK make them."""
+    return {pair: secrets.token_urlsafe(32) for pair in ESTATE.token_pairs}
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +51,7 @@ def aws_endpoint(moto_server: Any) -> str:
 @pytest.fixture(scope="session")
 def make_settings(
     key_pair: tuple[str, str],
-    internal_secret: str,
+    internal_secrets: dict[str, str],
     aws_endpoint: str,
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
@@ -71,7 +73,7 @@ def make_settings(
             "aws_endpoint_url": aws_endpoint,
             "jwt_private_key": private,
             "jwt_public_key": public,
-            "internal_token_secret": internal_secret,
+            "internal_token_secrets": internal_secrets,
             "database_url": database_url or f"sqlite:///{root / (prefix + 'db.sqlite')}",
             "event_log_dir": str(root / (prefix + "events")),
             "log_level": "WARNING",

@@ -6,9 +6,12 @@
   table (`cloudshop.sessions.session_is_active`), so a logged-out session's tokens are refused at the
   edge like the local gateway refuses them. API Gateway must not cache these answers: a cached
   "allow" would outlive a logout.
-- `service_handler` (internal routes): a service token in `x-service-token`, checked with
-  `cloudshop.auth.InternalTokens` and the shared secret, which `load_secrets` reads by its ARN
-  (`INTERNAL_TOKEN_SECRET_ARN`). A user's access token never opens an internal route.
+- `service_handler` (internal routes): a service token in `x-service-token` of a caller the route
+  admits, checked with `cloudshop.auth.InternalTokens`. The route is the event's `routeKey`, and its
+  callers and service come from the estate's route table (`ESTATE.routes`, from
+  `ESTATE.internal_routes`), the declaration the services check them against too. The function holds
+  the secrets of exactly those (caller, service) pairs, read by ARN by `load_secrets`
+  (`INTERNAL_TOKEN_SECRET_ARNS`). A user's access token never opens an internal route.
 
 The services check roles, ownership and service tokens again behind the gateway. Simple response
 format (payload 2.0): `{"isAuthorized": bool, "context": {...}}`; the context reaches the integration
@@ -23,8 +26,9 @@ from functools import lru_cache
 from typing import Any
 
 # HTTP API lower-cases header names (payload 2.0), as SERVICE_TOKEN_HEADER is.
-from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, TokenVerifier, bearer_token
-from cloudshop.errors import Unauthorized
+from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, TokenVerifier, bearer_token, internal_tokens_for
+from cloudshop.errors import Forbidden, Unauthorized
+from cloudshop.estate import ESTATE, Route
 from cloudshop.settings import Settings, load_secrets
 
 log = logging.getLogger("cloudshop.authorizer")
@@ -52,11 +56,21 @@ def authorize(token_header: str | None, verifier: TokenVerifier, *, session_acti
     return {"isAuthorized": True, "context": {"sub": principal.user_id, "role": principal.role}}
 
 
-def authorize_service(token: str | None, tokens: InternalTokens) -> dict[str, Any]:
-    """The answer for one `x-service-token` value on an internal route; never raises."""
+# `METHOD /path` (API Gateway's route key) -> the internal route it is.
+INTERNAL_ROUTES: dict[str, Route] = {f"{r.method} {r.path}": r for r in ESTATE.routes if r.internal}
+
+
+def authorize_service(token: str | None, tokens: InternalTokens, *, route_key: str) -> dict[str, Any]:
+    """The answer for one `x-service-token` value on the internal route `route_key`; never raises.
+
+    A route the estate does not declare internal admits nobody; a declared one, its callers only.
+    """
+    route = INTERNAL_ROUTES.get(route_key)
+    if route is None:
+        return DENY
     try:
-        caller = tokens.verify(token or "")
-    except Unauthorized:
+        caller = tokens.verify(token or "", callers=route.callers, audience=route.service)
+    except (Unauthorized, Forbidden):
         return DENY
     return {"isAuthorized": True, "context": {"service": caller}}
 
@@ -84,8 +98,7 @@ def _session_check() -> SessionCheck:
 
 @lru_cache(maxsize=1)
 def _internal_tokens() -> InternalTokens:
-    settings = load_secrets(_settings())
-    return InternalTokens(settings.internal_token_secret.get_secret_value(), service="gateway")
+    return internal_tokens_for(load_secrets(_settings()), service="gateway")
 
 
 def handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
@@ -95,4 +108,6 @@ def handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
 
 def service_handler(event: dict[str, Any], _context: Any) -> dict[str, Any]:
     headers = event.get("headers") or {}
-    return authorize_service(headers.get(SERVICE_TOKEN_HEADER), _internal_tokens())
+    return authorize_service(
+        headers.get(SERVICE_TOKEN_HEADER), _internal_tokens(), route_key=str(event.get("routeKey", ""))
+    )

@@ -9,16 +9,16 @@ every handler is async and awaits the async service layer.
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloudshop.estate import API_PREFIX
-from cloudshop.web import AdminPrincipal, CurrentPrincipal
+from cloudshop.web import AdminPrincipal, CurrentPrincipal, ResourceId
 from eks_services.order.model import QUANTITY_MAX, QUANTITY_MIN, Cart, Order
 from eks_services.order.service import AnalyticsWindows, CartService, CheckoutService
 
-ProductId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-OrderId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+ProductId = ResourceId
+OrderId = ResourceId
 
 
 class Strict(BaseModel):

@@ -14,7 +14,7 @@ import anyio.from_thread
 from fastapi import FastAPI
 
 from cloudshop import aws
-from cloudshop.auth import InternalTokens, TokenVerifier
+from cloudshop.auth import InternalTokens, TokenVerifier, internal_tokens_for
 from cloudshop.clients import AsyncServiceClient
 from cloudshop.dynamodb import DynamoDB, dynamodb_for
 from cloudshop.settings import Settings
@@ -107,7 +107,7 @@ def build_runtime(
     dynamodb: DynamoDB | None = None,
 ) -> OrderRuntime:
     """The order service with its adapters; any port given is used instead of the real adapter."""
-    tokens = InternalTokens(settings.internal_token_secret.get_secret_value(), service="order")
+    tokens = internal_tokens_for(settings, service="order")
     closers: list[Closer] = []
     if dynamodb is None and (orders is None or carts is None or reader is None):
         dynamodb = dynamodb_for(settings)
@@ -192,6 +192,7 @@ def app_for(runtime: OrderRuntime) -> FastAPI:
         internal_tokens=runtime.tokens,
     )
     runtime.relay.attach_metrics(app.state.metrics)
+    runtime.sweeper.attach_metrics(app.state.metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -25,6 +25,20 @@ class ServiceCaller(Protocol):
     ) -> Any: ...
 
 
+def charge_from(body: dict[str, Any]) -> Charge:
+    """A payment as the payment service answers it (`PaymentOut`)."""
+    return Charge(
+        payment_id=str(body["id"]),
+        status=ChargeStatus(body["status"]),
+        amount=int(body["amount"]["amount"]),
+        currency=str(body["amount"]["currency"]),
+        decline_code=body.get("decline_code"),
+        failure_reason=body.get("failure_reason"),
+        refunded=int((body.get("refunded") or {}).get("amount", 0)),
+        refunding=int((body.get("refunding") or {}).get("amount", 0)),
+    )
+
+
 class HttpCatalog:
     def __init__(self, client: ServiceCaller) -> None:
         self.client = client
@@ -62,6 +76,16 @@ class HttpCatalog:
     async def commit(self, order_id: str) -> None:
         await self.client.request("POST", f"{API_PREFIX}/internal/reservations/{order_id}/commit", retry=True)
 
+    async def expired_reservations(self, *, limit: int, after: str | None = None) -> list[str]:
+        # A POST: the API routes only POST to the internal reservation paths (it is a read all the same).
+        body = await self.client.request(
+            "POST",
+            f"{API_PREFIX}/internal/reservations/expired",
+            json={"limit": limit, **({"after": after} if after else {})},
+            retry=True,
+        )
+        return [str(order_id) for order_id in body["order_ids"]]
+
 
 class HttpPayments:
     def __init__(self, client: ServiceCaller) -> None:
@@ -91,14 +115,10 @@ class HttpPayments:
             },
             retry=True,
         )
-        return Charge(
-            payment_id=str(body["id"]),
-            status=ChargeStatus(body["status"]),
-            amount=int(body["amount"]["amount"]),
-            currency=str(body["amount"]["currency"]),
-            decline_code=body.get("decline_code"),
-            failure_reason=body.get("failure_reason"),
-        )
+        return charge_from(body)
+
+    async def payment(self, payment_id: str) -> Charge:
+        return charge_from(await self.client.request("GET", f"{API_PREFIX}/internal/payments/{payment_id}"))
 
     async def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> RefundReceipt:
         request: dict[str, Any] = {"idempotency_key": idempotency_key}

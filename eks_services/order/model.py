@@ -1,6 +1,12 @@
 """Order domain: the cart rules, server-side pricing, the one order state machine, and the values
 the order service's ports speak (products, carts, charges, outbox events, payment events).
 
+Every change that moves money or stock claims first and acts second: a cancel writes CANCELLING (a
+conditional write over the version it read) before it asks for the refund or releases the stock,
+so a fulfil that comes second finds a CANCELLING order and is refused by the state machine, and a
+cancel whose process dies after the claim is finished by the sweeper. A checkout likewise claims
+the cart (at the version it read) before it reserves anything: one cart version is bought once.
+
 No framework, storage or transport imports: adapters turn wire shapes into these types at the edge.
 """
 
@@ -15,6 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from cloudshop.errors import Conflict, ValidationFailed
+from cloudshop.money import AMOUNT_MAX
 
 QUANTITY_MIN, QUANTITY_MAX = 1, 99
 CART_LINES_MAX = 50
@@ -25,6 +32,9 @@ class OrderStatus(StrEnum):
     PENDING_PAYMENT = "PENDING_PAYMENT"
     PAID = "PAID"
     FULFILLED = "FULFILLED"
+    # Claimed by a cancel that has not finished yet (refund, then stock release): nothing else may
+    # move the order; the cancel, a repeat of it or the sweeper takes it to CANCELLED.
+    CANCELLING = "CANCELLING"
     CANCELLED = "CANCELLED"
     PAYMENT_FAILED = "PAYMENT_FAILED"
     REFUNDED = "REFUNDED"
@@ -33,13 +43,15 @@ class OrderStatus(StrEnum):
 # The only legal moves. Everything else is refused with a 409.
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.PENDING_PAYMENT: frozenset({OrderStatus.PAID, OrderStatus.PAYMENT_FAILED}),
-    OrderStatus.PAID: frozenset({OrderStatus.FULFILLED, OrderStatus.CANCELLED, OrderStatus.REFUNDED}),
+    OrderStatus.PAID: frozenset({OrderStatus.FULFILLED, OrderStatus.CANCELLING, OrderStatus.REFUNDED}),
+    OrderStatus.CANCELLING: frozenset({OrderStatus.CANCELLED}),
     OrderStatus.FULFILLED: frozenset({OrderStatus.REFUNDED}),
     OrderStatus.CANCELLED: frozenset(),
     OrderStatus.PAYMENT_FAILED: frozenset(),
     OrderStatus.REFUNDED: frozenset(),
 }
 
+# CANCELLING has no event: it is a claim, not an outcome; `order.cancelled` follows it.
 EVENT_FOR_STATUS: dict[OrderStatus, str] = {
     OrderStatus.PENDING_PAYMENT: "order.created",
     OrderStatus.PAID: "order.paid",
@@ -50,10 +62,38 @@ EVENT_FOR_STATUS: dict[OrderStatus, str] = {
 }
 
 SETTLED = frozenset(set(OrderStatus) - {OrderStatus.PENDING_PAYMENT})
+# Orders with work left that the sweeper finishes if nobody else does.
+UNFINISHED = frozenset({OrderStatus.PENDING_PAYMENT, OrderStatus.CANCELLING})
+# The order's stock is free again: nothing holds the reservation.
+STOCK_RETURNED = frozenset({OrderStatus.PAYMENT_FAILED, OrderStatus.CANCELLED})
 
 
 class IllegalTransition(Conflict):
     title, slug = "Illegal order transition", "illegal-transition"
+
+
+class OrderTotalTooLarge(ValidationFailed):
+    title, slug = "Order total too large", "order-total-too-large"
+
+
+class CartInCheckout(Conflict):
+    title, slug = "Cart already checked out", "cart-in-checkout"
+
+
+class PaymentBeingRefunded(Conflict):
+    title, slug = "Payment refunded", "payment-refunded"
+
+
+def check_total(total: int, currency: str) -> None:
+    """Refuse an order the payment service could never charge (`cloudshop.money.AMOUNT_MAX`)."""
+    if total > AMOUNT_MAX:
+        raise OrderTotalTooLarge(
+            f"An order totals at most {AMOUNT_MAX} {currency} minor units, the payment limit; this one totals {total}.",
+            extra={
+                "limit": {"amount": AMOUNT_MAX, "currency": currency},
+                "total": {"amount": total, "currency": currency},
+            },
+        )
 
 
 @dataclass(frozen=True)
@@ -67,6 +107,16 @@ class Line:
     @property
     def total(self) -> int:
         return self.quantity * self.unit_price
+
+
+@dataclass(frozen=True)
+class CheckedOutLine:
+    """A cart line as a checkout bought it: after payment it leaves the cart only if it is still
+    this revision (lines added or changed during the checkout stay)."""
+
+    product_id: str
+    quantity: int
+    rev: str
 
 
 @dataclass(frozen=True)
@@ -85,9 +135,9 @@ class Order:
     payment_id: str | None = None
     version: int = 1
     failure_reason: str | None = None
-    # Set (with its own versioned write) before a cancel asks for the refund: the `payment.refunded`
-    # event that refund causes must not race the cancel to REFUNDED.
-    cancel_requested: bool = False
+    # The cart version this order bought, and its lines at their revisions then.
+    cart_version: int | None = None
+    cart_lines: tuple[CheckedOutLine, ...] = ()
 
     @property
     def total(self) -> int:
@@ -107,21 +157,16 @@ class Order:
             raise IllegalTransition(f"An order that is {self.status} cannot become {status}.")
         return replace(self, status=status, updated_at=datetime.now(UTC), version=self.version + 1, **changes)
 
-    def requesting_cancel(self) -> Order:
-        """The same order, marked as being cancelled: refused unless a cancel could finish."""
-        if OrderStatus.CANCELLED not in TRANSITIONS[self.status]:
-            raise IllegalTransition(f"An order that is {self.status} cannot become {OrderStatus.CANCELLED}.")
-        return replace(self, cancel_requested=True, updated_at=datetime.now(UTC), version=self.version + 1)
-
     def after_refund(self, refund: PaymentRefunded) -> Order | None:
         """The order once its payment is fully refunded, or None when there is nothing to change.
 
         Only a full refund moves the order. An order already REFUNDED, or CANCELLED (whose own refund
-        this is), or being cancelled right now, stays as it is: the event is handled by doing nothing.
+        this is), or CANCELLING (the cancel finishes it), stays as it is: the event is handled by
+        doing nothing.
         """
         if not refund.fully_refunded or refund.order_id != self.id:
             return None
-        if self.status == OrderStatus.REFUNDED or self.cancel_requested:
+        if self.status in (OrderStatus.REFUNDED, OrderStatus.CANCELLING, OrderStatus.CANCELLED):
             return None
         if OrderStatus.REFUNDED not in TRANSITIONS[self.status]:
             return None
@@ -170,13 +215,16 @@ class Product:
 
 @dataclass(frozen=True)
 class CartLine:
-    """A cart line. Name and price are a snapshot for display; checkout re-prices from the catalog."""
+    """A cart line. Name and price are a snapshot for display; checkout re-prices from the catalog.
+    `rev` is new with every write of the line: a checkout removes the line after payment only if
+    it is still the revision it bought."""
 
     product_id: str
     name: str
     quantity: int
     unit_price: int
     currency: str
+    rev: str = ""
 
     @property
     def total(self) -> int:
@@ -184,9 +232,24 @@ class CartLine:
 
 
 @dataclass(frozen=True)
+class CartClaim:
+    """The checkout that holds the cart: the order it is writing and the cart version it read."""
+
+    order_id: str
+    version: int
+    claimed_at: datetime
+
+
+@dataclass(frozen=True)
 class Cart:
     user_id: str
     lines: tuple[CartLine, ...] = ()
+    # One more with every change of the lines; a checkout claims the cart at the version it read.
+    version: int = 0
+    claim: CartClaim | None = None
+
+    def checked_out_lines(self) -> tuple[CheckedOutLine, ...]:
+        return tuple(CheckedOutLine(line.product_id, line.quantity, line.rev) for line in self.lines)
 
     @property
     def empty(self) -> bool:
@@ -217,6 +280,9 @@ class ReservationLine:
 
 class ChargeStatus(StrEnum):
     PENDING = "PENDING"
+    # The provider did not say whether it captured (a timeout, a lost answer): the payment service
+    # asks it again on the next charge request for the order; until then the order stays pending.
+    UNKNOWN = "UNKNOWN"
     CAPTURED = "CAPTURED"
     DECLINED = "DECLINED"
     FAILED = "FAILED"
@@ -234,6 +300,15 @@ class Charge:
     currency: str
     decline_code: str | None = None
     failure_reason: str | None = None
+    # Confirmed refunds, and refunds reserved against the capture that the provider has not
+    # confirmed (yet).
+    refunded: int = 0
+    refunding: int = 0
+
+    @property
+    def refunded_in_full(self) -> bool:
+        """The whole capture is refunded, or reserved for a refund that is under way."""
+        return self.captured and self.refunded + self.refunding >= self.amount
 
     @property
     def captured(self) -> bool:

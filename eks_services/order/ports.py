@@ -17,6 +17,7 @@ from eks_services.order.model import (
     Cart,
     CartLine,
     Charge,
+    CheckedOutLine,
     Line,
     Order,
     OutboxEvent,
@@ -32,14 +33,21 @@ class Catalog(Protocol):
 
     async def reserve(self, order_id: str, lines: Sequence[ReservationLine]) -> tuple[Line, ...]:
         """Reserve every line or none, priced now; a repeat with the same order id answers the first
-        reservation. `OutOfStock` (naming the products) when any line is short, `Conflict` when the
-        order id already holds other lines."""
+        reservation (and takes the stock again if that one was released). `OutOfStock` (naming the
+        products) when any line is short, `Conflict` when the order id already holds other lines.
+        A reservation expires unless it is committed: see `expired_reservations`."""
 
     async def release(self, order_id: str) -> None:
         """Put the reserved stock back, once (a repeat is a no-op)."""
 
     async def commit(self, order_id: str) -> None:
-        """Mark the reservation sold (a repeat is a no-op)."""
+        """Mark the reservation as held by a written order: it no longer expires (a repeat is a
+        no-op; `release` still returns its stock)."""
+
+    async def expired_reservations(self, *, limit: int, after: str | None = None) -> list[str]:
+        """Order ids of reservations past their expiry and neither committed nor released, in order
+        id order, starting after `after`: the sweeper commits those whose order exists and releases
+        the others."""
 
 
 class Payments(Protocol):
@@ -47,8 +55,13 @@ class Payments(Protocol):
         """`ValidationFailed` when the provider does not know the payment method."""
 
     async def charge(self, *, order_id: str, user_id: str, amount: int, currency: str, payment_method: str) -> Charge:
-        """Charge an order once (idempotent by order id). A decline is an outcome, not an error;
-        `Conflict` when a charge for the order is still in progress or does not match it."""
+        """Charge an order once (idempotent by order id). A decline is an outcome, not an error, and
+        so is an unknown outcome (`UNKNOWN`: a repeat asks the provider again); `Conflict` when a
+        charge for the order is still in progress or does not match it, `ValidationFailed` when the
+        payment service will never take it (an amount above its limit)."""
+
+    async def payment(self, payment_id: str) -> Charge:
+        """The payment as it stands now, refunds (confirmed and under way) included."""
 
     async def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> RefundReceipt:
         """Refund `amount` (None: what is left), once per key."""
@@ -66,8 +79,11 @@ class Orders(Protocol):
     async def by_user(self, user_id: str, *, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
         """A user's orders, newest first, and the cursor of the next page (`BadRequest` for a bad one)."""
 
-    async def awaiting_payment(self, *, created_before: datetime, limit: int = 50) -> list[Order]:
-        """Orders still PENDING_PAYMENT created before `created_before`, oldest first."""
+    async def unfinished(
+        self, *, created_before: datetime, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Order], str | None]:
+        """A page of orders still PENDING_PAYMENT or CANCELLING created before `created_before`,
+        oldest first, and the cursor of the next page (None after the last)."""
 
     async def pending_events(self, limit: int = 100) -> list[OutboxEvent]:
         """Unsent events of up to `limit` orders; within an order, in the order they happened."""
@@ -77,14 +93,30 @@ class Orders(Protocol):
 
 
 class Carts(Protocol):
+    """Every change of the lines makes a new cart version; the claim is kept apart from the lines."""
+
     async def get(self, user_id: str) -> Cart: ...
 
     async def set_line(self, user_id: str, line: CartLine, *, max_lines: int) -> None:
-        """Add or replace a line; `Conflict` when that would make more than `max_lines` products."""
+        """Add or replace a line (stored with its `rev`); `Conflict` when that would make more than
+        `max_lines` products."""
 
     async def remove_line(self, user_id: str, product_id: str) -> None: ...
 
-    async def clear(self, user_id: str) -> None: ...
+    async def clear(self, user_id: str) -> None:
+        """Remove every line (a new version); a checkout's claim stays."""
+
+    async def claim(self, user_id: str, *, order_id: str, version: int, now: datetime, replacing: str | None) -> bool:
+        """Let `order_id` hold the cart for its checkout, if the cart is still at `version` and no
+        other order holds it (`replacing` names a holder the caller found dead). True when the
+        order holds it now (a repeat by the same order included), False otherwise."""
+
+    async def checked_out(self, user_id: str, *, order_id: str, lines: Sequence[CheckedOutLine]) -> None:
+        """The order bought `lines`: remove each that is still at its revision, keep the others, and
+        drop the order's claim. Idempotent."""
+
+    async def release_claim(self, user_id: str, *, order_id: str) -> None:
+        """Drop the claim if `order_id` holds it (its checkout ended without buying)."""
 
 
 class CheckoutReader(Protocol):

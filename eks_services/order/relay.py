@@ -10,16 +10,26 @@ A round: one `Query` of the sparse `pending_outbox` index (up to 100 orders), on
 concurrently), then one conditional `UpdateItem` per order, concurrently. Its ceiling in events/s is
 what `published_total / busy_seconds` reports (`/metrics`: `order_outbox_events_published_total`,
 `order_outbox_busy_seconds_total`); `tests/services/test_order_relay.py` measures it.
+
+Its lag is `order_outbox_oldest_pending_age_seconds`: the age of the oldest event the relay's last
+look found waiting and has not published yet (0 once a look finds none). The index is sorted by
+`updated_at`, so a round's batch holds the oldest waiting order. An event written since the last
+look is not in it; a write wakes the relay, so that event is at most a coalescing pause old when
+the next look sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
+
+from prometheus_client import Gauge
 
 from eks_services.order.ports import EventPublisher, Orders
 
@@ -49,6 +59,8 @@ class OutboxRelay:
         self.published = 0
         self.failures = 0
         self.busy_seconds = 0.0
+        # Wall-clock time (epoch seconds) the oldest event of the last look happened; None: none waited.
+        self._oldest_pending: float | None = None
         self._published_metric: Any = None
         self._busy_metric: Any = None
 
@@ -60,6 +72,17 @@ class OutboxRelay:
         self._busy_metric = metrics.counter(
             "order_outbox_busy_seconds_total", "Seconds the relay spent in rounds that found events"
         )
+        lag = Gauge(
+            "order_outbox_oldest_pending_age_seconds",
+            "Age of the oldest outbox event the relay found waiting and has not published yet",
+            registry=metrics.registry,
+        )
+        lag.set_function(self.oldest_pending_age)
+
+    def oldest_pending_age(self) -> float:
+        """Seconds since the oldest event the last look found waiting happened (0: none waited)."""
+        oldest = self._oldest_pending
+        return max(0.0, time.time() - oldest) if oldest is not None else 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -69,7 +92,11 @@ class OutboxRelay:
         started = time.perf_counter()
         events = await self.orders.pending_events(limit=ORDERS_PER_ROUND)
         if not events:
+            self._oldest_pending = None
             return 0
+        self._oldest_pending = min(
+            datetime.fromisoformat(json.loads(event.payload)["occurred_at"]).timestamp() for event in events
+        )
         await self.publisher.publish(events)
         sent: dict[str, list[str]] = defaultdict(list)
         for event in events:

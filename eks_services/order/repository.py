@@ -6,6 +6,14 @@ its event are one conditional single-item write, atomic in DynamoDB, moto and dy
 chose that over `TransactWriteItems` because dynalite has no transactions, and because moto copies
 the whole table per transaction: measured 127 ms per write at 2,000 orders, against 3 ms for a
 plain conditional write.
+
+The `awaiting_payment` index holds every unfinished order (PENDING_PAYMENT, and CANCELLING since
+cancels claim first): its name is older than the CANCELLING state, and renaming an index of a
+deployed table means dropping it and building another, so the name stayed.
+
+Carts (`carts`: pk `user_id`): one item per user with its lines, a `version` that every change of the
+lines raises by one (`ADD`, so a write needs no read), and the `checkout` claim of the order being
+checked out, if any.
 """
 
 from __future__ import annotations
@@ -18,11 +26,23 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from cloudshop import cursors
 from cloudshop.aws import from_item, to_item, to_value
 from cloudshop.dynamodb import DynamoDB, DynamoDBError, DynamoDBUnavailable
 from cloudshop.errors import BadRequest, Conflict
 from cloudshop.events import OrderEventV1
-from eks_services.order.model import Cart, CartLine, Line, Order, OrderStatus, OutboxEvent
+from cloudshop.paths import ID_MAX
+from eks_services.order.model import (
+    UNFINISHED,
+    Cart,
+    CartClaim,
+    CartLine,
+    CheckedOutLine,
+    Line,
+    Order,
+    OrderStatus,
+    OutboxEvent,
+)
 
 PENDING = "1"
 CONDITION_FAILED = "ConditionalCheckFailedException"
@@ -55,22 +75,32 @@ def order_item(order: Order) -> dict[str, Any]:
             "customer_email": order.customer_email or None,
             "payment_id": order.payment_id,
             "failure_reason": order.failure_reason,
-            "cancel_requested": True if order.cancel_requested else None,
+            "cart_version": order.cart_version,
+            "cart_lines": [checked_out_value(line) for line in order.cart_lines] or None,
             "version": order.version,
-            # Sparse: only orders still waiting for their payment are in the `awaiting_payment` index.
-            "awaiting_payment": PENDING if order.status == OrderStatus.PENDING_PAYMENT else None,
+            # Sparse: only unfinished orders (payment or cancel under way) are in the index.
+            "awaiting_payment": PENDING if order.status in UNFINISHED else None,
             "created_at": order.created_at.isoformat(),
             "updated_at": order.updated_at.isoformat(),
         }
     )
 
 
+def checked_out_value(line: CheckedOutLine) -> dict[str, Any]:
+    # No empty strings stored: dynalite refuses them. Lines carted before revisions existed have none.
+    return {"product_id": line.product_id, "quantity": line.quantity} | ({"rev": line.rev} if line.rev else {})
+
+
 def order_from_item(item: dict[str, Any]) -> Order:
     data = from_item(item)
+    status = OrderStatus(data["status"])
+    if status == OrderStatus.PAID and data.get("cancel_requested"):
+        # Written before CANCELLING existed: a cancel had claimed the order with a flag.
+        status = OrderStatus.CANCELLING
     return Order(
         id=data["order_id"],
         user_id=data["user_id"],
-        status=OrderStatus(data["status"]),
+        status=status,
         lines=tuple(Line(**line) for line in data["lines"]),
         currency=data["currency"],
         shipping_address=data["shipping_address"],
@@ -79,7 +109,11 @@ def order_from_item(item: dict[str, Any]) -> Order:
         customer_email=data.get("customer_email", ""),
         payment_id=data.get("payment_id"),
         failure_reason=data.get("failure_reason"),
-        cancel_requested=bool(data.get("cancel_requested", False)),
+        cart_version=int(data["cart_version"]) if data.get("cart_version") is not None else None,
+        cart_lines=tuple(
+            CheckedOutLine(str(x["product_id"]), int(x["quantity"]), str(x.get("rev", "")))
+            for x in data.get("cart_lines") or ()
+        ),
         version=int(data["version"]),
         created_at=datetime.fromisoformat(data["created_at"]),
         updated_at=datetime.fromisoformat(data["updated_at"]),
@@ -91,13 +125,22 @@ def _encode_cursor(key: dict[str, Any]) -> str:
 
 
 def _decode_cursor(cursor: str) -> dict[str, Any]:
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if not isinstance(key, dict):
-            raise ValueError
-    except ValueError as exc:
-        raise BadRequest("The cursor is not valid.") from exc
-    return key
+    """The `by_user` start key a page ended at: exactly its three string attributes, each checked
+    (`cloudshop.cursors`), so a forged cursor is a 400 and never a query DynamoDB refuses."""
+
+    def string(read: cursors.FieldReader) -> cursors.FieldReader:
+        def attribute(value: Any) -> dict[str, str]:
+            if not isinstance(value, dict) or set(value) != {"S"}:
+                raise ValueError("not a string attribute")
+            read(value["S"])
+            return {"S": value["S"]}
+
+        return attribute
+
+    key = cursors.text(max_length=ID_MAX)
+    return cursors.decode_cursor(
+        cursor, {"order_id": string(key), "user_id": string(key), "created_at": string(cursors.timestamp)}
+    )
 
 
 class DynamoDBOrderRepository:
@@ -126,7 +169,15 @@ class DynamoDBOrderRepository:
         a put would bring them back (harmless duplicates, but needless ones).
         """
         fields = {k: v for k, v in order_item(order).items() if k != "order_id"}
-        optional = ("payment_id", "failure_reason", "customer_email", "awaiting_payment", "cancel_requested")
+        optional = (
+            "payment_id",
+            "failure_reason",
+            "customer_email",
+            "awaiting_payment",
+            "cart_version",
+            "cart_lines",
+            "cancel_requested",
+        )
         removed = [k for k in optional if k not in fields]
         names = {f"#f{n}": name for n, name in enumerate(fields)}
         values = {f":f{n}": value for n, value in enumerate(fields.values())}
@@ -182,18 +233,22 @@ class DynamoDBOrderRepository:
         last = answer.get("LastEvaluatedKey")
         return [order_from_item(i) for i in answer.get("Items", [])], _encode_cursor(last) if last else None
 
-    async def awaiting_payment(self, *, created_before: datetime, limit: int = 50) -> list[Order]:
-        answer = await self.db.call(
-            "Query",
-            {
-                "TableName": self.table,
-                "IndexName": "awaiting_payment",
-                "KeyConditionExpression": "awaiting_payment = :p AND created_at < :before",
-                "ExpressionAttributeValues": {":p": {"S": PENDING}, ":before": {"S": created_before.isoformat()}},
-                "Limit": limit,
-            },
-        )
-        return [order_from_item(item) for item in answer.get("Items", [])]
+    async def unfinished(
+        self, *, created_before: datetime, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Order], str | None]:
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "awaiting_payment",
+            "KeyConditionExpression": "awaiting_payment = :p AND created_at < :before",
+            "ExpressionAttributeValues": {":p": {"S": PENDING}, ":before": {"S": created_before.isoformat()}},
+            "Limit": limit,
+        }
+        if cursor:
+            # The sweeper's own cursor: it never leaves the process, so it is the key as DynamoDB gave it.
+            query["ExclusiveStartKey"] = json.loads(cursor)
+        answer = await self.db.call("Query", query)
+        last = answer.get("LastEvaluatedKey")
+        return [order_from_item(item) for item in answer.get("Items", [])], json.dumps(last) if last else None
 
     # --- outbox ---------------------------------------------------------------------------------
     async def pending_events(self, limit: int = 100) -> list[OutboxEvent]:
@@ -258,7 +313,8 @@ class DynamoDBOrderRepository:
 
 
 def cart_from_item(user_id: str, item: dict[str, Any] | None) -> Cart:
-    lines = from_item(item).get("lines", {}) if item else {}
+    data = from_item(item) if item else {}
+    claim = data.get("checkout")
     return Cart(
         user_id=user_id,
         lines=tuple(
@@ -268,23 +324,54 @@ def cart_from_item(user_id: str, item: dict[str, Any] | None) -> Cart:
                 quantity=int(line["quantity"]),
                 unit_price=int(line["unit_price"]),
                 currency=str(line["currency"]),
+                rev=str(line.get("rev", "")),
             )
-            for pid, line in sorted(lines.items())
+            for pid, line in sorted(data.get("lines", {}).items())
         ),
+        version=int(data.get("version", 0)),
+        claim=CartClaim(
+            order_id=str(claim["order_id"]),
+            version=int(claim["version"]),
+            claimed_at=datetime.fromisoformat(claim["claimed_at"]),
+        )
+        if claim
+        else None,
+    )
+
+
+def _unchanged(n: int, line: CheckedOutLine) -> tuple[str, dict[str, Any]]:
+    """The condition that the line `#p{n}` is still the one a checkout bought, and its values."""
+    if line.rev:
+        return f"#lines.#p{n}.#rev = :r{n}", {f":r{n}": {"S": line.rev}}
+    # Carted before lines had revisions: the same quantity is the best evidence left.
+    return (
+        f"(attribute_not_exists(#lines.#p{n}.#rev) AND #lines.#p{n}.#quantity = :q{n})",
+        {f":q{n}": {"N": str(line.quantity)}},
     )
 
 
 class DynamoDBCartRepository:
-    """One item per user: `lines` maps product id → {quantity, name, unit_price, currency}."""
+    """One item per user: `lines` maps product id → {quantity, name, unit_price, currency, rev};
+    `version` counts the changes of the lines; `checkout` is the claim of the order checking it out."""
 
     def __init__(self, db: DynamoDB, *, table: str, ttl_seconds: int) -> None:
         self.db = db
         self.table = table
         self.ttl_seconds = ttl_seconds
 
+    def _key(self, user_id: str) -> dict[str, Any]:
+        return {"user_id": {"S": user_id}}
+
+    def _stamps(self) -> dict[str, Any]:
+        return {
+            ":now": {"S": datetime.now(UTC).isoformat()},
+            ":exp": {"N": str(int(time.time()) + self.ttl_seconds)},
+            ":one": {"N": "1"},
+        }
+
     async def get(self, user_id: str) -> Cart:
         answer = await self.db.call(
-            "GetItem", {"TableName": self.table, "Key": {"user_id": {"S": user_id}}, "ConsistentRead": True}
+            "GetItem", {"TableName": self.table, "Key": self._key(user_id), "ConsistentRead": True}
         )
         return cart_from_item(user_id, answer.get("Item"))
 
@@ -292,23 +379,23 @@ class DynamoDBCartRepository:
         """One conditional write in the common case (the cart exists and has room)."""
         value = to_value(
             {"quantity": line.quantity, "name": line.name, "unit_price": line.unit_price, "currency": line.currency}
+            | ({"rev": line.rev} if line.rev else {})
         )
-        stamps = {
-            ":now": {"S": datetime.now(UTC).isoformat()},
-            ":exp": {"N": str(int(time.time()) + self.ttl_seconds)},
-        }
+        stamps = self._stamps()
         for _ in range(3):
             try:
                 await self.db.call(
                     "UpdateItem",
                     {
                         "TableName": self.table,
-                        "Key": {"user_id": {"S": user_id}},
-                        "UpdateExpression": "SET #lines.#pid = :line, updated_at = :now, expires_at = :exp",
+                        "Key": self._key(user_id),
+                        "UpdateExpression": (
+                            "SET #lines.#pid = :line, updated_at = :now, expires_at = :exp ADD #version :one"
+                        ),
                         "ConditionExpression": (
                             "attribute_exists(#lines) AND (attribute_exists(#lines.#pid) OR size(#lines) < :max)"
                         ),
-                        "ExpressionAttributeNames": {"#lines": "lines", "#pid": line.product_id},
+                        "ExpressionAttributeNames": {"#lines": "lines", "#pid": line.product_id, "#version": "version"},
                         "ExpressionAttributeValues": {":line": value, ":max": {"N": str(max_lines)}, **stamps},
                     },
                 )
@@ -316,25 +403,32 @@ class DynamoDBCartRepository:
             except DynamoDBError as exc:
                 if not _condition_failed(exc):
                     raise
-            if not (await self.get(user_id)).empty:
+            current = await self.get(user_id)
+            if not current.empty:
                 raise Conflict(f"A cart holds at most {max_lines} different products.")
             try:
                 await self.db.call(
-                    "PutItem",
+                    "UpdateItem",
                     {
                         "TableName": self.table,
-                        "Item": {
-                            "user_id": {"S": user_id},
-                            "lines": {"M": {line.product_id: value}},
-                            "updated_at": stamps[":now"],
-                            "expires_at": stamps[":exp"],
+                        "Key": self._key(user_id),
+                        # A cart item may exist without lines (emptied, or holding a claim): keep
+                        # its version and claim, start its lines.
+                        "UpdateExpression": (
+                            "SET #lines = :lines, updated_at = :now, expires_at = :exp ADD #version :one"
+                        ),
+                        "ConditionExpression": "attribute_not_exists(#lines) OR size(#lines) = :zero",
+                        "ExpressionAttributeNames": {"#lines": "lines", "#version": "version"},
+                        "ExpressionAttributeValues": {
+                            ":lines": {"M": {line.product_id: value}},
+                            ":zero": {"N": "0"},
+                            **stamps,
                         },
-                        "ConditionExpression": "attribute_not_exists(user_id)",
                     },
                 )
                 return
             except DynamoDBError as exc:
-                # Another request created the cart meanwhile: go round and update it instead.
+                # Another request started the lines meanwhile: go round and update them instead.
                 if not _condition_failed(exc):
                     raise
         raise Conflict("The cart is changing too fast; try again.")
@@ -345,10 +439,11 @@ class DynamoDBCartRepository:
                 "UpdateItem",
                 {
                     "TableName": self.table,
-                    "Key": {"user_id": {"S": user_id}},
-                    "UpdateExpression": "REMOVE #lines.#pid",
-                    "ConditionExpression": "attribute_exists(user_id)",
-                    "ExpressionAttributeNames": {"#lines": "lines", "#pid": product_id},
+                    "Key": self._key(user_id),
+                    "UpdateExpression": "REMOVE #lines.#pid SET updated_at = :now ADD #version :one",
+                    "ConditionExpression": "attribute_exists(#lines.#pid)",
+                    "ExpressionAttributeNames": {"#lines": "lines", "#pid": product_id, "#version": "version"},
+                    "ExpressionAttributeValues": {":now": {"S": datetime.now(UTC).isoformat()}, ":one": {"N": "1"}},
                 },
             )
         except DynamoDBError as exc:
@@ -356,7 +451,169 @@ class DynamoDBCartRepository:
                 raise
 
     async def clear(self, user_id: str) -> None:
-        await self.db.call("DeleteItem", {"TableName": self.table, "Key": {"user_id": {"S": user_id}}})
+        try:
+            await self.db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.table,
+                    "Key": self._key(user_id),
+                    "UpdateExpression": "SET #lines = :empty, updated_at = :now ADD #version :one",
+                    "ConditionExpression": "attribute_exists(user_id)",
+                    "ExpressionAttributeNames": {"#lines": "lines", "#version": "version"},
+                    "ExpressionAttributeValues": {
+                        ":empty": {"M": {}},
+                        ":now": {"S": datetime.now(UTC).isoformat()},
+                        ":one": {"N": "1"},
+                    },
+                },
+            )
+        except DynamoDBError as exc:
+            if not _condition_failed(exc):
+                raise
+
+    async def claim(self, user_id: str, *, order_id: str, version: int, now: datetime, replacing: str | None) -> bool:
+        """One conditional write: the cart is still at `version` and free (or this order's, or the
+        dead `replacing` order's)."""
+        holders = ["attribute_not_exists(#checkout)", "#checkout.#order = :me"]
+        values: dict[str, Any] = {
+            ":claim": to_value({"order_id": order_id, "version": version, "claimed_at": now.isoformat()}),
+            ":me": {"S": order_id},
+        }
+        if replacing:
+            holders.append("#checkout.#order = :dead")
+            values[":dead"] = {"S": replacing}
+        if version:
+            at_version = "#version = :v"
+            values[":v"] = {"N": str(version)}
+        else:
+            at_version = "attribute_not_exists(#version)"
+        try:
+            await self.db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.table,
+                    "Key": self._key(user_id),
+                    "UpdateExpression": "SET #checkout = :claim",
+                    "ConditionExpression": f"attribute_exists(user_id) AND {at_version} AND ({' OR '.join(holders)})",
+                    "ExpressionAttributeNames": {"#checkout": "checkout", "#order": "order_id", "#version": "version"},
+                    "ExpressionAttributeValues": values,
+                },
+            )
+        except DynamoDBError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    async def checked_out(self, user_id: str, *, order_id: str, lines: Sequence[CheckedOutLine]) -> None:
+        """One conditional write in the common case (nothing changed during the checkout): remove
+        the bought lines and the claim. Otherwise read the cart and remove only what is unchanged."""
+        bought = list(lines)
+        for _ in range(5):
+            names: dict[str, str] = {"#lines": "lines", "#checkout": "checkout", "#order": "order_id"}
+            values: dict[str, Any] = {":me": {"S": order_id}, ":now": {"S": datetime.now(UTC).isoformat()}}
+            conditions: list[str] = []
+            removals = [f"#lines.#p{n}" for n in range(len(bought))]
+            for n, line in enumerate(bought):
+                names[f"#p{n}"] = line.product_id
+                condition, condition_values = _unchanged(n, line)
+                conditions.append(condition)
+                values |= condition_values
+            if any(not line.rev for line in bought):
+                names["#quantity"] = "quantity"
+            if any(line.rev for line in bought):
+                names["#rev"] = "rev"
+            conditions.append("#checkout.#order = :me")
+            expression = "REMOVE " + ", ".join([*removals, "#checkout"]) + " SET updated_at = :now"
+            if bought:
+                names["#version"] = "version"
+                values[":one"] = {"N": "1"}
+                expression += " ADD #version :one"
+            try:
+                await self.db.call(
+                    "UpdateItem",
+                    {
+                        "TableName": self.table,
+                        "Key": self._key(user_id),
+                        "UpdateExpression": expression,
+                        "ConditionExpression": " AND ".join(conditions),
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": values,
+                    },
+                )
+                return
+            except DynamoDBError as exc:
+                if not _condition_failed(exc):
+                    raise
+            # Something changed since the checkout read the cart (a line changed or removed, the
+            # claim gone): keep only the lines still as bought, and drop the claim only if ours.
+            cart = await self.get(user_id)
+            current = {line.product_id: line for line in cart.lines}
+            still = [line for line in bought if _same_line(current.get(line.product_id), line)]
+            ours = cart.claim is not None and cart.claim.order_id == order_id
+            if not ours:
+                if still:
+                    await self._remove_unclaimed(user_id, still)
+                return
+            bought = still
+        raise Conflict("The cart kept changing; the bought lines are still in it.")
+
+    async def _remove_unclaimed(self, user_id: str, lines: list[CheckedOutLine]) -> None:
+        names: dict[str, str] = {"#lines": "lines", "#version": "version"}
+        values: dict[str, Any] = {":one": {"N": "1"}}
+        conditions = []
+        for n, line in enumerate(lines):
+            names[f"#p{n}"] = line.product_id
+            condition, condition_values = _unchanged(n, line)
+            conditions.append(condition)
+            values |= condition_values
+        if any(not line.rev for line in lines):
+            names["#quantity"] = "quantity"
+        if any(line.rev for line in lines):
+            names["#rev"] = "rev"
+        try:
+            await self.db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.table,
+                    "Key": self._key(user_id),
+                    "UpdateExpression": "REMOVE "
+                    + ", ".join(f"#lines.#p{n}" for n in range(len(lines)))
+                    + " ADD #version :one",
+                    "ConditionExpression": " AND ".join(conditions),
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                },
+            )
+        except DynamoDBError as exc:
+            # Changed again meanwhile: what is left is no longer what was bought.
+            if not _condition_failed(exc):
+                raise
+
+    async def release_claim(self, user_id: str, *, order_id: str) -> None:
+        try:
+            await self.db.call(
+                "UpdateItem",
+                {
+                    "TableName": self.table,
+                    "Key": self._key(user_id),
+                    "UpdateExpression": "REMOVE #checkout",
+                    "ConditionExpression": "#checkout.#order = :me",
+                    "ExpressionAttributeNames": {"#checkout": "checkout", "#order": "order_id"},
+                    "ExpressionAttributeValues": {":me": {"S": order_id}},
+                },
+            )
+        except DynamoDBError as exc:
+            if not _condition_failed(exc):
+                raise
+
+
+def _same_line(current: CartLine | None, bought: CheckedOutLine) -> bool:
+    if current is None:
+        return False
+    if bought.rev:
+        return current.rev == bought.rev
+    return not current.rev and current.quantity == bought.quantity
 
 
 class DynamoDBCheckoutReader:

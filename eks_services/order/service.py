@@ -1,10 +1,13 @@
 """Cart and checkout use cases (DESIGN.md §6), async end to end.
 
-Checkout: read the order this key would make and the cart together, reserve stock for the whole cart
-(priced by the catalog), write the order and its event in one conditional write, charge, then PAID
-(cart cleared; reservation committed and invoice written off the request path) or PAYMENT_FAILED
-(stock released). The order id comes from (user, Idempotency-Key), so a retry or a concurrent twin
-finds the same order and joins it instead of buying twice.
+Checkout: read the order this key would make and the cart together, refuse a total above the
+payment limit, claim the cart at the version read (one cart version is bought once, whatever the
+keys), reserve stock for the whole cart (priced by the catalog), write the order and its event in
+one conditional write, charge, then PAID (the bought lines leave the cart; reservation committed and
+invoice written off the request path), PAYMENT_FAILED (stock released), or, when the provider's
+answer is lost, still PENDING_PAYMENT with the stock held until a repeat or the sweeper learns the
+outcome. The order id comes from (user, Idempotency-Key), so a retry or a concurrent twin finds the
+same order and joins it instead of buying twice.
 
 Storage, the catalog, payments and invoices are injected ports; nothing here knows HTTP or DynamoDB.
 """
@@ -13,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from analytics.windows import InvalidCursorError, list_windows
 from cloudshop.auth import Principal
@@ -33,14 +38,18 @@ from cloudshop.events import Money, OrderEventDataV1, OrderEventV1, OrderLineV1
 from eks_services.order.model import (
     CART_LINES_MAX,
     EVENT_FOR_STATUS,
+    STOCK_RETURNED,
     Cart,
+    CartInCheckout,
     CartLine,
     ChargeStatus,
     Order,
     OrderStatus,
+    PaymentBeingRefunded,
     PaymentRefunded,
     check_idempotency_key,
     check_quantity,
+    check_total,
     order_id_for,
     request_hash,
     single_currency,
@@ -56,6 +65,27 @@ SETTLE_WAIT_SECONDS = 20.0
 POLL_SECONDS = 0.05
 # Optimistic writes retried under contention before giving up with a 409.
 SAVE_ATTEMPTS = 5
+CLAIM_ATTEMPTS = 3
+# A cart claim whose order was never written is taken over after this long: far longer than the
+# reserve call and the order write between claim and order can take (10 s service and 4 s DynamoDB
+# budgets), so only a checkout that died leaves one this old.
+CLAIM_STALE_SECONDS = 60.0
+# The sweeper: orders (or reservations) per round, worked on this many at a time, each within a
+# time bound (a charge normally answers in well under a second; a hung one must not hold a round).
+SWEEP_PAGE = 50
+SWEEP_CONCURRENCY = 8
+SWEEP_ORDER_SECONDS = 5.0
+CHARGE_REFUSED = "charge_refused"
+
+T = TypeVar("T")
+
+
+class PaymentOutcomeUnknown(DependencyUnavailable):
+    title, slug = "Payment outcome unknown", "payment-outcome-unknown"
+
+
+class PaymentPending(Conflict):
+    """Another request is charging the order right now (the sweeper leaves it to that request)."""
 
 
 def order_event(order: Order) -> OrderEventV1:
@@ -117,6 +147,7 @@ class CartService:
             quantity=quantity,
             unit_price=product.unit_price,
             currency=product.currency,
+            rev=uuid.uuid4().hex,
         )
         await self.carts.set_line(user_id, line, max_lines=CART_LINES_MAX)
         return await self.view(user_id)
@@ -127,6 +158,18 @@ class CartService:
 
     async def clear(self, user_id: str) -> None:
         await self.carts.clear(user_id)
+
+
+@dataclass
+class SweepRound:
+    """What one sweeper round did with the orders (or reservations) it looked at."""
+
+    settled: int = 0  # finished: paid, failed, cancelled (reservations: committed or released)
+    waiting: int = 0  # a payment still in progress, or its outcome still unknown: next round
+    failed: int = 0  # raised or outran its time: skipped, counted, tried again next round
+
+    def add(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
 
 
 class CheckoutService:
@@ -141,6 +184,7 @@ class CheckoutService:
         invoices: Invoices,
         on_event: Callable[[], None] | None = None,
         settle_wait_seconds: float = SETTLE_WAIT_SECONDS,
+        sweep_order_seconds: float = SWEEP_ORDER_SECONDS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.orders = orders
@@ -152,8 +196,13 @@ class CheckoutService:
         # Wakes the outbox relay as soon as an event is written, instead of at its next poll.
         self.on_event = on_event or (lambda: None)
         self.settle_wait_seconds = settle_wait_seconds
+        self.sweep_order_seconds = sweep_order_seconds
         self._sleep = sleep
         self.background = BackgroundWork()
+        # Where the sweeper's next round starts: each round takes the next page, so orders that
+        # fail every time (or hang) cannot keep the ones behind them from being reached.
+        self._unfinished_cursor: str | None = None
+        self._reservations_after: str | None = None
 
     # --- checkout ---------------------------------------------------------------------------------
     async def checkout(self, principal: Principal, *, idempotency_key: str | None, body: dict[str, Any]) -> Order:
@@ -167,28 +216,49 @@ class CheckoutService:
             # A twin request with this key may have finished (and emptied the cart) since we looked.
             return await self._join_twin(order_id, fingerprint, ValidationFailed("The cart is empty."))
         payment_method = str(body["payment_method"])
+        # Before anything is claimed or reserved: the cart's prices are a snapshot, so the total is
+        # checked again once the catalog has priced the reservation.
+        check_total(cart.total, cart.currency or "")
         await self.payments.verify(payment_method)
+        claimed = await self._claim_cart(cart, order_id=order_id, fingerprint=fingerprint)
+        if isinstance(claimed, Order):
+            return claimed
+        cart = claimed
         try:
             lines = await self.catalog.reserve(order_id, cart.reservation())
         except OutOfStock:
+            await self._release_claim(principal.user_id, order_id)
             raise
         except Conflict as exc:
             # The order id already holds a reservation for other lines: a twin reserved the cart as
             # it was a moment earlier. Its order is the answer.
             return await self._join_twin(order_id, fingerprint, exc)
+        except ValidationFailed:
+            await self._release_claim(principal.user_id, order_id)
+            raise
+        try:
+            currency = single_currency(lines)
+            check_total(sum(line.total for line in lines), currency)
+        except ValidationFailed:
+            # Reserved, and no order will ever be written for it: give the stock back now.
+            await self._release_quietly(order_id)
+            await self._release_claim(principal.user_id, order_id)
+            raise
         now = datetime.now(UTC)
         order = Order(
             id=order_id,
             user_id=principal.user_id,
             status=OrderStatus.PENDING_PAYMENT,
             lines=lines,
-            currency=single_currency(lines),
+            currency=currency,
             shipping_address=body["shipping_address"],
             payment_method=payment_method,
             request_hash=fingerprint,
             created_at=now,
             updated_at=now,
             customer_email=principal.email,
+            cart_version=cart.version,
+            cart_lines=cart.checked_out_lines(),
         )
         try:
             await self.orders.create(order, order_event(order))
@@ -196,8 +266,65 @@ class CheckoutService:
             # A concurrent twin with the same key got there first; the reservation was the same
             # (idempotent by order id), so there is nothing to undo: join its outcome.
             return await self._join(await self._require(order_id), fingerprint)
+        # Any other failure leaves the stock reserved and no order: a retry with the same key
+        # carries on from here, and if none comes the reservation expires and the sweeper, finding
+        # no order for it, releases it.
         self.on_event()
         return await self._settle(order)
+
+    async def _claim_cart(self, cart: Cart, *, order_id: str, fingerprint: str) -> Cart | Order:
+        """Hold the cart for this checkout at the version read, so one cart version is bought once:
+        another checkout of it (another key) gets `CartInCheckout` until this one has failed. Returns
+        the cart as claimed, or the order to answer with when a twin with this key got further."""
+        for _ in range(CLAIM_ATTEMPTS):
+            replacing = None
+            if cart.claim is not None and cart.claim.order_id != order_id:
+                replacing = await self._dead_claim(cart)
+            if await self.carts.claim(
+                cart.user_id, order_id=order_id, version=cart.version, now=datetime.now(UTC), replacing=replacing
+            ):
+                return cart
+            # Changed since we read it, or another checkout claimed it first: look again.
+            existing, cart = await self.reader.order_and_cart(order_id, cart.user_id)
+            if existing is not None:
+                return await self._join(existing, fingerprint)
+            if cart.empty:
+                raise ValidationFailed("The cart is empty.")
+        raise Conflict("The cart is changing; look at it again and check out.")
+
+    async def _dead_claim(self, cart: Cart) -> str:
+        """The order id of a claim this checkout may take over (its checkout failed, or died before
+        writing its order), or `CartInCheckout` when that claim is alive or its order bought the cart."""
+        claim = cart.claim
+        assert claim is not None
+        holder = await self.orders.get(claim.order_id)
+        if holder is None:
+            age = (datetime.now(UTC) - claim.claimed_at).total_seconds()
+            if age > CLAIM_STALE_SECONDS:
+                return claim.order_id
+        elif holder.status in STOCK_RETURNED:
+            return claim.order_id
+        elif holder.status != OrderStatus.PENDING_PAYMENT:
+            # Bought, but its lines were never taken out of the cart (that write failed): do it now,
+            # so the buyer sees what is left rather than the same cart again.
+            await self.carts.checked_out(cart.user_id, order_id=holder.id, lines=holder.cart_lines)
+        raise CartInCheckout(
+            "This cart is already being checked out, or was just bought; look at the cart and your orders.",
+            extra={"order_id": claim.order_id},
+        )
+
+    async def _release_claim(self, user_id: str, order_id: str) -> None:
+        # Best effort: a claim left behind is taken over once its order is seen failed (or missing).
+        try:
+            await self.carts.release_claim(user_id, order_id=order_id)
+        except Exception:
+            log.exception("cart claim release failed", extra={"fields": {"order_id": order_id}})
+
+    async def _release_quietly(self, order_id: str) -> None:
+        try:
+            await self.catalog.release(order_id)
+        except Exception:  # the reservation expires; the sweeper releases it then
+            log.exception("reservation release failed", extra={"fields": {"order_id": order_id}})
 
     async def _require(self, order_id: str) -> Order:
         order = await self.orders.get(order_id)
@@ -225,7 +352,11 @@ class CheckoutService:
         # completes a checkout whose first attempt lost its payment service.
         return await self._settle(order)
 
-    async def _settle(self, order: Order) -> Order:
+    async def _settle(self, order: Order, *, wait: bool = True) -> Order:
+        """Charge (idempotent by order id) and move the order by the outcome. An unknown outcome
+        leaves the order PENDING_PAYMENT with its stock: `PaymentOutcomeUnknown` (a 503 that says to
+        retry with the same key); the next charge request asks the provider again. With `wait`
+        False (the sweeper) a charge another request is making is left to it: `PaymentPending`."""
         try:
             charge = await self.payments.charge(
                 order_id=order.id,
@@ -237,11 +368,28 @@ class CheckoutService:
         except DependencyUnavailable:
             # Stock stays reserved and the order pending: a retry with the same key resumes here.
             raise
+        except ValidationFailed as exc:
+            # The payment service will never take this charge (an amount above its limit, a payment
+            # method it no longer knows): a failed payment, not an order pending for ever.
+            log.warning("charge refused", extra={"fields": {"order_id": order.id, "error": exc.detail}})
+            return await self._transition(
+                order, OrderStatus.PAYMENT_FAILED, failure_reason=CHARGE_REFUSED, after=self._failed
+            )
         except Conflict:
+            if not wait:
+                raise PaymentPending("Another request is charging this order.") from None
             return await self._wait_settled(order.id)
         if charge.captured:
             return await self._transition(order, OrderStatus.PAID, payment_id=charge.payment_id, after=self._paid)
+        if charge.status == ChargeStatus.UNKNOWN:
+            raise PaymentOutcomeUnknown(
+                "The payment provider has not confirmed the payment's outcome yet; the order stays pending with "
+                "its items held. Retry with the same Idempotency-Key.",
+                extra={"order_id": order.id},
+            )
         if charge.status == ChargeStatus.PENDING:
+            if not wait:
+                raise PaymentPending("Another request is charging this order.")
             return await self._wait_settled(order.id)
         return await self._transition(
             order,
@@ -262,7 +410,7 @@ class CheckoutService:
         """Apply a transition; if another writer moved the order first, answer its outcome."""
         moved = order.move_to(status, **changes)
         try:
-            await self.orders.save(moved, order_event(moved))
+            await self.orders.save(moved, order_event(moved) if status in EVENT_FOR_STATUS else None)
         except StaleOrder:
             current = await self._require(order.id)
             if current.status == status:
@@ -275,19 +423,20 @@ class CheckoutService:
 
     async def _paid(self, order: Order) -> None:
         # The order is paid whatever happens next: these follow-ups must not turn it into an error.
-        # Only the cart clear stays on the request path (the buyer looks at the cart next); the
+        # Only the cart update stays on the request path (the buyer looks at the cart next); the
         # reservation commit changes nothing the buyer sees (a cancel releases reserved and
         # committed stock alike), so it goes with the invoice, after the answer.
         try:
-            await self.carts.clear(order.user_id)
+            await self.carts.checked_out(order.user_id, order_id=order.id, lines=order.cart_lines)
         except Exception:
-            log.exception("post-payment cart clear failed", extra={"fields": {"order_id": order.id}})
+            # The claim stays with this PAID order; the next checkout of the cart finishes this.
+            log.exception("post-payment cart update failed", extra={"fields": {"order_id": order.id}})
         self.background.spawn(f"after-paid-{order.id}", self._after_paid(order))
 
     async def _after_paid(self, order: Order) -> None:
         try:
             await self.catalog.commit(order.id)
-        except Exception:
+        except Exception:  # an uncommitted reservation of a paid order is committed by the sweeper
             log.exception("reservation commit failed", extra={"fields": {"order_id": order.id}})
         try:
             await self.invoices.write(order)
@@ -295,7 +444,9 @@ class CheckoutService:
             log.exception("invoice write failed", extra={"fields": {"order_id": order.id}})
 
     async def _failed(self, order: Order) -> None:
+        # The stock first: other buyers are waiting for it; the claim only for this buyer's next try.
         await self.catalog.release(order.id)
+        await self._release_claim(order.user_id, order.id)
 
     async def _wait_settled(self, order_id: str) -> Order:
         deadline = asyncio.get_running_loop().time() + self.settle_wait_seconds
@@ -306,21 +457,67 @@ class CheckoutService:
             await self._sleep(POLL_SECONDS)
         raise DependencyUnavailable("The payment is still being processed; retry with the same Idempotency-Key.")
 
-    async def settle_abandoned(self, *, older_than_seconds: float) -> int:
-        """Settle orders stuck in PENDING_PAYMENT (their checkout lost a dependency and was never
-        retried): the charge is idempotent per order, so this charges at most once and releases the
-        stock of a failed payment. Returns how many were settled; the rest wait for the next round."""
+    # --- the sweeper's use cases --------------------------------------------------------------------
+    async def settle_abandoned(self, *, older_than_seconds: float) -> SweepRound:
+        """One sweeper round over the next page of unfinished orders: charge the checkouts nobody
+        finished (at most once: the charge is idempotent per order; a failed payment releases its
+        stock) and finish the cancels whose process died after the claim.
+
+        Every order gets at most `sweep_order_seconds`; one that raises or outruns it is counted and
+        skipped, and the next round starts on the next page, so no set of poison orders can keep the
+        others waiting."""
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
-        settled = 0
-        for order in await self.orders.awaiting_payment(created_before=cutoff):
+        orders, self._unfinished_cursor = await self.orders.unfinished(
+            created_before=cutoff, limit=SWEEP_PAGE, cursor=self._unfinished_cursor
+        )
+        return await self._bounded(orders, lambda order: self._finish(order, cutoff), key=_order_id)
+
+    async def _finish(self, order: Order, cutoff: datetime) -> str:
+        if order.status == OrderStatus.PENDING_PAYMENT:
             try:
-                await self._settle(order)
-                settled += 1
-            except CloudshopError as exc:
-                log.warning(
-                    "abandoned order not settled yet", extra={"fields": {"order_id": order.id, "error": exc.detail}}
-                )
-        return settled
+                await self._settle(order, wait=False)
+            except (PaymentPending, PaymentOutcomeUnknown):
+                return "waiting"
+            return "settled"
+        if order.status == OrderStatus.CANCELLING and order.updated_at < cutoff:
+            await self._finish_cancel(order)
+            return "settled"
+        return "waiting"
+
+    async def release_expired_reservations(self) -> SweepRound:
+        """Resolve the catalog's expired reservations by their orders: an order that exists holds its
+        stock (committed, so it no longer expires); no order (its write failed, or its checkout died
+        after reserving) or a failed or cancelled one gives the stock back."""
+        order_ids = await self.catalog.expired_reservations(limit=SWEEP_PAGE, after=self._reservations_after)
+        self._reservations_after = order_ids[-1] if len(order_ids) == SWEEP_PAGE else None
+        return await self._bounded(order_ids, self._resolve_reservation, key=str)
+
+    async def _resolve_reservation(self, order_id: str) -> str:
+        order = await self.orders.get(order_id)
+        if order is None or order.status in STOCK_RETURNED:
+            await self.catalog.release(order_id)
+        else:
+            await self.catalog.commit(order_id)
+        return "settled"
+
+    async def _bounded(
+        self, items: Sequence[T], work: Callable[[T], Awaitable[str]], *, key: Callable[[T], str]
+    ) -> SweepRound:
+        result = SweepRound()
+        gate = asyncio.Semaphore(SWEEP_CONCURRENCY)
+
+        async def one(item: T) -> None:
+            async with gate:
+                try:
+                    outcome = await asyncio.wait_for(work(item), self.sweep_order_seconds)
+                except Exception as exc:  # one bad item must not stop the others
+                    result.add("failed")
+                    log.warning("sweeper skipped an item", extra={"fields": {"item": key(item), "error": repr(exc)}})
+                else:
+                    result.add(outcome)
+
+        await asyncio.gather(*(one(item) for item in items))
+        return result
 
     # --- after checkout ---------------------------------------------------------------------------
     async def get(self, principal: Principal, order_id: str) -> Order:
@@ -334,35 +531,57 @@ class CheckoutService:
         return await self.orders.by_user(principal.user_id, limit=limit, cursor=cursor)
 
     async def cancel(self, principal: Principal, order_id: str) -> Order:
+        """Claim, then act: CANCELLING is written (over the version read) before any money or stock
+        moves, so a fulfil racing this cancel finds CANCELLING and is refused, or gets there first
+        and this cancel is refused; never both. A cancel that dies after its claim is finished by a
+        repeat or by the sweeper."""
         order = await self.get(principal, order_id)
+        order = await self._claim_cancel(order)
         if order.status == OrderStatus.CANCELLED:
             return order
-        order = await self._mark_cancelling(order)
+        return await self._finish_cancel(order)
+
+    async def _claim_cancel(self, order: Order) -> Order:
+        for _ in range(SAVE_ATTEMPTS):
+            if order.status in (OrderStatus.CANCELLING, OrderStatus.CANCELLED):
+                return order
+            claimed = order.move_to(OrderStatus.CANCELLING)  # IllegalTransition unless it can be cancelled
+            try:
+                await self.orders.save(claimed, None)
+            except StaleOrder:
+                order = await self._require(order.id)
+                continue
+            return claimed
+        raise Conflict("The order is changing concurrently; retry the cancel.")
+
+    async def _finish_cancel(self, order: Order) -> Order:
         if order.payment_id:
-            await self.payments.refund(order.payment_id, amount=None, idempotency_key=f"cancel-{order.id}")
+            try:
+                await self.payments.refund(order.payment_id, amount=None, idempotency_key=f"cancel-{order.id}")
+            except Conflict:
+                # Nothing left to refund is fine when the capture is back with the buyer already
+                # (an admin refunded it in full first); anything else is tried again later.
+                payment = await self.payments.payment(order.payment_id)
+                if payment.refunding or payment.refunded < payment.amount:
+                    raise
         await self.catalog.release(order.id)
         return await self._transition(order, OrderStatus.CANCELLED)
 
-    async def _mark_cancelling(self, order: Order) -> Order:
-        """Record the intent before touching money or stock (refusing illegal moves first): the
-        refund's own `payment.refunded` event then leaves the order to this cancel."""
-        for _ in range(SAVE_ATTEMPTS):
-            if order.cancel_requested:
-                return order
-            marked = order.requesting_cancel()
-            try:
-                await self.orders.save(marked, None)
-            except StaleOrder:
-                order = await self._require(order.id)
-                if order.status == OrderStatus.CANCELLED:
-                    return order
-                continue
-            return marked
-        raise Conflict("The order is changing concurrently; retry the cancel.")
-
     async def fulfil(self, principal: Principal, order_id: str) -> Order:
+        """Refused for an order that is not PAID (a CANCELLING one included: the state machine), and
+        for one whose payment is refunded in full or has a full refund under way: the order learns
+        of an admin's refund by an event, so the payment itself is asked."""
         principal.require_admin()
-        return await self._transition(await self._require(order_id), OrderStatus.FULFILLED)
+        order = await self._require(order_id)
+        order.move_to(OrderStatus.FULFILLED)  # refuse an illegal move before asking anyone
+        if order.payment_id:
+            payment = await self.payments.payment(order.payment_id)
+            if payment.refunded_in_full:
+                raise PaymentBeingRefunded(
+                    "The order's payment is refunded in full (or being refunded); it cannot be fulfilled.",
+                    extra={"payment_id": order.payment_id},
+                )
+        return await self._transition(order, OrderStatus.FULFILLED)
 
     async def payment_refunded(self, event: PaymentRefunded) -> Order:
         """The payment service refunded this order's payment. Idempotent: a repeat, or a refund of a
@@ -384,13 +603,24 @@ class CheckoutService:
         """A presigned link to the order's invoice, and how many seconds it stays valid."""
         order = await self.get(principal, order_id)
         if (
-            order.status not in (OrderStatus.PAID, OrderStatus.FULFILLED, OrderStatus.REFUNDED, OrderStatus.CANCELLED)
+            order.status
+            not in (
+                OrderStatus.PAID,
+                OrderStatus.FULFILLED,
+                OrderStatus.REFUNDED,
+                OrderStatus.CANCELLING,
+                OrderStatus.CANCELLED,
+            )
             or not order.payment_id
         ):
             raise Conflict("An invoice exists once the order is paid.")
         # Written off the request path after payment; made here if that has not happened (yet).
         key = await self.invoices.ensure(order)
         return await self.invoices.url(key), self.invoices.url_ttl_seconds
+
+
+def _order_id(order: Order) -> str:
+    return order.id
 
 
 class AnalyticsWindows:

@@ -1,6 +1,7 @@
 """HTTP transport of the payment service: public payment detail and admin refunds, and the internal
-charge/refund/verify API the order service calls with a service token. Routes reach only the service,
-through the `get_service` dependency.
+charge/refund/verify API the order service calls with a service token (the estate declares it the
+only caller of each: `ESTATE.internal_routes`). Routes reach only the service, through the
+`get_service` dependency.
 
 No `from __future__ import annotations` here: the routes' annotations name `Service`, a type local to
 `router()`, which FastAPI can only see when annotations are evaluated where they are written.
@@ -9,12 +10,12 @@ No `from __future__ import annotations` here: the routes' annotations name `Serv
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Response
+from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloudshop.errors import Forbidden
 from cloudshop.estate import API_PREFIX
-from cloudshop.web import AdminPrincipal, CurrentPrincipal, InternalCaller
+from cloudshop.paths import ID_PATTERN
+from cloudshop.web import AdminPrincipal, CurrentPrincipal, InternalCaller, ResourceId
 from eks_services.payment.model import (
     AMOUNT_MAX,
     IDEMPOTENCY_KEY_MAX,
@@ -27,9 +28,9 @@ from eks_services.payment.model import (
 from eks_services.payment.service import PaymentService
 
 REPLAYED_HEADER = "Idempotent-Replayed"
-IDENTIFIER = r"^[A-Za-z0-9_-]+$"
+IDENTIFIER = ID_PATTERN
 
-PaymentId = Annotated[str, Path(min_length=1, max_length=64, pattern=IDENTIFIER)]
+PaymentId = ResourceId
 IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)]
 
 
@@ -83,7 +84,8 @@ class PaymentOut(BaseModel):
     user_id: str
     status: str
     amount: Money
-    refunded: Money
+    refunded: Money = Field(description="Refunds the provider has confirmed")
+    refunding: Money = Field(description="Reserved for refunds the provider has not confirmed yet")
     payment_method: str
     decline_code: str | None
     failure_reason: str | None
@@ -98,20 +100,6 @@ class VerifiedOut(BaseModel):
 
 
 ChargeObserver = Callable[[Payment], None]
-
-
-def caller_is(service: str) -> Callable[[str], str]:
-    """A dependency that lets only `service` in: the internal caller is the `sub` of its service token."""
-
-    def check(caller: InternalCaller) -> str:
-        if caller != service:
-            raise Forbidden(f"Only the {service} service may call this.")
-        return caller
-
-    return check
-
-
-OrderService = Annotated[str, Depends(caller_is("order"))]
 
 
 def _ignore_charge(_: Payment) -> None:
@@ -158,8 +146,9 @@ def router(get_service: Callable[[], PaymentService], *, on_charged: ChargeObser
         return {"payment_method": body.payment_method, "valid": True}
 
     @api.post("/internal/payments", status_code=201, response_model=PaymentOut, tags=["internal"])
-    async def charge(body: ChargeIn, caller: OrderService, service: Service, response: Response) -> dict[str, Any]:
-        # Trusted as sent: only the order service may ask, and it charges its own order's total.
+    async def charge(body: ChargeIn, caller: InternalCaller, service: Service, response: Response) -> dict[str, Any]:
+        # Trusted as sent: only the order service may ask (`ESTATE.internal_routes`), and it charges
+        # its own order's total.
         payment, created = await service.charge(
             ChargeRequest(
                 order_id=body.order_id,
@@ -174,11 +163,17 @@ def router(get_service: Callable[[], PaymentService], *, on_charged: ChargeObser
             on_charged(payment)
         return payment.as_dict()
 
+    @api.get("/internal/payments/{payment_id}", response_model=PaymentOut, tags=["internal"])
+    async def internal_payment(payment_id: PaymentId, caller: InternalCaller, service: Service) -> dict[str, Any]:
+        # The order service asks before it fulfils: a payment refunded (or being refunded) in full
+        # must not ship, and the order learns of an admin's refund only by an event, later.
+        return (await service.payment(payment_id)).as_dict()
+
     @api.post("/internal/payments/{payment_id}/refunds", status_code=201, response_model=RefundOut, tags=["internal"])
     async def internal_refund(
         payment_id: PaymentId,
         body: InternalRefundIn,
-        caller: OrderService,
+        caller: InternalCaller,
         service: Service,
         response: Response,
     ) -> dict[str, Any]:

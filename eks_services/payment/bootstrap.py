@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cloudshop import aws
-from cloudshop.auth import InternalTokens, TokenVerifier
+from cloudshop.auth import TokenVerifier, internal_tokens_for
 from cloudshop.dynamodb import dynamodb_for
 from cloudshop.settings import Settings
 from cloudshop.web import create_app
@@ -37,7 +37,7 @@ def build_app(
     """The payment app with its adapters: DynamoDB (async), SQS `payment-events`, the simulated
     provider. Tests may pass a wrapped provider, a fake publisher, a repository on a client of their
     own, or a shorter wait for a twin charge."""
-    tokens = InternalTokens(settings.internal_token_secret.get_secret_value(), service="payment")
+    tokens = internal_tokens_for(settings, service="payment")
     dynamodb = dynamodb_for(settings) if payments is None else payments.dynamodb
     repository = payments or DynamoDBPaymentRepository(dynamodb, table=settings.payments_table)
     relay = PaymentOutboxRelay(

@@ -8,7 +8,13 @@ capture).
 A refund lives in two steps: `with_refund` reserves it (it counts against the capture from then on,
 before the provider is asked), and `refund_succeeded` confirms it once the provider returned the
 money, or `without_refund` drops it when the provider refused. Only the confirmation is announced
-(`payment.refunded`), so no event ever reports money that did not move.
+(`payment.refunded`) or shown as refunded (the status and `refunded` count confirmed refunds; a
+reservation is `refunding`), so nothing ever reports money that did not move, even when the process
+dies between the reservation and the provider's answer.
+
+A provider that does not answer (a timeout, a lost connection) has not said that nothing happened:
+such a charge becomes UNKNOWN, never FAILED, and the next charge request for the order asks the
+provider again (it dedupes by payment id), which settles it either way.
 
 A charge request is not checked against the order: it comes only from the order service, which is
 authenticated by its service token, and asking the order service back from inside its own call is
@@ -24,16 +30,20 @@ from datetime import datetime
 from enum import StrEnum
 
 from cloudshop.errors import Conflict, ValidationFailed
+from cloudshop.money import AMOUNT_MAX as AMOUNT_MAX  # the shared limit, re-exported for the API
 
 PAYMENT_METHOD = re.compile(r"^pm_[a-z0-9_]{1,60}$")
-AMOUNT_MAX = 10**12  # minor units; far above any basket, low enough to stay exact everywhere
 IDEMPOTENCY_KEY_MAX = 255
 # Stable namespace: payment ids derived from order ids must never change between releases.
 _PAYMENT_NAMESPACE = uuid.UUID("3c9d7e52-8a41-4f0b-9d3e-2b6f1a7c5e90")
+OUTCOME_UNKNOWN = "outcome_unknown"
 
 
 class PaymentStatus(StrEnum):
     PENDING = "PENDING"
+    # The provider did not answer the charge: it may have captured. Nobody owns it; the next charge
+    # request for the order claims it again and asks the provider again.
+    UNKNOWN = "UNKNOWN"
     CAPTURED = "CAPTURED"
     DECLINED = "DECLINED"
     FAILED = "FAILED"
@@ -88,7 +98,12 @@ class RefundResult:
 
 
 class ProviderError(Exception):
-    """The provider failed (outage, timeout, unknown answer): nothing is known to be captured."""
+    """The provider answered that it failed: nothing was captured (or refunded)."""
+
+
+class ProviderOutcomeUnknown(Exception):
+    """The provider gave no answer (a timeout, a lost connection, one we cannot read): the charge or
+    refund may have happened. Ask again with the same id; the provider dedupes by it."""
 
 
 # --- the payment ------------------------------------------------------------------------------------
@@ -183,7 +198,16 @@ class Payment:
         return self.pending and (self.claimed_until or 0) < now.timestamp()
 
     def reclaimed(self, *, now: datetime, lease_seconds: float) -> Payment:
-        return self._next(now, claimed_until=int(now.timestamp() + lease_seconds))
+        """Owned again (an expired claim taken over, or an unknown outcome about to be asked again)."""
+        return self._next(
+            now,
+            status=PaymentStatus.PENDING,
+            failure_reason=None,
+            claimed_until=int(now.timestamp() + lease_seconds),
+        )
+
+    def outcome_unknown(self, *, now: datetime) -> Payment:
+        return self._settled(now, PaymentStatus.UNKNOWN, failure_reason=OUTCOME_UNKNOWN)
 
     def captured(self, reference: str, *, now: datetime) -> Payment:
         return self._settled(now, PaymentStatus.CAPTURED, provider_reference=reference)
@@ -210,6 +234,11 @@ class Payment:
         return sum(r.amount for r in self.refunds if not r.pending)
 
     @property
+    def refunding(self) -> int:
+        """Reserved for refunds the provider has not confirmed (yet)."""
+        return self.refunded - self.confirmed_refunded
+
+    @property
     def fully_refunded(self) -> bool:
         return self.confirmed_refunded == self.amount
 
@@ -225,6 +254,11 @@ class Payment:
             raise ValidationFailed(f"An idempotency key has 1 to {IDEMPOTENCY_KEY_MAX} characters.")
         if self.status not in REFUNDABLE:
             raise Conflict(f"A {self.status} payment cannot be refunded.")
+        if self.refundable < 1:
+            raise Conflict(
+                f"Nothing is left to refund ({self.refunding} {self.currency} minor units are being refunded).",
+                extra={"refundable": {"amount": 0, "currency": self.currency}},
+            )
         value = self.refundable if amount is None else amount
         if value < 1:
             raise ValidationFailed("A refund is at least 1 minor unit.")
@@ -243,12 +277,18 @@ class Payment:
         )
 
     def with_refund(self, refund: Refund, *, now: datetime) -> Payment:
-        """Reserve `refund` against the capture, before the provider is asked."""
+        """Reserve `refund` against the capture, before the provider is asked. The status does not
+        move: nothing is refunded until the provider confirms it."""
         refunded = self.refunded + refund.amount
         if refunded > self.amount:
             raise Conflict("A refund cannot exceed the captured amount.")
-        status = PaymentStatus.REFUNDED if refunded == self.amount else PaymentStatus.PARTIALLY_REFUNDED
-        return self._next(now, status=status, refunded=refunded, refunds=(*self.refunds, refund))
+        return self._next(now, refunded=refunded, refunds=(*self.refunds, refund))
+
+    def _status_after_refunds(self, refunds: tuple[Refund, ...]) -> PaymentStatus:
+        confirmed = sum(r.amount for r in refunds if not r.pending)
+        if confirmed == 0:
+            return PaymentStatus.CAPTURED
+        return PaymentStatus.REFUNDED if confirmed == self.amount else PaymentStatus.PARTIALLY_REFUNDED
 
     def refund_succeeded(self, refund_id: str, *, now: datetime) -> tuple[Payment, Refund]:
         """Confirm a reserved refund the provider carried out. Returns (payment, the confirmed refund)."""
@@ -257,7 +297,7 @@ class Payment:
             raise Conflict("Only a reserved refund can be confirmed.")
         done = replace(refund, status=RefundStatus.SUCCEEDED)
         refunds = tuple(done if r.id == refund_id else r for r in self.refunds)
-        return self._next(now, refunds=refunds), done
+        return self._next(now, status=self._status_after_refunds(refunds), refunds=refunds), done
 
     def without_refund(self, refund_id: str, *, now: datetime) -> Payment:
         """Undo a reserved refund the provider refused, so the amount can be refunded again. A
@@ -267,8 +307,7 @@ class Payment:
             raise Conflict("Only a reserved refund can be taken back.")
         kept = tuple(r for r in self.refunds if r.id != refund_id)
         refunded = sum(r.amount for r in kept)
-        status = PaymentStatus.PARTIALLY_REFUNDED if refunded else PaymentStatus.CAPTURED
-        return self._next(now, status=status, refunded=refunded, refunds=kept)
+        return self._next(now, status=self._status_after_refunds(kept), refunded=refunded, refunds=kept)
 
     def _next(self, now: datetime, **changes: object) -> Payment:
         return replace(self, updated_at=now, version=self.version + 1, **changes)  # type: ignore[arg-type]
@@ -280,7 +319,9 @@ class Payment:
             "user_id": self.user_id,
             "status": str(self.status),
             "amount": {"amount": self.amount, "currency": self.currency},
-            "refunded": {"amount": self.refunded, "currency": self.currency},
+            # Confirmed by the provider; what is reserved but not confirmed is `refunding`.
+            "refunded": {"amount": self.confirmed_refunded, "currency": self.currency},
+            "refunding": {"amount": self.refunding, "currency": self.currency},
             "payment_method": self.payment_method,
             "decline_code": self.decline_code,
             "failure_reason": self.failure_reason,

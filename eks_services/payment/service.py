@@ -23,7 +23,9 @@ from eks_services.payment.model import (
     ChargeRequest,
     Payment,
     PaymentInProgress,
+    PaymentStatus,
     ProviderError,
+    ProviderOutcomeUnknown,
     Refund,
     check_payment_method,
     payment_id_for,
@@ -127,17 +129,22 @@ class PaymentService:
         return await self._settled(payment)
 
     async def _settled(self, payment: Payment) -> Payment:
-        """Wait (bounded) for a PENDING charge to settle; take over a claim whose owner died."""
+        """Wait (bounded) for a PENDING charge to settle; take over a claim whose owner died, and ask
+        the provider again about a charge whose outcome is UNKNOWN (the reconciliation: every repeat
+        of the charge request, the order service's sweeper's included, does it)."""
         deadline = time.monotonic() + self.pending_wait_seconds
-        while payment.pending:
-            if payment.claim_expired(utcnow()):
+        while payment.pending or payment.status == PaymentStatus.UNKNOWN:
+            if payment.status == PaymentStatus.UNKNOWN or payment.claim_expired(utcnow()):
                 reclaimed = payment.reclaimed(now=utcnow(), lease_seconds=self.lease_seconds)
                 try:
                     await self.payments.save(reclaimed)
                 except StalePayment:
                     payment = await self.payments.require(payment.id)
                     continue
-                log.warning("took over an abandoned charge", extra={"fields": {"payment_id": payment.id}})
+                log.warning(
+                    "asking the provider again about a charge",
+                    extra={"fields": {"payment_id": payment.id, "was": str(payment.status)}},
+                )
                 return await self._settle(reclaimed)
             if time.monotonic() >= deadline:
                 raise PaymentInProgress("A charge for this order is still in progress; retry shortly.")
@@ -146,9 +153,10 @@ class PaymentService:
         return payment
 
     async def _settle(self, payment: Payment) -> Payment:
-        # The provider dedupes by payment id, so charging again after a takeover completes the same
-        # charge instead of taking the money twice. Any other exception leaves the charge PENDING
-        # with an outcome nobody knows; its lease expires and a repeat call settles it.
+        # The provider dedupes by payment id, so charging again after a takeover (or after an
+        # unknown outcome) completes the same charge instead of taking the money twice. An answer
+        # that never came is UNKNOWN, not FAILED: the money may have moved. Any other exception
+        # leaves the charge PENDING; its lease expires and a repeat call settles it.
         try:
             result = await self.provider.charge(
                 payment_id=payment.id,
@@ -159,6 +167,11 @@ class PaymentService:
         except ProviderError as exc:
             log.warning("provider failed a charge", extra={"fields": {"payment_id": payment.id, "error": str(exc)}})
             settled = payment.failed(PROVIDER_ERROR, now=utcnow())
+        except ProviderOutcomeUnknown as exc:
+            log.warning(
+                "provider did not answer a charge", extra={"fields": {"payment_id": payment.id, "error": str(exc)}}
+            )
+            settled = payment.outcome_unknown(now=utcnow())
         else:
             if result.captured:
                 settled = payment.captured(result.reference, now=utcnow())
@@ -227,6 +240,13 @@ class PaymentService:
         except ProviderError as exc:
             await self._drop_refund(payment.id, refund.id)
             raise DependencyUnavailable("The payment provider could not refund; nothing was refunded.") from exc
+        except ProviderOutcomeUnknown as exc:
+            # The money may have left: the reservation stays (shown as `refunding`, never as refunded)
+            # until a repeat with the same key asks the provider again, once its lease runs out.
+            log.warning("provider did not answer a refund", extra={"fields": {"refund_id": refund.id}})
+            raise RefundInProgress(
+                "The payment provider has not confirmed the refund; retry with the same Idempotency-Key."
+            ) from exc
         return await self._confirm_refund(payment.id, refund.id)
 
     async def _confirm_refund(self, payment_id: str, refund_id: str) -> tuple[Payment, Refund]:

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from cloudshop import cursors
 from cloudshop.aws import condition_failed, from_item, to_item
-from cloudshop.errors import BadRequest
 from functions.notification.model import Notification
+
+# Longer than any sort key the service writes (`<occurred_at>#<event id>`).
+SORT_KEY_MAX = 200
 
 
 def encode_cursor(sort_key: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"sk": sort_key}).encode()).decode().rstrip("=")
+    return cursors.encode_cursor({"sk": sort_key})
 
 
 def decode_cursor(cursor: str) -> str:
-    try:
-        sort_key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["sk"]
-        if not isinstance(sort_key, str) or not sort_key:
-            raise ValueError("empty sort key")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadRequest("The cursor is not valid.") from exc
-    return sort_key
+    return str(cursors.decode_cursor(cursor, {"sk": cursors.text(max_length=SORT_KEY_MAX)})["sk"])
 
 
 class DynamoDBNotificationStore:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cloudshop.estate import API_PREFIX
-from cloudshop.web import AdminPrincipal, InternalCaller
+from cloudshop.web import AdminPrincipal, InternalCaller, ResourceId
 from functions.product.model import (
     CATEGORY,
     DESCRIPTION_MAX,
@@ -53,6 +53,14 @@ class ProductPatch(Strict):
         description="Relative change: +20 restocks, -3 writes off",
     )
 
+    @model_validator(mode="after")
+    def _no_nulls(self) -> ProductPatch:
+        # A field left out keeps its value; none of them can be emptied by a null.
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null: leave a field out to keep its value")
+        return self
+
 
 class ImageIn(Strict):
     content_type: Literal["image/jpeg", "image/png", "image/webp"]
@@ -90,6 +98,15 @@ class ReservationIn(Strict):
     lines: list[LineIn] = Field(min_length=1, max_length=LINES_MAX)
 
 
+class ExpiredIn(Strict):
+    limit: int = Field(default=50, ge=1, le=100, strict=True)
+    after: str | None = Field(default=None, min_length=1, max_length=64, description="The last order id of a page")
+
+
+class ExpiredOut(BaseModel):
+    order_ids: list[str]
+
+
 def router() -> APIRouter:
     api = APIRouter(prefix=API_PREFIX)
 
@@ -116,7 +133,7 @@ def router() -> APIRouter:
         return {"items": [out(request, p) for p in items], "next_cursor": next_cursor}
 
     @api.get("/products/{product_id}", response_model=ProductOut, tags=["catalog"])
-    def get_product(product_id: str, request: Request) -> dict[str, Any]:
+    def get_product(product_id: ResourceId, request: Request) -> dict[str, Any]:
         return out(request, catalog(request).products.get(product_id))
 
     @api.post("/products", status_code=201, response_model=ProductOut, tags=["catalog"])
@@ -132,16 +149,18 @@ def router() -> APIRouter:
         return out(request, product)
 
     @api.patch("/products/{product_id}", response_model=ProductOut, tags=["catalog"])
-    def patch_product(product_id: str, body: ProductPatch, admin: AdminPrincipal, request: Request) -> dict[str, Any]:
+    def patch_product(
+        product_id: ResourceId, body: ProductPatch, admin: AdminPrincipal, request: Request
+    ) -> dict[str, Any]:
         return out(request, catalog(request).update(product_id, body.model_dump(exclude_unset=True)))
 
     @api.delete("/products/{product_id}", status_code=204, tags=["catalog"])
-    def delete_product(product_id: str, admin: AdminPrincipal, request: Request) -> Response:
+    def delete_product(product_id: ResourceId, admin: AdminPrincipal, request: Request) -> Response:
         catalog(request).products.delete(product_id)
         return Response(status_code=204)
 
     @api.post("/products/{product_id}/image", status_code=201, tags=["catalog"])
-    def upload_image(product_id: str, body: ImageIn, admin: AdminPrincipal, request: Request) -> dict[str, Any]:
+    def upload_image(product_id: ResourceId, body: ImageIn, admin: AdminPrincipal, request: Request) -> dict[str, Any]:
         return catalog(request).image_upload(product_id, content_type=body.content_type)
 
     # --- internal: called by the order service with a service token -----------------------------
@@ -153,8 +172,14 @@ def router() -> APIRouter:
         response.status_code = 201 if created else 200
         return {"order_id": body.order_id, "lines": [line.as_dict() for line in lines]}
 
+    # Before `{order_id}/...`, and a POST although it only reads: the API routes internal reservation
+    # paths for POST only.
+    @api.post("/internal/reservations/expired", response_model=ExpiredOut, tags=["internal"])
+    def expired(body: ExpiredIn, caller: InternalCaller, request: Request) -> dict[str, Any]:
+        return {"order_ids": catalog(request).expired_reservations(limit=body.limit, after=body.after)}
+
     @api.post("/internal/reservations/{order_id}/release", tags=["internal"])
-    def release(order_id: str, caller: InternalCaller, request: Request) -> dict[str, Any]:
+    def release(order_id: ResourceId, caller: InternalCaller, request: Request) -> dict[str, Any]:
         released = catalog(request).products.release(order_id)
         return {
             "order_id": order_id,
@@ -163,7 +188,7 @@ def router() -> APIRouter:
         }
 
     @api.post("/internal/reservations/{order_id}/commit", tags=["internal"])
-    def commit(order_id: str, caller: InternalCaller, request: Request) -> dict[str, Any]:
+    def commit(order_id: ResourceId, caller: InternalCaller, request: Request) -> dict[str, Any]:
         catalog(request).products.commit(order_id)
         return {"order_id": order_id, "status": catalog(request).products.reservation_status(order_id)}
 

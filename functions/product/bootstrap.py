@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from cloudshop import aws
-from cloudshop.auth import InternalTokens, TokenVerifier
+from cloudshop.auth import TokenVerifier, internal_tokens_for
 from cloudshop.estate import ESTATE
 from cloudshop.settings import Settings
 from cloudshop.sql import engine_for, ping
@@ -27,7 +27,7 @@ def migrate_schema(engine: Engine) -> None:
 def build_catalog(settings: Settings, engine: Engine | None = None) -> CatalogService:
     engine = engine or engine_for(settings)
     return CatalogService(
-        products=SqlProductRepository(engine),
+        products=SqlProductRepository(engine, reservation_ttl_seconds=settings.reservation_ttl_seconds),
         s3=aws.ClientOnFirstUse("s3", settings),
         images_bucket=settings.product_images_bucket,
         currency=settings.currency,
@@ -44,6 +44,6 @@ def build_app(settings: Settings) -> FastAPI:
         routers=[router()],
         readiness={"database": lambda: ping(engine)},
         verifier=TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer),
-        internal_tokens=InternalTokens(settings.internal_token_secret.get_secret_value(), service="product"),
+        internal_tokens=internal_tokens_for(settings, service="product"),
         state={"catalog": catalog},
     )

@@ -4,13 +4,17 @@ A reservation is one transaction: claim the order id (primary key), then one con
 `UPDATE ... SET stock = stock - q WHERE stock >= q` per line in product-id order. PostgreSQL re-checks
 the condition on the row it waits for, so stock never goes below zero under any concurrency; any
 line that does not fit rolls the whole reservation back. The order id makes it idempotent.
+
+A reservation is `reserved` until `expires_at`, then `expired` lists it: a checkout that reserved and
+never wrote its order (the write failed, the process died) would otherwise hold the stock for ever.
+The order service decides, by its order, whether to `commit` it (held by an order: no expiry) or
+`release` it. A released reservation asked for again (the buyer retried with the same key) takes
+the same stock again, so an order is never charged for stock it does not hold.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -33,9 +37,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from cloudshop.errors import BadRequest, Conflict, NotFound, OutOfStock, ValidationFailed
+from cloudshop import cursors
+from cloudshop.errors import Conflict, NotFound, OutOfStock, ValidationFailed
+from cloudshop.paths import ID_MAX
 from cloudshop.sql import as_utc
-from functions.product.model import Product, ReservationLine, ReservedLine
+from functions.product.model import NAME_MAX, PRICE_MAX, Product, ReservationLine, ReservedLine
 
 metadata = MetaData()
 products = Table(
@@ -60,7 +66,9 @@ reservations = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
 )
+RESERVED, COMMITTED, RELEASED = "reserved", "committed", "released"
 reservation_lines = Table(
     "reservation_lines",
     metadata,
@@ -98,26 +106,29 @@ def _product(row: Any) -> Product:
 def encode_cursor(sort: str, value: Any, product_id: str) -> str:
     if isinstance(value, datetime):
         value = as_utc(value).isoformat()
-    raw = json.dumps({"s": sort, "v": value, "id": product_id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode_cursor({"s": sort, "v": value, "id": product_id})
+
+
+# A cursor's position per sort order: the sorted column's value, typed and bounded as it is stored.
+CURSOR_VALUES: dict[str, cursors.FieldReader] = {
+    "newest": cursors.timestamp,
+    "price_asc": cursors.integer(minimum=0, maximum=PRICE_MAX),
+    "price_desc": cursors.integer(minimum=0, maximum=PRICE_MAX),
+    "name": cursors.text(max_length=NAME_MAX),
+}
 
 
 def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        value, product_id = data["v"], str(data["id"])
-        if data["s"] != sort:
-            raise ValueError("cursor of another sort order")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadRequest("The cursor is not valid for this query.") from exc
-    if sort == "newest":
-        value = datetime.fromisoformat(value)
-    return value, product_id
+    """(sorted value, product id) after which the page starts; a 400 for any cursor of another list."""
+    fields = {"s": cursors.exactly(sort), "v": CURSOR_VALUES[sort], "id": cursors.text(max_length=ID_MAX)}
+    data = cursors.decode_cursor(cursor, fields)
+    return data["v"], data["id"]
 
 
 class SqlProductRepository:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, reservation_ttl_seconds: float = 900) -> None:
         self.engine = engine
+        self.reservation_ttl = timedelta(seconds=reservation_ttl_seconds)
 
     # --- catalog -------------------------------------------------------------------------------
     def add(self, product: Product) -> None:
@@ -207,15 +218,25 @@ class SqlProductRepository:
 
     # --- reservations --------------------------------------------------------------------------
     def reserve(self, order_id: str, lines: list[ReservationLine]) -> tuple[list[ReservedLine], bool]:
-        """Reserve every line or none. Returns (lines, created); a repeat returns the first answer."""
-        existing = self.reservation(order_id)
-        if existing is not None:
-            return self._same_or_conflict(order_id, existing, lines), False
+        """Reserve every line or none. Returns (lines, created); a repeat returns the first answer,
+        taking the stock again if that reservation was released meanwhile."""
+        status = self.reservation_status(order_id)
+        if status is not None:
+            existing = self._same_or_conflict(order_id, self.reservation(order_id) or [], lines)
+            if status == RELEASED:
+                return self._reserve_again(order_id, existing), True
+            return existing, False
         now = datetime.now(UTC)
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    insert(reservations).values(order_id=order_id, status="reserved", created_at=now, updated_at=now)
+                    insert(reservations).values(
+                        order_id=order_id,
+                        status=RESERVED,
+                        created_at=now,
+                        updated_at=now,
+                        expires_at=now + self.reservation_ttl,
+                    )
                 )
                 reserved, short = [], []
                 for line in lines:
@@ -253,11 +274,50 @@ class SqlProductRepository:
                 )
         except IntegrityError:
             # A concurrent call with the same order id won the insert: answer what it reserved.
-            existing = self.reservation(order_id)
-            if existing is None:
+            existing_lines = self.reservation(order_id)
+            if existing_lines is None:
                 raise
-            return self._same_or_conflict(order_id, existing, lines), False
+            return self._same_or_conflict(order_id, existing_lines, lines), False
         return reserved, True
+
+    def _reserve_again(self, order_id: str, lines: list[ReservedLine]) -> list[ReservedLine]:
+        """Take a released reservation's stock again (same lines, same prices), all or nothing."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                update(reservations)
+                .where(reservations.c.order_id == order_id, reservations.c.status == RELEASED)
+                .values(status=RESERVED, updated_at=now, expires_at=now + self.reservation_ttl)
+            ).rowcount
+            if not claimed:
+                # A concurrent repeat took it again first: its lines are the answer.
+                return lines
+            short = []
+            for line in lines:
+                taken = conn.execute(
+                    update(products)
+                    .where(
+                        products.c.id == line.product_id,
+                        products.c.deleted_at.is_(None),
+                        products.c.stock >= line.quantity,
+                    )
+                    .values(stock=products.c.stock - line.quantity)
+                ).rowcount
+                if not taken:
+                    short.append(line.product_id)
+            if short:
+                raise self._shortage(conn, short)
+        return lines
+
+    def expired(self, *, now: datetime, limit: int, after: str | None = None) -> list[str]:
+        """Order ids of reservations past their expiry, neither committed nor released, by order id."""
+        query = select(reservations.c.order_id).where(
+            reservations.c.status == RESERVED, reservations.c.expires_at < now
+        )
+        if after:
+            query = query.where(reservations.c.order_id > after)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.order_by(reservations.c.order_id).limit(limit)).scalars())
 
     def _shortage(self, conn: Any, short: list[str]) -> Exception:
         known = set(
@@ -302,8 +362,8 @@ class SqlProductRepository:
         with self.engine.begin() as conn:
             claimed = conn.execute(
                 update(reservations)
-                .where(reservations.c.order_id == order_id, reservations.c.status.in_(("reserved", "committed")))
-                .values(status="released", updated_at=datetime.now(UTC))
+                .where(reservations.c.order_id == order_id, reservations.c.status.in_((RESERVED, COMMITTED)))
+                .values(status=RELEASED, updated_at=datetime.now(UTC))
             ).rowcount
             if not claimed:
                 return False
@@ -321,10 +381,11 @@ class SqlProductRepository:
         return True
 
     def commit(self, order_id: str) -> bool:
+        """The reservation is held by a written order: it no longer expires (release still works)."""
         with self.engine.begin() as conn:
             done = conn.execute(
                 update(reservations)
-                .where(reservations.c.order_id == order_id, reservations.c.status == "reserved")
-                .values(status="committed", updated_at=datetime.now(UTC))
+                .where(reservations.c.order_id == order_id, reservations.c.status == RESERVED)
+                .values(status=COMMITTED, updated_at=datetime.now(UTC))
             ).rowcount
         return bool(done)

@@ -96,3 +96,8 @@ class CatalogService:
 
     def reserve(self, order_id: str, lines: list[ReservationLine]) -> tuple[list[ReservedLine], bool]:
         return self.products.reserve(order_id, normalise_lines(lines))
+
+    def expired_reservations(self, *, limit: int, after: str | None = None) -> list[str]:
+        """Reservations past their expiry that no order committed: the order service commits or
+        releases each, by whether its order exists."""
+        return self.products.expired(now=datetime.now(UTC), limit=limit, after=after)

@@ -65,15 +65,16 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synthesis:
 
     from cdk.config import preset
     from cdk.deployment import build_deployment
-    from cloudshop.build import prepare
+    from cloudshop.build import prepare, prepare_storefront
 
     started = time.monotonic()
     outdir = tmp_path_factory.mktemp("cdk.out")
     build = prepare(tmp_path_factory.mktemp("lambda-build"), allow_placeholder=True)
+    storefront = prepare_storefront(tmp_path_factory.mktemp("storefront-build"), allow_placeholder=True)
     context = json.loads((REPO / "cdk.json").read_text())["context"]
     app = App(outdir=str(outdir), context=context)
     config = preset("dev")
-    deployment = build_deployment(app, config=config, build=build)
+    deployment = build_deployment(app, config=config, build=build, storefront=storefront)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app, write_suppressions_to_cloud_formation=True))
     try:
         app.synth()

@@ -409,15 +409,16 @@ def synthesize(environment: EnvironmentName) -> Templates:
     from aws_cdk import App
 
     from cdk.deployment import build_deployment
-    from cloudshop.build import prepare
+    from cloudshop.build import prepare, prepare_storefront
 
     work = Path(tempfile.mkdtemp(prefix=f"cloudshop-{environment}-"))
     atexit.register(shutil.rmtree, work, ignore_errors=True)
     build = prepare(work / "lambda-build", allow_placeholder=True)
+    storefront = prepare_storefront(work / "storefront-build", allow_placeholder=True)
     context = json.loads((REPO / "cdk.json").read_text())["context"]
     app = App(outdir=str(work / "cdk.out"), context=context)
     config = preset(environment)
-    deployment = build_deployment(app, config=config, build=build)
+    deployment = build_deployment(app, config=config, build=build, storefront=storefront)
     assembly = app.synth()
     templates = {}
     for stack in deployment.stacks:

@@ -52,7 +52,8 @@ def touched(service: ServiceName) -> Touches:
         # `engine_for(settings)` reads DATABASE_URL and the service's role secret.
         database="database_url" in fields or re.search(r"\bengine_for\(settings\b", source) is not None,
         signing_key="jwt_private_key" in fields,
-        internal_token="internal_token_secret" in fields,
+        # `internal_tokens_for(settings, ...)` reads the secrets of the service's token pairs.
+        internal_token=re.search(r"\binternal_tokens_for\(settings\b", source) is not None,
         send_email="ses_sender" in fields,
     )
 

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from cloudshop.estate import ESTATE
+from cloudshop.storefront import ASSET_CACHE_CONTROL, PAGE_CACHE_CONTROL
 from tests.cdk.generated import Templates, gitops
 from tests.cdk.rehearsal.harness import Rehearsal
 from tests.cdk.rehearsal.processes import wait_until
@@ -73,6 +74,22 @@ def test_the_gateway_picks_routes_as_api_gateway_does(rehearsal: Rehearsal) -> N
     assert route("POST", "/api/v1/orders") == "ANY /api/v1/orders"
     assert route("POST", "/api/v1/orders/o-1/cancel") == "ANY /api/v1/orders/{proxy+}"
     assert route("GET", "/nowhere") is None
+
+
+def test_the_storefront_build_lands_in_its_bucket_with_its_cache_rules(rehearsal: Rehearsal) -> None:
+    (site,) = [
+        r
+        for r in rehearsal.deployment.of_type("AWS::S3::Bucket")
+        if r.stack == "Api" and r.logical_id.startswith("StorefrontSite")
+    ]
+    s3 = rehearsal.estate.s3
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=site.physical_id).get("Contents", [])}
+    assert "index.html" in keys
+    assert not any(key.startswith(".vite/") or key == "size-report.json" for key in keys)
+    page = s3.head_object(Bucket=site.physical_id, Key="index.html")
+    assert page["CacheControl"] == PAGE_CACHE_CONTROL and page["ContentType"] == "text/html"
+    for key in (k for k in keys if k.startswith("assets/")):
+        assert s3.head_object(Bucket=site.physical_id, Key=key)["CacheControl"] == ASSET_CACHE_CONTROL
 
 
 def test_every_function_reaches_the_database_through_the_proxy_with_a_secret_the_proxy_holds(
@@ -158,6 +175,18 @@ def test_a_fresh_deployment_migrates_itself_and_sells_end_to_end(rehearsal: Rehe
     me = http.get("/api/v1/users/me", headers=admin)
     assert me.status_code == 200 and me.json()["role"] == "admin", answer(me)
 
+    # And a window the Dataproc job publishes on analytics-results is answered by the analytics API: the
+    # MSK event source mapping -> the windows consumer Lambda -> the results bucket -> the order pods
+    window = published_window(rehearsal.kafka.bootstrap_servers)
+
+    def window_answered() -> bool:
+        listed = http.get("/api/v1/analytics/windows", params={"limit": 100}, headers=admin)
+        return listed.status_code == 200 and window in listed.json()["items"]
+
+    wait_until(
+        "the window on the analytics API", window_answered, timeout=EVENT_TIMEOUT, interval=0.5, evidence=evidence
+    )
+
     # And no service signed in to the database as its master user, each as its own role
     users = database_users(rehearsal)
     assert rehearsal.database.user not in users, f"connections as the master user {rehearsal.database.user}: {users}"
@@ -173,6 +202,34 @@ def register_and_log_in(
     login = http.post("/api/v1/auth/login", json={"email": email, "password": password})
     assert login.status_code == 200, f"{answer(login)}\n{evidence()}"
     return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+def published_window(bootstrap_servers: str) -> dict[str, Any]:
+    """A window as the Spark job publishes it on `analytics-results` (key = its start), far in the future
+    so that it is the newest of the topic whatever else is on it."""
+    import json
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from kafka import KafkaProducer
+
+    start_at = datetime(2099, 12, 31, tzinfo=UTC) + timedelta(minutes=random.randrange(23 * 60))
+    start, end = (moment.strftime("%Y-%m-%dT%H:%M:%SZ") for moment in (start_at, start_at + timedelta(minutes=1)))
+    window = {
+        "window_start": start,
+        "window_end": end,
+        "unique_users": 1,
+        "orders": 1,
+        "revenue": [{"amount": 129900, "currency": "INR"}],
+        "items_sold": 2,
+        "final": True,
+    }
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers)
+    try:
+        producer.send("analytics-results", key=start.encode(), value=json.dumps(window).encode()).get(timeout=30)
+    finally:
+        producer.close()
+    return window
 
 
 def migrated_revisions(rehearsal: Rehearsal) -> set[str]:

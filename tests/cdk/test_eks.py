@@ -12,10 +12,10 @@ import pytest
 import yaml
 from aws_cdk.assertions import Capture, Match
 
-from cdk.eks import ARGOCD_BOOTSTRAP_DIR, EBS_CSI_CONTROLLER_SERVICE_ACCOUNT, STORAGE_CLASS
+from cdk.eks import ARGOCD_BOOTSTRAP_DIR, EBS_CSI_CONTROLLER_SERVICE_ACCOUNT, STORAGE_CLASS, workload_settings_configmap
 from cdk.service_ingress import listener_port
 from cdk.settings_env import shared_pod_settings
-from cloudshop.estate import WORKLOADS, Workload
+from cloudshop.estate import ESTATE, WORKLOADS, Workload
 from cloudshop.settings import Settings, resource_settings
 from tests.cdk.test_functions import settings_names
 from tests.infra import ENVIRONMENTS, kustomize_build
@@ -295,7 +295,6 @@ def test_deploy_time_settings_reach_the_pods_through_a_configmap(synth) -> None:
         "ORDER_EVENTS_QUEUE_URL",
         "PAYMENT_EVENTS_QUEUE_URL",
         "KAFKA_BOOTSTRAP_SERVERS",
-        "INTERNAL_TOKEN_SECRET_ARN",
         "JWT_PUBLIC_KEY",
         "PRODUCT_SERVICE_URL",
         "AWS_REGION",
@@ -307,6 +306,17 @@ def test_deploy_time_settings_reach_the_pods_through_a_configmap(synth) -> None:
     # Per pod (SERVICE_NAME) or git's choice (LOG_LEVEL); and no pod may find a secret it cannot read.
     assert not {"SERVICE_NAME", "LOG_LEVEL", "JWT_PRIVATE_KEY", "JWT_PRIVATE_KEY_SECRET_ARN"} & set(data)
     assert not {"DATABASE_URL", "DATABASE_SECRET_ARN"} & set(data), "no workload uses SQL"
+    # Each workload's service-token secrets are its own (`cloudshop-aws-<workload>`), never shared.
+    assert "INTERNAL_TOKEN_SECRET_ARNS" not in data
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: w.name)
+def test_a_pod_finds_the_secrets_of_its_own_token_pairs_and_no_others(synth, workload: Workload) -> None:
+    own = manifest(synth, "ConfigMap", workload_settings_configmap(workload.name))["data"]
+
+    assert set(own) == {"INTERNAL_TOKEN_SECRET_ARNS"}
+    assert sorted(json.loads(own["INTERNAL_TOKEN_SECRET_ARNS"])) == list(ESTATE.token_pairs_of(workload.name))
+    assert own["INTERNAL_TOKEN_SECRET_ARNS"].count("<token>") == len(ESTATE.token_pairs_of(workload.name))
 
 
 def test_every_configmap_key_is_a_settings_field_and_every_literal_validates(synth) -> None:

@@ -288,17 +288,18 @@ def node_group(template: Mapping[str, Any]) -> NodeGroup:
 @pytest.fixture(scope="module")
 def eks_templates(synth, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """The Eks template of each CDK environment, synthesised as app.py does (dev is the session's)."""
-    from cloudshop.build import prepare
+    from cloudshop.build import prepare, prepare_storefront
 
     templates = {synth.config.environment: synth.templates["Eks"]}
     context = json.loads((REPO / "cdk.json").read_text())["context"]
     build = prepare(tmp_path_factory.mktemp("capacity-build"), allow_placeholder=True)
+    storefront = prepare_storefront(tmp_path_factory.mktemp("capacity-storefront"), allow_placeholder=True)
     for environment in ENVIRONMENTS:
         if environment in templates:
             continue
         app = App(outdir=str(tmp_path_factory.mktemp(f"cdk.out.{environment}")), context=context)
         config = preset(environment)
-        build_deployment(app, config=config, build=build)
+        build_deployment(app, config=config, build=build, storefront=storefront)
         assembly = app.synth()
         path = Path(assembly.directory) / f"{config.stack_prefix}-Eks.template.json"
         templates[environment] = json.loads(path.read_text())

@@ -78,7 +78,7 @@ def test_required_settings_and_resource_names_are_set(synth, service: ServiceNam
     ):
         assert name in env, f"{service} lacks {name}"
     access = SERVICE_ACCESS[service]
-    assert ("INTERNAL_TOKEN_SECRET_ARN" in env) == access.internal_token
+    assert ("INTERNAL_TOKEN_SECRET_ARNS" in env) == access.internal_token
     assert ("ORDER_EVENTS_QUEUE_URL" in env) == ("order-events" in access.send_queues + access.consume_queues)
     assert ("SES_SENDER" in env) == access.send_email
     assert env["SERVICE_NAME"] == env["POWERTOOLS_SERVICE_NAME"] == service

@@ -11,6 +11,7 @@ from aws_cdk.assertions import Match
 
 from cloudshop.estate import ESTATE, GATEWAY_HEALTH, GATEWAY_HEALTH_PATHS, LAMBDA_SERVICES, WORKLOADS, Route, Workload
 from cloudshop.settings import resource_settings
+from tests.cdk.test_eks import render
 from tests.cdk.test_functions import settings_names
 from tests.infra.test_dockerfiles import stages
 
@@ -51,6 +52,8 @@ def test_every_route_of_the_table_is_on_the_api_with_its_authorization(synth, ro
 def test_internal_routes_exist_and_serve_reservations_only() -> None:
     internal = [r for r in ESTATE.routes if r.internal]
     assert internal and all(r.service == "product" and not r.public for r in internal)
+    # Exact route keys, each with the callers the estate declares: no greedy internal route.
+    assert all("{proxy+}" not in r.path and r.callers == ("order",) for r in internal)
 
 
 def test_no_route_exists_that_the_table_does_not_declare(synth) -> None:
@@ -137,12 +140,13 @@ def test_access_token_authorizer_gets_the_key_issuer_and_sessions_table(synth) -
     assert "JWT_PUBLIC_KEY" in env
 
 
-def test_service_token_authorizer_names_the_secret_by_arn_only(synth) -> None:
+def test_service_token_authorizer_names_the_secrets_of_its_routes_pairs_by_arn_only(synth) -> None:
     _, function = authorizer_function(synth, "cdk.runtime.authorizer.service_handler")
     env = function["Environment"]["Variables"]
 
-    assert "INTERNAL_TOKEN_SECRET_ARN" in env
-    assert "INTERNAL_TOKEN_SECRET" not in env
+    arns = json.loads(render(env["INTERNAL_TOKEN_SECRET_ARNS"]))
+    assert sorted(arns) == list(ESTATE.token_pairs_of("gateway")) == ["order-product"]
+    assert "INTERNAL_TOKEN_SECRETS" not in env
 
 
 @pytest.mark.parametrize("handler", ["cdk.runtime.authorizer.handler", "cdk.runtime.authorizer.service_handler"])
@@ -180,11 +184,12 @@ def test_access_token_authorizer_may_only_read_session_items(synth) -> None:
     assert "TablesSessions" in actions["dynamodb:GetItem"]
 
 
-def test_service_token_authorizer_may_only_read_the_internal_token_secret(synth) -> None:
+def test_service_token_authorizer_may_only_read_the_secrets_of_its_routes_pairs(synth) -> None:
     actions = data_actions(policy_statements_of(synth, "cdk.runtime.authorizer.service_handler"))
 
     assert set(actions) == {"secretsmanager:GetSecretValue", "kms:Decrypt", "kms:DescribeKey"}
-    assert "AuthInternalToken" in actions["secretsmanager:GetSecretValue"]
+    assert "AuthInternalTokenOrderProduct" in actions["secretsmanager:GetSecretValue"]
+    assert "AuthInternalTokenOrderPayment" not in actions["secretsmanager:GetSecretValue"]
 
 
 def test_eks_routes_go_through_the_vpc_link(synth) -> None:

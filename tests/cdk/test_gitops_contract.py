@@ -23,7 +23,7 @@ from aws_cdk import aws_logs as logs
 
 from cdk.access import SERVICE_ACCESS
 from cdk.config import DeploymentConfig, EnvironmentName, preset
-from cdk.eks import AWS_SETTINGS_CONFIGMAP, argocd_bootstrap
+from cdk.eks import AWS_SETTINGS_CONFIGMAP, argocd_bootstrap, workload_settings_configmap
 from cdk.network import Network
 from cdk.service_ingress import SERVICE_PORT
 from cdk.streaming import IAM_PORT
@@ -185,8 +185,10 @@ def test_network_policies_admit_the_gateway_subnets_and_reach_msk_in_the_vpc(env
 def test_pods_read_the_cdk_settings_after_the_git_settings(environment: EnvironmentName, workload: Workload) -> None:
     sources = container(gitops(environment)["objects"], workload)["envFrom"]
 
-    assert [s["configMapRef"]["name"].startswith("cloudshop-config") for s in sources] == [True, False]
+    assert [s["configMapRef"]["name"].startswith("cloudshop-config") for s in sources] == [True, False, False]
     assert sources[1] == {"configMapRef": {"name": AWS_SETTINGS_CONFIGMAP, "optional": True}}
+    # Last, what this workload alone may see (the ARNs of its service-token secrets).
+    assert sources[2] == {"configMapRef": {"name": workload_settings_configmap(workload.name), "optional": True}}
 
 
 @pytest.mark.parametrize("environment", ENVIRONMENTS)
@@ -212,7 +214,7 @@ def test_pods_get_every_setting_their_code_reads(synth, environment: Environment
     needed |= {ESTATE.bucket(b).settings_field.upper() for b in uses.buckets}
     needed |= {ESTATE.queue(q).settings_field.upper() for q in uses.queues}
     if uses.internal_token:
-        needed.add("INTERNAL_TOKEN_SECRET_ARN")
+        needed.add("INTERNAL_TOKEN_SECRET_ARNS")
     if uses.topics:
         needed |= {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM"}
     source = "\n".join(p.read_text() for p in (REPO / "eks_services" / workload.name).rglob("*.py"))
@@ -222,9 +224,10 @@ def test_pods_get_every_setting_their_code_reads(synth, environment: Environment
     needed |= {field.upper() for field in callees}
     git = git_config(objects)
     cdk = manifest(synth, "ConfigMap", AWS_SETTINGS_CONFIGMAP)["data"]
+    own = manifest(synth, "ConfigMap", workload_settings_configmap(workload.name))["data"]
     env = {e["name"] for e in container(objects, workload)["env"]}
 
-    assert needed <= set(git) | set(cdk) | env
+    assert needed <= set(git) | set(cdk) | set(own) | env
     assert SERVICE_ACCESS[workload.name].internal_token == uses.internal_token
     for field in callees:
         callee = SERVICE_URL_FIELDS.get(field)

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from cdk.access import SERVICE_ACCESS
+from cdk.tables import construct_id
+from cloudshop.estate import ESTATE
 from tests.cdk.conftest import STACKS
 
 pytestmark = pytest.mark.infra
@@ -96,3 +98,25 @@ def test_no_pod_role_reaches_kafka_unless_it_produces(synth) -> None:
         "sqs:GetQueueUrl",
         "sqs:SendMessage",
     ]
+
+
+def test_each_service_token_secret_is_readable_by_the_two_sides_of_its_pair_alone(synth) -> None:
+    # One secret per calling pair (issue 10): the internet-facing product Lambda holds `order-product`
+    # only, so it can sign nothing the payment service accepts; the gateway's service-token authorizer
+    # holds the pair of the API's internal routes.
+    readers: dict[str, set[str]] = {pair: set() for pair in ESTATE.token_pairs}
+    for where, statement in statements(synth):
+        if "secretsmanager:GetSecretValue" not in as_list(statement["Action"]):
+            continue
+        for pair in ESTATE.token_pairs:
+            if f"AuthInternalToken{construct_id(pair)}" in json.dumps(statement["Resource"]):
+                readers[pair].add(where.split("/")[1].split("DefaultPolicy")[0])
+
+    assert readers == {
+        "order-payment": {"EksOrderPodRole", "EksPaymentPodRole"},
+        "order-product": {
+            "EksOrderPodRole",
+            "ServicesProductServiceRole",
+            "GatewayServiceAuthorizerFunctionServiceRole",
+        },
+    }

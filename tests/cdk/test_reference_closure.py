@@ -610,7 +610,7 @@ def cloud_requirements(service: str) -> dict[str, str]:
     if uses.signing_key:
         needed["JWT_PRIVATE_KEY_SECRET_ARN"] = "settings.jwt_private_key"
     if uses.internal_token:
-        needed["INTERNAL_TOKEN_SECRET_ARN"] = "settings.internal_token_secret"
+        needed["INTERNAL_TOKEN_SECRET_ARNS"] = "internal_tokens_for(settings)"
     if uses.send_email:
         needed["SES_SENDER"] = "settings.ses_sender"
     if uses.topics:

@@ -17,7 +17,9 @@ import pytest
 
 from cdk.runtime import authorizer, jwt_keygen
 from cloudshop import aws
-from cloudshop.auth import InternalTokens, TokenIssuer, TokenVerifier, generate_key_pair
+from cloudshop.auth import InternalTokens, TokenIssuer, TokenVerifier, generate_key_pair, internal_tokens_for
+from cloudshop.estate import ESTATE
+from cloudshop.settings import Settings
 from functions.user.repository import DynamoDBSessionStore
 
 pytestmark = pytest.mark.infra
@@ -104,48 +106,66 @@ def test_token_from_another_key_issuer_or_expired_is_denied(keys) -> None:
 # --- internal routes: service tokens only ------------------------------------------------------------
 
 
-SERVICE_SECRET = "s" * 48
+SECRETS = {pair: pair[0] * 48 for pair in ESTATE.token_pairs}
+RESERVE = "POST /api/v1/internal/reservations"
+RELEASE = "POST /api/v1/internal/reservations/{order_id}/release"
+DENIED = {"isAuthorized": False}
 
 
-def test_internal_route_with_a_service_token_is_authorized_with_the_caller_in_context() -> None:
-    token = InternalTokens(SERVICE_SECRET, service="order").token()
+def gateway_tokens() -> InternalTokens:
+    return internal_tokens_for(Settings(internal_token_secrets=SECRETS), service="gateway")
 
-    answer = authorizer.authorize_service(token, InternalTokens(SERVICE_SECRET, service="gateway"))
+
+@pytest.mark.parametrize("route_key", [RESERVE, RELEASE])
+def test_internal_route_with_its_callers_token_is_authorized_with_the_caller_in_context(route_key: str) -> None:
+    token = InternalTokens(SECRETS, service="order").token("product")
+
+    answer = authorizer.authorize_service(token, gateway_tokens(), route_key=route_key)
 
     assert answer == {"isAuthorized": True, "context": {"service": "order"}}
 
 
 def test_user_access_token_never_opens_an_internal_route(keys) -> None:
-    gateway = InternalTokens(SERVICE_SECRET, service="gateway")
     access_token = issue(keys[0], role="admin")
 
-    assert authorizer.authorize_service(access_token, gateway) == {"isAuthorized": False}
-    assert authorizer.authorize_service(f"Bearer {access_token}", gateway) == {"isAuthorized": False}
+    assert authorizer.authorize_service(access_token, gateway_tokens(), route_key=RESERVE) == DENIED
+    assert authorizer.authorize_service(f"Bearer {access_token}", gateway_tokens(), route_key=RESERVE) == DENIED
 
 
 @pytest.mark.parametrize("token", [None, "", "not-a-jwt"])
 def test_internal_route_without_a_valid_service_token_is_denied(token: str | None) -> None:
-    assert authorizer.authorize_service(token, InternalTokens(SERVICE_SECRET, service="gateway")) == {
-        "isAuthorized": False
-    }
+    assert authorizer.authorize_service(token, gateway_tokens(), route_key=RESERVE) == DENIED
 
 
 def test_service_token_signed_with_another_secret_is_denied() -> None:
-    forged = InternalTokens("f" * 48, service="order").token()
-    assert authorizer.authorize_service(forged, InternalTokens(SERVICE_SECRET, service="gateway")) == {
-        "isAuthorized": False
-    }
+    forged = InternalTokens({"order-product": "f" * 48}, service="order").token("product")
+    assert authorizer.authorize_service(forged, gateway_tokens(), route_key=RESERVE) == DENIED
+
+
+def test_a_token_of_another_pair_or_caller_or_route_is_denied() -> None:
+    # The order service's token for the payment service, signed with that pair's secret;
+    for_payment = InternalTokens(SECRETS, service="order").token("payment")
+    # a token that claims another caller of the product service, signed with the one secret it has;
+    as_payment = InternalTokens({"payment-product": SECRETS["order-product"]}, service="payment").token("product")
+    # and the right token, on a route key the estate does not declare internal.
+    right = InternalTokens(SECRETS, service="order").token("product")
+
+    assert authorizer.authorize_service(for_payment, gateway_tokens(), route_key=RESERVE) == DENIED
+    assert authorizer.authorize_service(as_payment, gateway_tokens(), route_key=RESERVE) == DENIED
+    assert authorizer.authorize_service(right, gateway_tokens(), route_key="ANY /api/v1/orders/{proxy+}") == DENIED
 
 
 def test_service_handler_takes_the_token_from_the_service_token_header_only(monkeypatch: pytest.MonkeyPatch) -> None:
     clear_caches()
-    monkeypatch.setenv("INTERNAL_TOKEN_SECRET", SERVICE_SECRET)
-    token = InternalTokens(SERVICE_SECRET, service="order").token()
+    monkeypatch.setenv("INTERNAL_TOKEN_SECRETS", json.dumps({"order-product": SECRETS["order-product"]}))
+    token = InternalTokens(SECRETS, service="order").token("product")
     try:
-        assert authorizer.service_handler({"headers": {"x-service-token": token}}, None)["isAuthorized"] is True
-        assert authorizer.service_handler({"headers": {"authorization": f"Bearer {token}"}}, None) == {
-            "isAuthorized": False
-        }
+        event = {"routeKey": RESERVE, "headers": {"x-service-token": token}}
+        assert authorizer.service_handler(event, None)["isAuthorized"] is True
+        assert (
+            authorizer.service_handler({"routeKey": RESERVE, "headers": {"authorization": f"Bearer {token}"}}, None)
+            == DENIED
+        )
     finally:
         clear_caches()
 
@@ -187,13 +207,14 @@ def test_handler_refuses_the_tokens_of_a_session_once_it_is_logged_out(cloud_env
 def test_service_handler_reads_the_secret_by_its_arn(cloud_env, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "k" * 64
     arn = aws.client("secretsmanager", cloud_env).create_secret(
-        Name=f"authz-internal-token-{uuid.uuid4().hex}", SecretString=secret
+        Name=f"authz-internal-token-order-product-{uuid.uuid4().hex}", SecretString=secret
     )["ARN"]
-    monkeypatch.setenv("INTERNAL_TOKEN_SECRET_ARN", arn)
-    monkeypatch.delenv("INTERNAL_TOKEN_SECRET", raising=False)
-    token = InternalTokens(secret, service="order").token()
+    monkeypatch.setenv("INTERNAL_TOKEN_SECRET_ARNS", json.dumps({"order-product": arn}))
+    monkeypatch.delenv("INTERNAL_TOKEN_SECRETS", raising=False)
+    token = InternalTokens({"order-product": secret}, service="order").token("product")
+    event = {"routeKey": RESERVE, "headers": {"x-service-token": token}}
 
-    assert authorizer.service_handler({"headers": {"x-service-token": token}}, None)["context"] == {"service": "order"}
+    assert authorizer.service_handler(event, None)["context"] == {"service": "order"}
 
 
 class InMemorySecrets:

@@ -12,11 +12,12 @@ import pytest
 from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens
 from cloudshop.clients import AsyncServiceClient, RetryBudget
 from cloudshop.errors import DependencyUnavailable, NotFound, OutOfStock, problem
+from cloudshop.estate import ESTATE
 from cloudshop.observability import REQUEST_ID_HEADER, request_id_var
 
 pytestmark = pytest.mark.anyio
 
-SECRET = "s" * 40
+SECRETS = {pair: "s" * 40 for pair in ESTATE.token_pairs}
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ async def client_answering(
     client = AsyncServiceClient(
         name="product",
         base_url="http://product.test",
-        tokens=InternalTokens(SECRET, service="order"),
+        tokens=InternalTokens(SECRETS, service="order"),
         timeout_seconds=timeout_seconds,
         retries=retries,
         retry_budget=budget,
@@ -73,7 +74,9 @@ async def test_a_call_carries_the_service_token_and_request_id_and_returns_the_j
         answer = await client.request("GET", "/internal/products", params={"ids": "p1"})
     sent = recorder.requests[0]
     assert answer == {"ok": True}
-    assert InternalTokens(SECRET, service="x").verify(sent.headers[SERVICE_TOKEN_HEADER]) == "order"
+    # Signed for the callee it is sent to (the client's name), as the order service's own.
+    product = InternalTokens(SECRETS, service="product")
+    assert product.verify(sent.headers[SERVICE_TOKEN_HEADER], callers=("order",)) == "order"
     assert sent.headers[REQUEST_ID_HEADER] == "req-123"
     assert sent.url.params["ids"] == "p1"
 
@@ -126,7 +129,7 @@ async def test_an_unreachable_service_is_unavailable() -> None:
     client = AsyncServiceClient(
         name="payment",
         base_url=f"http://127.0.0.1:{port}",
-        tokens=InternalTokens(SECRET, service="order"),
+        tokens=InternalTokens(SECRETS, service="order"),
         timeout_seconds=5.0,
         retries=1,
         sleep=recorder.sleep,
@@ -147,7 +150,7 @@ async def test_a_silent_service_fails_within_the_time_budget() -> None:
         client = AsyncServiceClient(
             name="payment",
             base_url=f"http://127.0.0.1:{silent.getsockname()[1]}",
-            tokens=InternalTokens(SECRET, service="order"),
+            tokens=InternalTokens(SECRETS, service="order"),
             timeout_seconds=0.3,
             retries=2,
         )

@@ -57,7 +57,9 @@ async def probe_health(url: str, *, timeout: float, stop: asyncio.Event) -> list
     return seen
 
 
-async def buy(http: httpx.AsyncClient, buyer: dict[str, str], method: str, refusals: list[httpx.Response]) -> httpx.Response:
+async def buy(
+    http: httpx.AsyncClient, buyer: dict[str, str], method: str, refusals: list[httpx.Response]
+) -> httpx.Response:
     """Check out once, retrying a 503 after the time it asks for, with the same key."""
     headers = {"Authorization": buyer["Authorization"], "Idempotency-Key": uuid.uuid4().hex}
     body = {"shipping_address": ADDRESS, "payment_method": method}
@@ -151,10 +153,13 @@ def test_two_hundred_concurrent_checkouts_end_exact_with_health_answering_throug
 
         paid = [a.json() for a in answers if a.status_code == 201 and a.json()["status"] == "PAID"]
         declined = [a.json() for a in answers if a.status_code == 201 and a.json()["status"] == "PAYMENT_FAILED"]
-        assert len(declined) == BUYERS // DECLINED_EVERY, outcomes
+        out_of_stock = sum(v for k, v in outcomes.items() if k.startswith("409 "))
+        assert len(paid) + len(declined) + out_of_stock == BUYERS, outcomes
+        # A declined card arriving after the last item was taken is out of stock instead.
+        assert 0 < len(declined) <= BUYERS // DECLINED_EVERY, outcomes
         assert 0 < len(paid) <= STOCK, outcomes
         if len(paid) < STOCK:  # only a buyer who lost the race for the last items may be refused
-            assert not [k for k in outcomes if k.startswith("409 ")], outcomes
+            assert not out_of_stock, outcomes
         assert http.get(f"/api/v1/products/{product}").json()["stock"] == STOCK - len(paid)
 
         charges = payments_by_order(platform)

@@ -50,11 +50,11 @@ DEPLOY_TIME_ENV = {
     "PRODUCT_SERVICE_URL",
     "DATABASE_URL",
     "DATABASE_SECRET_ARN",
-    "INTERNAL_TOKEN_SECRET_ARN",
+    "INTERNAL_TOKEN_SECRET_ARNS",
     "JWT_PRIVATE_KEY_SECRET_ARN",
 }
 # Secret values never appear in git: a pod reads them by ARN, or from an optional Secret.
-SECRET_ENV = {"JWT_PUBLIC_KEY", "INTERNAL_TOKEN_SECRET"}
+SECRET_ENV = {"JWT_PUBLIC_KEY", "INTERNAL_TOKEN_SECRETS"}
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
@@ -297,6 +297,7 @@ def test_pods_read_git_settings_then_cdks_and_secrets_never_from_git(overlay: st
     assert c["envFrom"] == [
         {"configMapRef": {"name": config_name}},
         {"configMapRef": {"name": AWS_SETTINGS_CONFIGMAP, "optional": True}},
+        {"configMapRef": {"name": f"{AWS_SETTINGS_CONFIGMAP}-{workload.name}", "optional": True}},
     ]
     assert GIT_ENV <= set(config(objects)) | set(env)
     assert env["SERVICE_NAME"]["value"] == workload.name
@@ -306,6 +307,10 @@ def test_pods_read_git_settings_then_cdks_and_secrets_never_from_git(overlay: st
         # Optional: on AWS the values come by ARN and from `cloudshop-aws`; the Secret only overrides.
         assert reference["key"] == name and reference["optional"] is True
         assert name not in config(objects)
+    # Service-token secrets are per workload: one pod never holds another's pairs.
+    assert env["INTERNAL_TOKEN_SECRETS"]["valueFrom"]["secretKeyRef"]["name"] == (
+        f"cloudshop-{workload.name}-service-tokens"
+    )
 
 
 @pytest.mark.parametrize(("caller", "callee"), [("order", "payment")])

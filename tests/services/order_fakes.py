@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cloudshop.errors import BadRequest, Conflict, DependencyUnavailable, NotFound, OutOfStock, ValidationFailed
 from cloudshop.events import OrderEventV1
+from cloudshop.money import AMOUNT_MAX
 from eks_services.order.model import (
+    UNFINISHED,
     Cart,
+    CartClaim,
     CartLine,
     Charge,
     ChargeStatus,
+    CheckedOutLine,
     Line,
     Order,
-    OrderStatus,
     OutboxEvent,
     Product,
     RefundReceipt,
@@ -35,13 +38,23 @@ class StockedProduct:
 
 
 class InMemoryCatalog:
-    def __init__(self, products: dict[str, tuple[str, int, int]] | None = None, *, currency: str = "INR") -> None:
+    def __init__(
+        self,
+        products: dict[str, tuple[str, int, int]] | None = None,
+        *,
+        currency: str = "INR",
+        reservation_ttl_seconds: float = 900,
+    ) -> None:
         """`products`: id -> (name, unit price, stock)."""
         self.products: dict[str, StockedProduct] = {}
         for pid, (name, price, stock) in (products or {}).items():
             self.add(pid, name=name, price=price, stock=stock, currency=currency)
         self.reservations: dict[str, tuple[Line, ...]] = {}
         self.status: dict[str, str] = {}
+        self.expires: dict[str, datetime] = {}
+        self.reservation_ttl = timedelta(seconds=reservation_ttl_seconds)
+        # The catalog's clock: a test moves it forward to let reservations expire.
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.calls: list[str] = []
 
     def add(self, product_id: str, *, name: str, price: int, stock: int, currency: str = "INR") -> None:
@@ -60,27 +73,35 @@ class InMemoryCatalog:
             raise NotFound("No such product.")
         return self.products[product_id].product
 
+    def _take(self, lines: Sequence[tuple[str, int]]) -> None:
+        unknown = [pid for pid, _ in lines if pid not in self.products]
+        if unknown:
+            raise ValidationFailed("Unknown products.", extra={"products": unknown})
+        short = [pid for pid, quantity in lines if self.products[pid].stock < quantity]
+        if short:
+            raise OutOfStock("Not enough stock for: " + ", ".join(short), extra={"products": short})
+        for pid, quantity in lines:
+            self.products[pid].stock -= quantity
+
     async def reserve(self, order_id: str, lines: Sequence[ReservationLine]) -> tuple[Line, ...]:
         self.calls.append("reserve")
         if order_id in self.reservations:
             earlier = self.reservations[order_id]
             if [(x.product_id, x.quantity) for x in earlier] != [(x.product_id, x.quantity) for x in lines]:
                 raise Conflict(f"Order {order_id} already reserved other lines.")
+            if self.status[order_id] == "released":
+                self._take([(x.product_id, x.quantity) for x in earlier])
+                self.status[order_id] = "reserved"
+                self.expires[order_id] = self.now() + self.reservation_ttl
             return earlier
-        unknown = [x.product_id for x in lines if x.product_id not in self.products]
-        if unknown:
-            raise ValidationFailed("Unknown products.", extra={"products": unknown})
-        short = [x.product_id for x in lines if self.products[x.product_id].stock < x.quantity]
-        if short:
-            raise OutOfStock("Not enough stock for: " + ", ".join(short), extra={"products": short})
+        self._take([(x.product_id, x.quantity) for x in lines])
         reserved = []
         for x in lines:
-            entry = self.products[x.product_id]
-            entry.stock -= x.quantity
-            p = entry.product
+            p = self.products[x.product_id].product
             reserved.append(Line(x.product_id, p.name, x.quantity, p.unit_price, p.currency))
         self.reservations[order_id] = tuple(reserved)
         self.status[order_id] = "reserved"
+        self.expires[order_id] = self.now() + self.reservation_ttl
         return self.reservations[order_id]
 
     async def release(self, order_id: str) -> None:
@@ -95,13 +116,28 @@ class InMemoryCatalog:
         if self.status.get(order_id) == "reserved":
             self.status[order_id] = "committed"
 
+    async def expired_reservations(self, *, limit: int, after: str | None = None) -> list[str]:
+        self.calls.append("expired_reservations")
+        now = self.now()
+        due = sorted(
+            order_id
+            for order_id, status in self.status.items()
+            if status == "reserved" and self.expires[order_id] < now and (after is None or order_id > after)
+        )
+        return due[:limit]
+
 
 class InMemoryPayments:
+    """Outcomes by token, as the simulated provider behind the payment service gives them. A token
+    `pm_card_unknown_then_*` answers UNKNOWN to the first charge and its outcome to the next."""
+
     OUTCOMES = {
         "pm_card_ok": (ChargeStatus.CAPTURED, None, None),
         "pm_card_declined": (ChargeStatus.DECLINED, "card_declined", None),
         "pm_card_insufficient_funds": (ChargeStatus.DECLINED, "insufficient_funds", None),
         "pm_card_error": (ChargeStatus.FAILED, None, "provider_error"),
+        "pm_card_unknown_then_ok": (ChargeStatus.CAPTURED, None, None),
+        "pm_card_unknown_then_declined": (ChargeStatus.DECLINED, "card_declined", None),
     }
 
     def __init__(self) -> None:
@@ -116,6 +152,12 @@ class InMemoryPayments:
         if operation in self.down:
             raise DependencyUnavailable("The payment service is unavailable; try again.")
 
+    def _by_id(self, payment_id: str) -> tuple[str, Charge]:
+        found = next(((o, c) for o, c in self.charges.items() if c.payment_id == payment_id), None)
+        if found is None:
+            raise NotFound("No such resource.")
+        return found
+
     async def verify(self, payment_method: str) -> None:
         self.calls.append("verify")
         self._check_up("verify")
@@ -127,28 +169,51 @@ class InMemoryPayments:
         self._check_up("charge")
         if payment_method not in self.OUTCOMES:
             raise ValidationFailed("Unknown payment method.")
+        if not 1 <= amount <= AMOUNT_MAX:
+            raise ValidationFailed(f"An amount is between 1 and {AMOUNT_MAX} minor units.")
         earlier = self.charges.get(order_id)
         if earlier is not None:
             if (earlier.amount, earlier.currency) != (amount, currency):
                 raise Conflict("This order was already charged with another amount.")
-            return earlier
+            if earlier.status != ChargeStatus.UNKNOWN:
+                return earlier
         status, decline, failure = self.OUTCOMES[payment_method]
+        if payment_method.startswith("pm_card_unknown_then_") and earlier is None:
+            status, decline, failure = ChargeStatus.UNKNOWN, None, "outcome_unknown"
         charge = Charge(f"pay_{order_id}", status, amount, currency, decline_code=decline, failure_reason=failure)
         self.charges[order_id] = charge
         return charge
 
+    async def payment(self, payment_id: str) -> Charge:
+        self.calls.append("payment")
+        self._check_up("payment")
+        return self._by_id(payment_id)[1]
+
+    def start_refund(self, payment_id: str, amount: int | None = None) -> None:
+        """An admin's refund reserved at the payment service, not confirmed by the provider (yet)."""
+        order_id, charge = self._by_id(payment_id)
+        left = charge.amount - charge.refunded - charge.refunding
+        self.charges[order_id] = replace(charge, refunding=charge.refunding + (left if amount is None else amount))
+
     async def refund(self, payment_id: str, *, amount: int | None, idempotency_key: str) -> RefundReceipt:
         self.calls.append("refund")
         self._check_up("refund")
-        charge = next((c for c in self.charges.values() if c.payment_id == payment_id), None)
-        if charge is None:
-            raise NotFound("No such resource.")
+        order_id, charge = self._by_id(payment_id)
         if (payment_id, idempotency_key) not in self.refunds:
             if not charge.captured:
                 raise Conflict(f"A {charge.status} payment cannot be refunded.")
+            left = charge.amount - charge.refunded - charge.refunding
+            if left < 1:
+                raise Conflict("Nothing is left to refund.")
+            value = left if amount is None else amount
+            if value > left:
+                raise Conflict(f"At most {left} minor units are left to refund.")
+            refunded = charge.refunded + value
+            status = ChargeStatus.REFUNDED if refunded == charge.amount else ChargeStatus.PARTIALLY_REFUNDED
+            self.charges[order_id] = replace(charge, refunded=refunded, status=status)
             self.refund_calls.append((payment_id, amount))
             self.refunds[(payment_id, idempotency_key)] = RefundReceipt(
-                f"re_{len(self.refunds) + 1}", payment_id, charge.amount if amount is None else amount, charge.currency
+                f"re_{len(self.refunds) + 1}", payment_id, value, charge.currency
             )
         return self.refunds[(payment_id, idempotency_key)]
 
@@ -204,16 +269,21 @@ class InMemoryOrders:
         more = start + limit < len(mine)
         return page, json.dumps([user_id, page[-1].id]) if more and page else None
 
-    async def awaiting_payment(self, *, created_before: datetime, limit: int = 50) -> list[Order]:
+    async def unfinished(
+        self, *, created_before: datetime, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Order], str | None]:
+        self.calls.append("unfinished")
+        orders = [s.order for s in self.items.values()]
         waiting = sorted(
-            (
-                s.order
-                for s in self.items.values()
-                if s.order.status == OrderStatus.PENDING_PAYMENT and s.order.created_at < created_before
-            ),
-            key=lambda o: o.created_at,
+            (o for o in orders if o.status in UNFINISHED and o.created_at < created_before),
+            key=lambda o: (o.created_at, o.id),
         )
-        return waiting[:limit]
+        if cursor:
+            after = json.loads(cursor)
+            waiting = [o for o in waiting if (o.created_at.isoformat(), o.id) > (after[0], after[1])]
+        page = waiting[:limit]
+        more = len(waiting) > limit
+        return page, json.dumps([page[-1].created_at.isoformat(), page[-1].id]) if more else None
 
     async def pending_events(self, limit: int = 100) -> list[OutboxEvent]:
         self.calls.append("pending_events")
@@ -229,29 +299,81 @@ class InMemoryOrders:
                 stored.outbox.pop(event_id, None)
 
 
+@dataclass
+class _StoredCart:
+    lines: dict[str, CartLine] = field(default_factory=dict)
+    version: int = 0
+    claim: CartClaim | None = None
+
+
 class InMemoryCarts:
     def __init__(self) -> None:
-        self.lines: dict[str, dict[str, CartLine]] = {}
+        self.carts: dict[str, _StoredCart] = {}
         self.calls: list[str] = []
+
+    def _cart(self, user_id: str) -> Cart:
+        stored = self.carts.get(user_id) or _StoredCart()
+        return Cart(user_id, tuple(v for _, v in sorted(stored.lines.items())), stored.version, stored.claim)
 
     async def get(self, user_id: str) -> Cart:
         self.calls.append("get")
-        return Cart(user_id, tuple(v for _, v in sorted(self.lines.get(user_id, {}).items())))
+        return self._cart(user_id)
 
     async def set_line(self, user_id: str, line: CartLine, *, max_lines: int) -> None:
         self.calls.append("set_line")
-        cart = self.lines.setdefault(user_id, {})
-        if line.product_id not in cart and len(cart) >= max_lines:
+        cart = self.carts.setdefault(user_id, _StoredCart())
+        if line.product_id not in cart.lines and len(cart.lines) >= max_lines:
             raise Conflict(f"A cart holds at most {max_lines} different products.")
-        cart[line.product_id] = line
+        cart.lines[line.product_id] = line
+        cart.version += 1
 
     async def remove_line(self, user_id: str, product_id: str) -> None:
         self.calls.append("remove_line")
-        self.lines.get(user_id, {}).pop(product_id, None)
+        cart = self.carts.get(user_id)
+        if cart is not None and cart.lines.pop(product_id, None) is not None:
+            cart.version += 1
 
     async def clear(self, user_id: str) -> None:
         self.calls.append("clear")
-        self.lines.pop(user_id, None)
+        cart = self.carts.get(user_id)
+        if cart is not None:
+            cart.lines = {}
+            cart.version += 1
+
+    async def claim(self, user_id: str, *, order_id: str, version: int, now: datetime, replacing: str | None) -> bool:
+        self.calls.append("claim")
+        cart = self.carts.get(user_id)
+        if cart is None or cart.version != version:
+            return False
+        if cart.claim is not None and cart.claim.order_id not in (order_id, replacing):
+            return False
+        cart.claim = CartClaim(order_id, version, now)
+        return True
+
+    async def checked_out(self, user_id: str, *, order_id: str, lines: Sequence[CheckedOutLine]) -> None:
+        self.calls.append("checked_out")
+        cart = self.carts.get(user_id)
+        if cart is None:
+            return
+        removed = False
+        for bought in lines:
+            current = cart.lines.get(bought.product_id)
+            same = current is not None and (
+                current.rev == bought.rev if bought.rev else (not current.rev and current.quantity == bought.quantity)
+            )
+            if same:
+                del cart.lines[bought.product_id]
+                removed = True
+        if removed:
+            cart.version += 1
+        if cart.claim is not None and cart.claim.order_id == order_id:
+            cart.claim = None
+
+    async def release_claim(self, user_id: str, *, order_id: str) -> None:
+        self.calls.append("release_claim")
+        cart = self.carts.get(user_id)
+        if cart is not None and cart.claim is not None and cart.claim.order_id == order_id:
+            cart.claim = None
 
 
 class InMemoryCheckoutReader:

@@ -91,7 +91,7 @@ def test_the_deploy_event_migrates_and_creates_the_roles_and_a_rerun_changes_not
         == updated["Data"]
         == {
             "userRevision": "user_0001",
-            "productRevision": "product_0001",
+            "productRevision": "product_0002",
             "Roles": "cloudshop_user,cloudshop_product",
         }
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -10,19 +12,23 @@ from typing import Any
 
 import anyio
 import httpx
+import jwt
 import pytest
 from starlette.applications import Starlette
 
-from cloudshop.auth import InternalTokens, TokenIssuer, TokenVerifier
+from cloudshop.auth import InternalTokens, TokenIssuer, TokenVerifier, internal_tokens_for
 from cloudshop.aws import to_item
 from cloudshop.dynamodb import dynamodb_for
+from cloudshop.estate import ESTATE
 from cloudshop.gateway import build_gateway
 from cloudshop.sessions import session_is_active_async, session_key
 from cloudshop.settings import Settings
+from cloudshop.web import MAX_BODY_BYTES
+from tests.helpers import assert_problem
 
 pytestmark = pytest.mark.anyio
 
-SECRET = "i" * 40
+SECRETS = {pair: f"{pair}-" + "i" * 40 for pair in ESTATE.token_pairs}
 SERVICES = ("user", "product", "order", "payment", "notification")
 
 
@@ -66,6 +72,10 @@ class Upstream:
         return httpx.Response(response.status_code, headers=response.headers, stream=httpx.ByteStream(response.content))
 
 
+def gateway_tokens() -> InternalTokens:
+    return internal_tokens_for(Settings(internal_token_secrets=SECRETS), service="gateway")
+
+
 @pytest.fixture
 def issuer(key_pair: tuple[str, str]) -> TokenIssuer:
     return TokenIssuer(key_pair[0], issuer="cloudshop", access_ttl_seconds=900)
@@ -83,7 +93,7 @@ def gateway(
         upstreams={service: f"http://{service}.internal:80" for service in SERVICES},
         verifier=TokenVerifier(key_pair[1], issuer="cloudshop"),
         session_active=sessions,
-        internal_tokens=InternalTokens(SECRET, service="gateway"),
+        internal_tokens=gateway_tokens(),
         clock=clock or FakeClock(),
         upstream_transport=httpx.MockTransport(upstream.handle),
         log_level="WARNING",
@@ -159,7 +169,7 @@ async def test_concurrent_requests_of_one_session_share_one_read(
         upstreams={service: f"http://{service}.internal" for service in SERVICES},
         verifier=TokenVerifier(key_pair[1], issuer="cloudshop"),
         session_active=slow_sessions,
-        internal_tokens=InternalTokens(SECRET, service="gateway"),
+        internal_tokens=gateway_tokens(),
         upstream_transport=httpx.MockTransport(upstream.handle),
         log_level="WARNING",
     )
@@ -291,3 +301,200 @@ async def test_the_async_session_read_tells_active_revoked_expired_and_unknown(s
     finally:
         await dynamodb.aclose()
     assert answers == {"active": True, "revoked": False, "expired": False, "unknown": False, "empty": False}
+
+
+# --- one reading of every path (issue 10) ------------------------------------------------------------
+
+
+async def raw_request(
+    app: Starlette, method: str, raw_path: bytes, *, headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request with exactly these path bytes, as a server hands them over (an HTTP client would
+    resolve dot segments before sending, httpx among them)."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    path = raw_path.decode("latin-1")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": urllib.parse.unquote(path),
+        "raw_path": raw_path,
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"gw"), *(headers or [])],
+        "client": ("203.0.113.9", 5000),
+        "server": ("gw", 80),
+    }
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        b"/api/v1/products/%2e%2e/%2e%2e/%2e%2e/openapi.json",
+        b"/api/v1/products/%2E%2E/%2E%2E/%2E%2E/openapi.json",
+        b"/api/v1/products/../../../openapi.json",
+        b"/api/v1/products/./p1",
+        b"/api/v1/orders/%2e%2e/internal/reservations",
+        b"/api/v1/orders/..%2finternal%2freservations",
+        b"/api/v1/products/p1%2f..%2f..%2fopenapi.json",
+        b"/api/v1/products/p1%5c..%5copenapi.json",
+        b"/api/v1/products/p1%00",
+        b"/api/v1/products/p1%0a",
+        b"/api/v1/products/%ff%fe",
+        b"/api/v1/products/p1%zz",
+        b"/api/v1/products/p1%252e",
+    ],
+)
+async def test_a_path_with_more_than_one_reading_is_a_400_and_reaches_no_service(
+    key_pair: tuple[str, str], issuer: TokenIssuer, raw_path: bytes
+) -> None:
+    # Given a live customer session, whose token opens the order routes at the gateway,
+    sessions, upstream = Sessions(), Upstream()
+    sessions.active["s-1"] = True
+    authorization = bearer(issuer, "s-1")["Authorization"].encode()
+    app = gateway(key_pair, sessions, upstream)
+
+    # when a path whose dots, slashes or bytes another hop would read differently arrives,
+    for method in ("GET", "POST"):
+        status, headers, body = await raw_request(app, method, raw_path, headers=[(b"authorization", authorization)])
+
+        # it is refused as it stands, before routing, and nothing reaches a service.
+        assert status == 400, body
+        assert headers["content-type"] == "application/problem+json"
+        assert json.loads(body)["type"].endswith("/bad-path")
+    assert upstream.seen == []
+
+
+async def test_the_path_forwarded_is_exactly_the_normalised_path_that_was_matched(key_pair: tuple[str, str]) -> None:
+    upstream = Upstream()
+    async with http(gateway(key_pair, Sessions(), upstream)) as client:
+        answer = await client.get("/api/v1/products/%41b%63-%C3%A9?q=a%2Fb")
+
+    assert answer.status_code == 200
+    # One canonical encoding of what was matched (`/api/v1/products/Abc-é`); the query is the caller's.
+    assert upstream.seen[0].url.raw_path == b"/api/v1/products/Abc-%C3%A9?q=a%2Fb"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("TRACE", "/api/v1/products"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
+        ("POST", "/api/v1/internal/payments"),
+        ("GET", "/api/v1/internal/reservations"),
+        ("POST", "/api/v1/internal/reservations/o1/x/commit"),
+        ("POST", "/healthz"),
+    ],
+)
+async def test_what_matches_no_route_is_a_404_problem(key_pair: tuple[str, str], method: str, path: str) -> None:
+    upstream = Upstream()
+    async with http(gateway(key_pair, Sessions(), upstream)) as client:
+        answer = await client.request(method, path)
+
+    assert answer.status_code in (404, 405)
+    assert_problem(answer, answer.status_code)
+    assert upstream.seen == []
+
+
+# --- the body limit (issue 10) -------------------------------------------------------------------------
+
+
+async def test_a_body_over_the_limit_is_refused_while_it_streams_and_never_forwarded(
+    key_pair: tuple[str, str], issuer: TokenIssuer
+) -> None:
+    sessions, upstream = Sessions(), Upstream()
+    sessions.active["s-1"] = True
+    auth = bearer(issuer, "s-1")
+
+    async def chunks(total: int) -> AsyncIterator[bytes]:
+        for start in range(0, total, 4096):
+            yield b"x" * min(4096, total - start)
+
+    async with http(gateway(key_pair, sessions, upstream)) as client:
+        # No length up front (chunked): counted as it arrives.
+        streamed = await client.post("/api/v1/orders", headers=auth, content=chunks(MAX_BODY_BYTES + 1))
+        at_the_limit = await client.post("/api/v1/orders", headers=auth, content=chunks(MAX_BODY_BYTES))
+
+    assert_problem(streamed, 413)
+    assert at_the_limit.status_code == 200
+    assert [len(request.content) for request in upstream.seen] == [MAX_BODY_BYTES]
+
+
+async def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(key_pair: tuple[str, str]) -> None:
+    upstream, reads = Upstream(), []
+
+    async def receive() -> dict[str, Any]:
+        reads.append(1)
+        return {"type": "http.request", "body": b"x" * 1024, "more_body": True}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/auth/register",
+        "raw_path": b"/api/v1/auth/register",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"gw"), (b"content-length", str(10 * MAX_BODY_BYTES).encode())],
+        "client": ("203.0.113.9", 5000),
+        "server": ("gw", 80),
+    }
+    await gateway(key_pair, Sessions(), upstream)(scope, receive, send)
+
+    assert next(m for m in sent if m["type"] == "http.response.start")["status"] == 413
+    assert reads == [] and upstream.seen == []
+
+
+# --- internal routes: the declared callers' tokens only (issue 10) ---------------------------------------
+
+
+def service_token(caller: str, callee: str, *, secret: str | None = None, **claims: Any) -> str:
+    now = int(time.time())
+    body = {"sub": caller, "aud": callee, "iat": now, "exp": now + 60, **claims}
+    body = {k: v for k, v in body.items() if v is not None}
+    return jwt.encode(body, secret or SECRETS[f"{caller}-{callee}"], algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    ("token", "status"),
+    [
+        (lambda: InternalTokens(SECRETS, service="order").token("product"), 200),
+        # The order service's token for another callee, and another caller's, signed with a real secret.
+        (lambda: InternalTokens(SECRETS, service="order").token("payment"), 401),
+        (lambda: service_token("payment", "product", secret=SECRETS["order-product"]), 403),
+        # No expiry, or a day's life: refused even with the right secret.
+        (lambda: service_token("order", "product", exp=None), 401),
+        (lambda: service_token("order", "product", exp=int(time.time()) + 86400), 401),
+        (lambda: service_token("order", "product", exp=int(time.time()) - 60), 401),
+    ],
+)
+async def test_an_internal_route_admits_only_a_fresh_token_of_its_declared_caller(
+    key_pair: tuple[str, str], token: Callable[[], str], status: int
+) -> None:
+    upstream = Upstream()
+    async with http(gateway(key_pair, Sessions(), upstream)) as client:
+        answer = await client.post("/api/v1/internal/reservations/o1/release", headers={"x-service-token": token()})
+
+    assert answer.status_code == status
+    assert len(upstream.seen) == (1 if status == 200 else 0)

@@ -38,6 +38,10 @@ def load_handler(module: str, settings: Settings, monkeypatch: pytest.MonkeyPatc
         if value is None or name in ("admin_email", "admin_password"):
             continue
         plain = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        if isinstance(plain, dict):  # JSON, as CDK writes it (the service-token secrets by pair)
+            plain = json.dumps(
+                {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in plain.items()}
+            )
         monkeypatch.setenv(name.upper(), str(plain))
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     settings_module.get_settings.cache_clear()

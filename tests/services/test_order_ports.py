@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,9 +18,10 @@ from cloudshop.auth import InternalTokens
 from cloudshop.clients import AsyncServiceClient
 from cloudshop.dynamodb import dynamodb_for
 from cloudshop.errors import BadRequest, Conflict, NotFound, OutOfStock, ValidationFailed
+from cloudshop.money import AMOUNT_MAX
 from cloudshop.settings import Settings
 from eks_services.order.clients import HttpCatalog, HttpPayments
-from eks_services.order.model import CartLine, ChargeStatus, Line, Order, OrderStatus, ReservationLine
+from eks_services.order.model import CartLine, ChargeStatus, CheckedOutLine, Line, Order, OrderStatus, ReservationLine
 from eks_services.order.ports import Carts, Catalog, CheckoutReader, Orders, Payments
 from eks_services.order.repository import (
     DynamoDBCartRepository,
@@ -101,9 +102,9 @@ async def test_a_change_is_saved_only_over_the_version_it_was_made_from(storage:
     await storage.orders.save(paid, order_event(paid))
     with pytest.raises(StaleOrder):
         await storage.orders.save(order.move_to(OrderStatus.PAYMENT_FAILED, failure_reason="x"), None)
-    marked = paid.requesting_cancel()
-    await storage.orders.save(marked, None)
-    assert await storage.orders.get(order.id) == marked
+    cancelling = paid.move_to(OrderStatus.CANCELLING)
+    await storage.orders.save(cancelling, None)
+    assert await storage.orders.get(order.id) == cancelling
 
 
 async def test_the_outbox_holds_each_event_until_it_is_marked_sent(storage: Storage) -> None:
@@ -111,7 +112,7 @@ async def test_the_outbox_holds_each_event_until_it_is_marked_sent(storage: Stor
     await storage.orders.create(order, order_event(order))
     paid = order.move_to(OrderStatus.PAID, payment_id="pay_1")
     await storage.orders.save(paid, order_event(paid))
-    await storage.orders.save(paid.requesting_cancel(), None)  # a change without an event adds none
+    await storage.orders.save(paid.move_to(OrderStatus.CANCELLING), None)  # a change without an event adds none
 
     mine = [e for e in await storage.orders.pending_events(limit=1000) if e.order_id == order.id]
     assert [e.payload.count('"order.') for e in mine] == [1, 1]
@@ -145,19 +146,58 @@ async def test_history_pages_newest_first_and_refuses_foreign_cursors(storage: S
         await storage.orders.by_user(user, limit=2, cursor="nonsense")
 
 
-async def test_orders_awaiting_payment_are_found_until_they_settle(storage: Storage) -> None:
+async def test_unfinished_orders_are_found_until_they_settle(storage: Storage) -> None:
     old = new_order(created_at=datetime.now(UTC) - timedelta(minutes=10))
     await storage.orders.create(old, order_event(old))
     cutoff = datetime.now(UTC) - timedelta(minutes=5)
-    assert old.id in [o.id for o in await storage.orders.awaiting_payment(created_before=cutoff, limit=1000)]
+
+    assert old.id in await unfinished_ids(storage, cutoff)
     paid = old.move_to(OrderStatus.PAID, payment_id="pay_1")
     await storage.orders.save(paid, order_event(paid))
-    assert old.id not in [o.id for o in await storage.orders.awaiting_payment(created_before=cutoff, limit=1000)]
+    assert old.id not in await unfinished_ids(storage, cutoff)
+    cancelling = paid.move_to(OrderStatus.CANCELLING)
+    await storage.orders.save(cancelling, None)
+    assert old.id in await unfinished_ids(storage, cutoff), "a cancel that has claimed the order is unfinished"
+    cancelled = cancelling.move_to(OrderStatus.CANCELLED)
+    await storage.orders.save(cancelled, order_event(cancelled))
+    assert old.id not in await unfinished_ids(storage, cutoff)
+
+
+async def unfinished_ids(storage: Storage, cutoff: datetime, *, limit: int = 1000) -> list[str]:
+    """Every unfinished order's id, page by page."""
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page, cursor = await storage.orders.unfinished(created_before=cutoff, limit=limit, cursor=cursor)
+        seen += [o.id for o in page]
+        if cursor is None:
+            return seen
+
+
+async def test_unfinished_orders_page_oldest_first_without_repeats(storage: Storage) -> None:
+    start = datetime.now(UTC) - timedelta(days=3650)  # older than any other order in the table
+    made = [new_order(created_at=start + timedelta(seconds=n)) for n in range(5)]
+    for order in made:
+        await storage.orders.create(order, order_event(order))
+    cutoff = start + timedelta(seconds=5)
+
+    first, cursor = await storage.orders.unfinished(created_before=cutoff, limit=2)
+    second, cursor = await storage.orders.unfinished(created_before=cutoff, limit=2, cursor=cursor)
+    rest, _ = await storage.orders.unfinished(created_before=cutoff, limit=2, cursor=cursor)
+
+    assert [o.id for o in [*first, *second, *rest]] == [o.id for o in made]
+
+
+async def test_an_order_keeps_the_cart_version_and_lines_it_bought(storage: Storage) -> None:
+    bought = (CheckedOutLine("p1", 2, "rev-1"), CheckedOutLine("p2", 1, ""))
+    order = replace(new_order(), cart_version=7, cart_lines=bought)
+    await storage.orders.create(order, order_event(order))
+    assert await storage.orders.get(order.id) == order
 
 
 # --- Carts and the checkout read ------------------------------------------------------------------------
 def line(product_id: str, quantity: int = 1) -> CartLine:
-    return CartLine(product_id, f"Product {product_id}", quantity, 1000, "INR")
+    return CartLine(product_id, f"Product {product_id}", quantity, 1000, "INR", rev=f"{product_id}-{quantity}")
 
 
 async def test_a_cart_keeps_lines_by_product_up_to_its_limit(storage: Storage) -> None:
@@ -175,6 +215,81 @@ async def test_a_cart_keeps_lines_by_product_up_to_its_limit(storage: Storage) -
     assert [x.product_id for x in (await storage.carts.get(user)).lines] == ["b"]
     await storage.carts.clear(user)
     assert (await storage.carts.get(user)).empty
+    await storage.carts.set_line(user, line("d"), max_lines=2)
+    assert [x.product_id for x in (await storage.carts.get(user)).lines] == ["d"], "a cleared cart fills again"
+
+
+async def test_every_change_of_the_lines_makes_a_new_cart_version(storage: Storage) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    versions = [(await storage.carts.get(user)).version]
+    for change in (
+        storage.carts.set_line(user, line("a"), max_lines=5),
+        storage.carts.set_line(user, line("a", 2), max_lines=5),
+        storage.carts.set_line(user, line("b"), max_lines=5),
+        storage.carts.remove_line(user, "b"),
+        storage.carts.clear(user),
+    ):
+        await change
+        versions.append((await storage.carts.get(user)).version)
+    assert versions == sorted(set(versions)), versions
+    await storage.carts.set_line(user, line("a"), max_lines=5)
+    cart = await storage.carts.get(user)
+    assert cart.lines[0].rev == line("a").rev and cart.version > versions[-1]
+
+
+async def test_a_cart_is_claimed_by_one_checkout_at_the_version_it_read(storage: Storage) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    await storage.carts.set_line(user, line("a", 2), max_lines=5)
+    cart = await storage.carts.get(user)
+    now = datetime.now(UTC)
+
+    assert not await storage.carts.claim(user, order_id="ord_x", version=cart.version - 1, now=now, replacing=None)
+    assert await storage.carts.claim(user, order_id="ord_x", version=cart.version, now=now, replacing=None)
+    assert await storage.carts.claim(user, order_id="ord_x", version=cart.version, now=now, replacing=None), "a repeat"
+    assert not await storage.carts.claim(user, order_id="ord_y", version=cart.version, now=now, replacing=None)
+    claimed = await storage.carts.get(user)
+    assert claimed.claim is not None and (claimed.claim.order_id, claimed.claim.version) == ("ord_x", cart.version)
+    assert claimed.version == cart.version and claimed.lines == cart.lines, "a claim is not a change of the lines"
+
+    assert await storage.carts.claim(user, order_id="ord_y", version=cart.version, now=now, replacing="ord_x")
+    await storage.carts.release_claim(user, order_id="ord_x")  # not its claim any more: nothing happens
+    assert (await storage.carts.get(user)).claim.order_id == "ord_y"  # type: ignore[union-attr]
+    await storage.carts.release_claim(user, order_id="ord_y")
+    assert (await storage.carts.get(user)).claim is None
+    assert not await storage.carts.claim("u-nobody", order_id="ord_z", version=0, now=now, replacing=None)
+
+
+async def test_after_a_checkout_only_the_bought_lines_leave_the_cart(storage: Storage) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    for product_id in ("a", "b", "c"):
+        await storage.carts.set_line(user, line(product_id), max_lines=5)
+    cart = await storage.carts.get(user)
+    now = datetime.now(UTC)
+    assert await storage.carts.claim(user, order_id="ord_x", version=cart.version, now=now, replacing=None)
+    # During the checkout: b changes, c goes, d arrives.
+    await storage.carts.set_line(user, line("b", 5), max_lines=5)
+    await storage.carts.remove_line(user, "c")
+    await storage.carts.set_line(user, line("d"), max_lines=5)
+
+    await storage.carts.checked_out(user, order_id="ord_x", lines=cart.checked_out_lines())
+    await storage.carts.checked_out(user, order_id="ord_x", lines=cart.checked_out_lines())  # idempotent
+
+    after = await storage.carts.get(user)
+    assert [(x.product_id, x.quantity) for x in after.lines] == [("b", 5), ("d", 1)] and after.claim is None
+
+
+async def test_with_nothing_changed_the_whole_cart_and_its_claim_go(storage: Storage) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    await storage.carts.set_line(user, line("a"), max_lines=5)
+    await storage.carts.set_line(user, line("b", 2), max_lines=5)
+    cart = await storage.carts.get(user)
+    now = datetime.now(UTC)
+    assert await storage.carts.claim(user, order_id="ord_x", version=cart.version, now=now, replacing=None)
+
+    await storage.carts.checked_out(user, order_id="ord_x", lines=cart.checked_out_lines())
+
+    after = await storage.carts.get(user)
+    assert after.empty and after.claim is None and after.version > cart.version
 
 
 async def test_the_checkout_read_returns_the_order_and_the_cart_together(storage: Storage) -> None:
@@ -190,11 +305,11 @@ async def test_the_checkout_read_returns_the_order_and_the_cart_together(storage
 
 
 # --- Catalog and Payments: fakes against the real services over HTTP ------------------------------------
-def http_client(app: Any, *, name: str, internal_secret: str) -> AsyncServiceClient:
+def http_client(app: Any, *, name: str, internal_secrets: dict[str, str]) -> AsyncServiceClient:
     return AsyncServiceClient(
         name=name,
         base_url="http://service",
-        tokens=InternalTokens(internal_secret, service="order"),
+        tokens=InternalTokens(internal_secrets, service="order"),
         timeout_seconds=10,
         retries=0,
         transport=httpx.ASGITransport(app=app),
@@ -203,16 +318,20 @@ def http_client(app: Any, *, name: str, internal_secret: str) -> AsyncServiceCli
 
 @pytest.fixture(params=["memory", "http"])
 async def catalog(
-    request: pytest.FixtureRequest, make_settings: Callable[..., Settings], internal_secret: str, tmp_path: Any
+    request: pytest.FixtureRequest,
+    make_settings: Callable[..., Settings],
+    internal_secrets: dict[str, str],
+    tmp_path: Any,
 ) -> AsyncIterator[tuple[Catalog, dict[str, str]]]:
-    """A catalog with a mug (10 in stock) and tea (2 in stock): (port, product ids)."""
+    """A catalog with a mug (10 in stock) and tea (2 in stock): (port, product ids). Its reservations
+    expire at once unless committed, so the expiry is seen without waiting."""
     if request.param == "memory":
-        fake = InMemoryCatalog({"mug": ("Mug", 50000, 10), "tea": ("Tea", 25000, 2)})
+        fake = InMemoryCatalog({"mug": ("Mug", 50000, 10), "tea": ("Tea", 25000, 2)}, reservation_ttl_seconds=0)
         yield fake, {"mug": "mug", "tea": "tea"}
         return
     from functions.product.bootstrap import build_app, build_catalog, migrate_schema
 
-    settings = make_settings(database_url=f"sqlite:///{tmp_path}/catalog.db")
+    settings = make_settings(database_url=f"sqlite:///{tmp_path}/catalog.db", reservation_ttl_seconds=0)
     service = build_catalog(settings)
     migrate_schema(service.products.engine)
     ids = {}
@@ -221,7 +340,7 @@ async def catalog(
             name=name, description="", category="home", price_amount=price, currency="INR", stock=stock
         )
         ids[key] = product.id
-    client = http_client(build_app(settings), name="product", internal_secret=internal_secret)
+    client = http_client(build_app(settings), name="product", internal_secrets=internal_secrets)
     yield HttpCatalog(client), ids
     await client.aclose()
 
@@ -257,9 +376,34 @@ async def test_the_catalog_prices_and_reserves_all_lines_or_none(catalog: tuple[
     await port.commit("ord_3")
 
 
+async def test_uncommitted_reservations_expire_and_a_released_one_asked_again_takes_the_stock_again(
+    catalog: tuple[Catalog, dict[str, str]],
+) -> None:
+    port, ids = catalog
+    for order_id in ("ord_a", "ord_b", "ord_c"):
+        await port.reserve(order_id, [ReservationLine(ids["mug"], 1)])
+    await port.commit("ord_b")
+    await port.release("ord_c")
+
+    assert await port.expired_reservations(limit=10) == ["ord_a"], "committed and released ones never expire"
+    assert await port.expired_reservations(limit=10, after="ord_a") == []
+
+    # The buyer retries with the same key after the sweeper released it: the stock is taken again.
+    await port.release("ord_a")
+    assert await port.expired_reservations(limit=10) == []
+    await port.reserve("ord_a", [ReservationLine(ids["mug"], 1)])
+    assert await port.expired_reservations(limit=10) == ["ord_a"]
+    await port.reserve("ord_x", [ReservationLine(ids["mug"], 8)])  # 10 - b - a - x: nothing left
+    with pytest.raises(OutOfStock):
+        await port.reserve("ord_y", [ReservationLine(ids["mug"], 1)])
+    await port.release("ord_c")  # already released: still nothing back
+    with pytest.raises(OutOfStock):
+        await port.reserve("ord_y", [ReservationLine(ids["mug"], 1)])
+
+
 @pytest.fixture(params=["memory", "http"])
 async def payments(
-    request: pytest.FixtureRequest, make_settings: Callable[..., Settings], internal_secret: str
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings], internal_secrets: dict[str, str]
 ) -> AsyncIterator[Payments]:
     if request.param == "memory":
         yield InMemoryPayments()
@@ -267,7 +411,7 @@ async def payments(
     from eks_services.payment.bootstrap import build_app
 
     settings = make_settings(outbox_relay_enabled=False)
-    client = http_client(build_app(settings), name="payment", internal_secret=internal_secret)
+    client = http_client(build_app(settings), name="payment", internal_secrets=internal_secrets)
     yield HttpPayments(client)
     await client.aclose()
 
@@ -300,3 +444,53 @@ async def test_payments_charge_once_per_order_and_refund_once_per_key(payments: 
     assert (refund.amount, refund.currency) == (5000, "INR")
     replay = await payments.refund(charge.payment_id, amount=None, idempotency_key=f"cancel-{order_id}")
     assert replay.refund_id == refund.refund_id
+
+
+async def test_an_amount_above_the_payment_limit_is_refused_not_charged(payments: Payments) -> None:
+    with pytest.raises(ValidationFailed):
+        await payments.charge(
+            order_id=f"ord_{uuid.uuid4().hex}",
+            user_id="u-1",
+            amount=AMOUNT_MAX + 1,
+            currency="INR",
+            payment_method="pm_card_ok",
+        )
+
+
+@pytest.mark.parametrize(
+    ("token", "outcome"), [("pm_card_unknown_then_ok", True), ("pm_card_unknown_then_declined", False)]
+)
+async def test_an_unknown_outcome_is_asked_again_by_the_next_charge(
+    payments: Payments, token: str, outcome: bool
+) -> None:
+    order_id = f"ord_{uuid.uuid4().hex}"
+    await payments.verify(token)
+
+    first = await payments.charge(order_id=order_id, user_id="u-1", amount=700, currency="INR", payment_method=token)
+    assert first.status == ChargeStatus.UNKNOWN and not first.captured
+    assert (await payments.payment(first.payment_id)).status == ChargeStatus.UNKNOWN
+
+    again = await payments.charge(order_id=order_id, user_id="u-1", amount=700, currency="INR", payment_method=token)
+    assert again.payment_id == first.payment_id and again.captured is outcome
+    assert again.status == (ChargeStatus.CAPTURED if outcome else ChargeStatus.DECLINED)
+
+
+async def test_the_payment_reads_back_with_its_refunds(payments: Payments) -> None:
+    order_id = f"ord_{uuid.uuid4().hex}"
+    charge = await payments.charge(
+        order_id=order_id, user_id="u-1", amount=5000, currency="INR", payment_method="pm_card_ok"
+    )
+    read = await payments.payment(charge.payment_id)
+    assert (read.status, read.refunded, read.refunding, read.refunded_in_full) == (ChargeStatus.CAPTURED, 0, 0, False)
+
+    await payments.refund(charge.payment_id, amount=2000, idempotency_key="part")
+    read = await payments.payment(charge.payment_id)
+    assert (read.status, read.refunded, read.refunded_in_full) == (ChargeStatus.PARTIALLY_REFUNDED, 2000, False)
+
+    await payments.refund(charge.payment_id, amount=None, idempotency_key="rest")
+    read = await payments.payment(charge.payment_id)
+    assert (read.status, read.refunded, read.refunded_in_full) == (ChargeStatus.REFUNDED, 5000, True)
+    with pytest.raises(Conflict):
+        await payments.refund(charge.payment_id, amount=None, idempotency_key="more")
+    with pytest.raises(NotFound):
+        await payments.payment("pay_nobody")

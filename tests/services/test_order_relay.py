@@ -8,11 +8,13 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cloudshop import aws
 from cloudshop.dynamodb import dynamodb_for
+from cloudshop.observability import Metrics
 from cloudshop.settings import Settings
 from cloudshop.stream import FileEventLog
 from eks_services.order.messaging import FanoutPublisher, SqsEventPublisher, StreamEventPublisher
@@ -53,6 +55,32 @@ async def test_a_wake_up_publishes_at_once_and_an_outage_only_delays() -> None:
         assert not await orders.pending_events()
     finally:
         await relay.stop()
+
+
+async def test_the_lag_is_the_age_of_the_oldest_waiting_event_until_it_is_published() -> None:
+    """Given an event 42 s old that the broker refuses, the relay's lag gauge reads its age; once it is
+    published and the outbox is empty, the lag is 0."""
+    orders, publisher = InMemoryOrders(), InMemoryEventPublisher()
+    relay = OutboxRelay(orders=orders, publisher=publisher, interval_seconds=30)
+    metrics = Metrics("order")
+    relay.attach_metrics(metrics)
+
+    def lag() -> float | None:
+        return metrics.registry.get_sample_value("order_outbox_oldest_pending_age_seconds")
+
+    assert lag() == 0
+    order = new_order(created_at=datetime.now(UTC) - timedelta(seconds=42))
+    await orders.create(order, order_event(order))
+    publisher.failing = True
+    with pytest.raises(RuntimeError):
+        await relay.run_once()
+
+    waiting = lag()
+    assert waiting is not None and 42 <= waiting < 52
+
+    publisher.failing = False
+    await relay.drain()
+    assert lag() == 0
 
 
 async def test_relay_ceiling_in_events_per_second(make_settings: Callable[..., Settings], tmp_path: object) -> None:

@@ -19,12 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 
 from cloudshop import aws
 from cloudshop.auth import InternalTokens, TokenIssuer
 from cloudshop.dynamodb import dynamodb_for
+from cloudshop.estate import token_pair
 from cloudshop.events import SCHEMA_DIR
 from cloudshop.settings import Settings
 from eks_services.payment.bootstrap import build_app
@@ -177,7 +179,7 @@ def fresh_queue(settings: Settings) -> PaymentQueue:
 
 @pytest.fixture
 def world(
-    make_settings: Callable[..., Settings], key_pair: tuple[str, str], internal_secret: str
+    make_settings: Callable[..., Settings], key_pair: tuple[str, str], internal_secrets: dict[str, str]
 ) -> Iterator[PaymentWorld]:
     # dynalite, not moto: one-charge-per-order rests on atomic conditional writes, which moto does not
     # guarantee under concurrent requests (DynamoDB and dynalite do).
@@ -188,7 +190,7 @@ def world(
     payments = DynamoDBPaymentRepository(dynamodb_for(settings), table=settings.payments_table)
     app = build_app(settings, provider=provider, payments=payments)
     issuer = TokenIssuer(key_pair[0], issuer=settings.jwt_issuer, access_ttl_seconds=900)
-    token = InternalTokens(internal_secret, service="order").token()
+    token = InternalTokens(internal_secrets, service="order").token("payment")
     for client in client_for(app):
         yield PaymentWorld(client, provider, settings, issuer, token, payments, queue)
 
@@ -254,13 +256,12 @@ def test_the_same_order_with_another_amount_is_a_conflict(world: PaymentWorld) -
 
 
 @pytest.mark.parametrize("caller", ["product", "notification", "user", "payment"])
-def test_only_the_order_service_may_charge_or_refund_by_order(world: PaymentWorld, caller: str) -> None:
-    # Given a token that is valid, but another service's
-    other = {
-        "x-service-token": InternalTokens(
-            world.settings.internal_token_secret.get_secret_value(), service=caller
-        ).token()
-    }
+def test_only_the_order_service_may_charge_or_refund_by_order(
+    world: PaymentWorld, caller: str, internal_secrets: dict[str, str]
+) -> None:
+    # Given a token of another service, signed even with the one secret the payment service holds
+    signed = {token_pair(caller, "payment"): internal_secrets[token_pair("order", "payment")]}
+    other = {"x-service-token": InternalTokens(signed, service=caller).token("payment")}
     payment = world.captured_payment(amount=1000)
 
     charge = world.client.post("/api/v1/internal/payments", json=charge_body(new_order()), headers=other)
@@ -271,6 +272,36 @@ def test_only_the_order_service_may_charge_or_refund_by_order(world: PaymentWorl
     assert_problem(charge, 403)
     assert_problem(refund, 403)
     assert world.provider.charges == [payment["id"]] and world.provider.refunds == []
+
+
+def test_no_secret_but_the_order_payment_pair_and_no_long_lived_token_opens_a_payment_route(
+    world: PaymentWorld, internal_secrets: dict[str, str]
+) -> None:
+    # Given what the internet-facing product Lambda holds: the secret the order service signs its
+    # calls to it with. A token in the order service's name for the payment service, signed with it,
+    now = int(time.time())
+    claims = {"sub": "order", "aud": "payment", "iat": now, "exp": now + 60}
+    as_order = jwt.encode(claims, internal_secrets[token_pair("order", "product")], algorithm="HS256")
+    # tokens signed with the right secret but without an expiry, or living a day,
+    right = internal_secrets[token_pair("order", "payment")]
+    without_expiry = jwt.encode({k: v for k, v in claims.items() if k != "exp"}, right, algorithm="HS256")
+    for_a_day = jwt.encode({**claims, "exp": now + 86400}, right, algorithm="HS256")
+    # and the order service's own token for another callee
+    for_product = InternalTokens(internal_secrets, service="order").token("product")
+    payment = world.captured_payment(amount=1000)
+
+    answers = [
+        world.client.post(
+            f"/api/v1/internal/payments/{payment['id']}/refunds",
+            json={"idempotency_key": "k"},
+            headers={"x-service-token": token},
+        )
+        for token in (as_order, without_expiry, for_a_day, for_product)
+    ]
+
+    for answer in answers:
+        assert_problem(answer, 401)
+    assert world.provider.refunds == []
 
 
 def test_a_charge_is_taken_as_the_order_service_sends_it_without_asking_it_back(world: PaymentWorld) -> None:
@@ -296,11 +327,11 @@ def test_a_charge_abandoned_by_a_dead_process_is_completed_by_the_repeat(world: 
 
 
 def test_a_charge_still_in_progress_is_a_clear_conflict(
-    make_settings: Callable[..., Settings], internal_secret: str
+    make_settings: Callable[..., Settings], internal_secrets: dict[str, str]
 ) -> None:
     settings = make_settings()
     payments = DynamoDBPaymentRepository(dynamodb_for(settings), table=settings.payments_table)
-    tokens = InternalTokens(internal_secret, service="order")
+    tokens = InternalTokens(internal_secrets, service="order")
     order = new_order()
     request = ChargeRequest(
         order_id=order.id, user_id=order.user_id, amount=order.amount, currency="INR", payment_method="pm_card_ok"
@@ -310,7 +341,7 @@ def test_a_charge_still_in_progress_is_a_clear_conflict(
         claimed = Payment.claim(request, now=datetime.now(UTC), lease_seconds=60)
         assert client.portal.call(payments.claim, claimed)  # type: ignore[union-attr]
         answer = client.post(
-            "/api/v1/internal/payments", json=charge_body(order), headers={"x-service-token": tokens.token()}
+            "/api/v1/internal/payments", json=charge_body(order), headers={"x-service-token": tokens.token("payment")}
         )
         assert assert_problem(answer, 409)["type"].endswith("/payment-in-progress")
 
@@ -443,7 +474,7 @@ def test_replaying_a_full_refund_still_answers_the_first_response(world: Payment
 
 
 def test_the_refund_stands_while_the_queue_is_down_and_its_event_follows_once_it_is_back(
-    make_settings: Callable[..., Settings], key_pair: tuple[str, str], internal_secret: str
+    make_settings: Callable[..., Settings], key_pair: tuple[str, str], internal_secrets: dict[str, str]
 ) -> None:
     settings = make_settings(dynamodb="dynalite", outbox_relay_interval_seconds=0.05)
     publisher = InMemoryEventPublisher(failing=True)
@@ -453,7 +484,7 @@ def test_the_refund_stands_while_the_queue_is_down_and_its_event_follows_once_it
     }
     order = new_order(amount=1000)
     for client in client_for(build_app(settings, publisher=publisher)):
-        internal = {"x-service-token": InternalTokens(internal_secret, service="order").token()}
+        internal = {"x-service-token": InternalTokens(internal_secrets, service="order").token("payment")}
         payment = client.post("/api/v1/internal/payments", json=charge_body(order), headers=internal).json()
 
         refund = client.post(

@@ -15,6 +15,7 @@ from eks_services.payment.model import (
     Payment,
     PaymentStatus,
     ProviderError,
+    ProviderOutcomeUnknown,
     payment_id_for,
 )
 from eks_services.payment.provider import SimulatedProvider
@@ -109,15 +110,44 @@ def captured(amount: int = 1000) -> Payment:
     return Payment.claim(request(amount=amount), now=NOW, lease_seconds=60).captured("ref", now=NOW)
 
 
-def test_refunds_move_the_payment_to_partially_then_fully_refunded() -> None:
+def test_confirmed_refunds_move_the_payment_to_partially_then_fully_refunded() -> None:
     payment = captured()
     first = payment.plan_refund(amount=400, idempotency_key="k1", now=NOW)
-    payment = payment.with_refund(first, now=NOW)
+    payment, _ = payment.with_refund(first, now=NOW).refund_succeeded(first.id, now=NOW)
     assert payment.status == PaymentStatus.PARTIALLY_REFUNDED
     assert (payment.refunded, payment.refundable) == (400, 600)
     rest = payment.plan_refund(amount=None, idempotency_key="k2", now=NOW)
-    payment = payment.with_refund(rest, now=NOW)
+    payment, _ = payment.with_refund(rest, now=NOW).refund_succeeded(rest.id, now=NOW)
     assert (rest.amount, payment.status, payment.refundable) == (600, PaymentStatus.REFUNDED, 0)
+
+
+def test_a_reserved_refund_is_not_reported_as_refunded_until_the_provider_confirms_it() -> None:
+    """Issue 10: a refund is recorded before the provider is asked; a crash in between must not leave
+    a payment that reads REFUNDED for money that never moved."""
+    payment = captured()
+    refund = payment.plan_refund(amount=None, idempotency_key="k1", now=NOW)
+
+    reserved = payment.with_refund(refund, now=NOW)
+
+    shown = reserved.as_dict()
+    assert reserved.status == PaymentStatus.CAPTURED and shown["status"] == "CAPTURED"
+    assert shown["refunded"] == {"amount": 0, "currency": "INR"}
+    assert shown["refunding"] == {"amount": 1000, "currency": "INR"}
+    with pytest.raises(Conflict):
+        reserved.plan_refund(amount=None, idempotency_key="k2", now=NOW)  # nothing left to reserve
+
+
+@pytest.mark.parametrize(
+    ("token", "outcome"), [("pm_card_unknown_then_ok", True), ("pm_card_unknown_then_declined", False)]
+)
+def test_an_unknown_outcome_token_loses_the_first_answer_and_tells_the_truth_when_asked_again(
+    provider: SimulatedProvider, token: str, outcome: bool
+) -> None:
+    with pytest.raises(ProviderOutcomeUnknown):
+        charge(provider, token)
+    again = charge(provider, token)
+    assert again.captured is outcome and again == charge(provider, token)
+    assert again.decline_code == (None if outcome else "card_declined")
 
 
 def test_a_reserved_refund_counts_against_the_capture_but_not_as_refunded_until_confirmed() -> None:

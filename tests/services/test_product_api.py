@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from cloudshop.auth import InternalTokens, TokenIssuer
 from cloudshop.settings import Settings
 from functions.product.bootstrap import build_app, build_catalog, migrate_schema
+from functions.product.model import ReservationLine
 from functions.product.seed import seed_catalog
 from tests.conftest import client_for
 from tests.helpers import assert_problem
@@ -38,14 +40,14 @@ def catalog_app(make_settings: Callable[..., Settings], database_url: str) -> It
 
 
 @pytest.fixture(scope="session")
-def tokens(key_pair: tuple[str, str], internal_secret: str) -> dict[str, dict[str, str]]:
+def tokens(key_pair: tuple[str, str], internal_secrets: dict[str, str]) -> dict[str, dict[str, str]]:
     issuer = TokenIssuer(key_pair[0], issuer="cloudshop", access_ttl_seconds=600)
 
     def bearer(role: str) -> dict[str, str]:
         token = issuer.access_token(user_id=f"{role}-1", role=role, email=f"{role}@x.io", session_id="s")
         return {"Authorization": f"Bearer {token}"}
 
-    service = InternalTokens(internal_secret, service="order").token()
+    service = InternalTokens(internal_secrets, service="order").token("product")
     return {"admin": bearer("admin"), "customer": bearer("customer"), "service": {"x-service-token": service}}
 
 
@@ -229,3 +231,48 @@ def test_concurrent_reservations_never_oversell(catalog_app: TestClient, tokens:
         thread.join()
     assert sorted(results) == [201] * 7 + [409] * 13
     assert stock_of(catalog_app, product) == 0
+
+
+def test_a_reservation_expires_only_uncommitted_and_only_after_its_ttl(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    """Issue 10: stock reserved for an order that was never written was held for ever. A reservation
+    now carries an expiry; the order service's sweeper commits or releases what `expired` lists."""
+    settings = make_settings(database_url=database_url, reservation_ttl_seconds=600)
+    catalog = build_catalog(settings)
+    migrate_schema(catalog.products.engine)
+    product = catalog.create(name="Lamp", description="", category="home", price_amount=1000, currency="INR", stock=10)
+
+    for order_id in ("ord-kept", "ord-lost", "ord-sold"):
+        catalog.reserve(order_id, [ReservationLine(product.id, 1)])
+    catalog.products.commit("ord-kept")
+    catalog.products.release("ord-sold")
+    now = datetime.now(UTC)
+
+    assert catalog.products.expired(now=now, limit=10) == [], "not before its expiry"
+    assert catalog.products.expired(now=now + timedelta(seconds=601), limit=10) == ["ord-lost"]
+
+    assert catalog.products.release("ord-lost")
+    assert catalog.products.get(product.id).stock == 9  # only the committed one is held
+    catalog.reserve("ord-lost", [ReservationLine(product.id, 1)])  # asked again: taken again
+    assert catalog.products.get(product.id).stock == 8
+
+
+def test_text_with_a_nul_character_is_a_422_on_every_database(
+    catalog_app: TestClient, tokens: dict[str, dict[str, str]]
+) -> None:
+    # PostgreSQL cannot store a NUL (a 500 before issue 10), SQLite would: refused alike on both.
+    created = catalog_app.post("/api/v1/products", json={**PRODUCT, "name": "Zqx\x00Kettle"}, headers=tokens["admin"])
+    searched = catalog_app.get("/api/v1/products", params={"q": "kettle\x00"})
+
+    assert_problem(created, 422)
+    assert_problem(searched, 422)
+    assert catalog_app.get("/api/v1/products", params={"q": "Zqx"}).json()["items"] == []
+
+
+def test_a_patch_cannot_null_a_field(catalog_app: TestClient, tokens: dict[str, dict[str, str]]) -> None:
+    product = catalog_app.post("/api/v1/products", json=PRODUCT, headers=tokens["admin"]).json()
+    for field in ("price", "name", "category", "description", "stock_adjustment"):
+        answer = catalog_app.patch(f"/api/v1/products/{product['id']}", json={field: None}, headers=tokens["admin"])
+        assert_problem(answer, 422)
+    assert catalog_app.get(f"/api/v1/products/{product['id']}").json()["price"] == PRODUCT["price"]

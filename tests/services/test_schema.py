@@ -71,7 +71,7 @@ def test_running_the_step_twice_changes_nothing(database_url: str) -> None:
     second = apply_schema(engine)
     engine.dispose()
 
-    assert second.revisions == first.revisions == {"user": "user_0001", "product": "product_0001"}
+    assert second.revisions == first.revisions == {"user": "user_0001", "product": "product_0002"}
     assert snapshot(database_url) == before
     assert {"users", "products", "reservations", "reservation_lines"} <= set(before["tables"])
 

@@ -7,7 +7,7 @@ Start-up, in the order a real deploy and its first traffic follow:
    their own handlers in their own Lambda processes;
 3. the functions behind the HTTP API and the event source mappings start, then the API serves;
 4. the cluster's pods start with the overlay's and CDK's configuration, and must pass their readiness
-   probes; the SQS event source mappings start polling.
+   probes; the event source mappings (SQS queues, MSK topics) start polling.
 `stop()` undoes all of it; every process it started dies with it.
 """
 
@@ -30,7 +30,7 @@ from tests.cdk.generated import Templates
 from tests.cdk.rehearsal.cloudformation import Deployment
 from tests.cdk.rehearsal.cluster import Cluster
 from tests.cdk.rehearsal.estate import DUMMY_CREDENTIALS, LocalEstate
-from tests.cdk.rehearsal.event_sources import SqsEventSource
+from tests.cdk.rehearsal.event_sources import KafkaEventSource, SqsEventSource
 from tests.cdk.rehearsal.gateway import HttpApi
 from tests.cdk.rehearsal.lambdas import FunctionSpec, LambdaService
 from tests.cdk.rehearsal.network import NetworkMap
@@ -66,7 +66,7 @@ class Rehearsal:
         self.lambdas: LambdaService | None = None
         self.apis: list[HttpApi] = []
         self.cluster: Cluster | None = None
-        self.event_sources: list[SqsEventSource] = []
+        self.event_sources: list[SqsEventSource | KafkaEventSource] = []
 
     # --- start and stop --------------------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -141,7 +141,11 @@ class Rehearsal:
             aws_access_key_id="rehearsal", aws_secret_access_key="rehearsal", region_name=self.region
         ).client("sqs", endpoint_url=self.moto.endpoint_url)
         for mapping in self.deployment.of_type("AWS::Lambda::EventSourceMapping"):
-            source = SqsEventSource(self.deployment, mapping, lambdas=self.lambdas, sqs=sqs)
+            source: SqsEventSource | KafkaEventSource
+            if ":kafka:" in str(self.deployment.prop(mapping, "EventSourceArn")):
+                source = KafkaEventSource(self.deployment, mapping, lambdas=self.lambdas, kafka=self.kafka)
+            else:
+                source = SqsEventSource(self.deployment, mapping, lambdas=self.lambdas, sqs=sqs)
             self._stack.callback(source.stop)
             self.event_sources.append(source.start())
 

@@ -378,3 +378,52 @@ def dynamodb_for(settings: Settings, **options: Any) -> DynamoDB:
         credentials=session.get_credentials,
         **options,
     )
+
+
+# The sparse `outbox_pending` attribute an item carries while its outbox holds unsent events (the
+# relays find such items through a GSI on it).
+OUTBOX_PENDING = "1"
+
+
+def versioned_update(
+    key: dict[str, Any],
+    fields: dict[str, Any],
+    *,
+    absent: list[str],
+    version: int,
+    events: list[tuple[str, str]],
+    ensure_outbox: bool = False,
+) -> dict[str, Any]:
+    """The `UpdateItem` arguments (but the table) that write an aggregate's new state over the
+    version it came from: every field SET, the `absent` optional ones REMOVEd, each of `events`
+    (event id, JSON) added to the item's `outbox` map with `outbox_pending` set. An update, not a
+    put: a relay may be removing sent events from the same item meanwhile, and a put would bring them
+    back. `ensure_outbox` creates the map on an item written before it had one (when no event comes
+    with the change)."""
+    names = {f"#f{n}": name for n, name in enumerate(fields)}
+    values: dict[str, Any] = {f":f{n}": value for n, value in enumerate(fields.values())}
+    values[":previous"] = {"N": str(version - 1)}
+    assignments = [f"#f{n} = :f{n}" for n in range(len(fields))]
+    if events or ensure_outbox:
+        names["#outbox"] = "outbox"
+    for n, (event_id, body) in enumerate(events):
+        names[f"#e{n}"] = event_id
+        values[f":e{n}"] = {"S": body}
+        assignments.append(f"#outbox.#e{n} = :e{n}")
+    if events:
+        values[":pending"] = {"S": OUTBOX_PENDING}
+        assignments.append("outbox_pending = :pending")
+    elif ensure_outbox:
+        values[":empty"] = {"M": {}}
+        assignments.append("#outbox = if_not_exists(#outbox, :empty)")
+    expression = "SET " + ", ".join(assignments)
+    if absent:
+        names |= {f"#r{n}": name for n, name in enumerate(absent)}
+        expression += " REMOVE " + ", ".join(f"#r{n}" for n in range(len(absent)))
+    return {
+        "Key": key,
+        "UpdateExpression": expression,
+        "ConditionExpression": "version = :previous",
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }

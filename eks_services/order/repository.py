@@ -28,7 +28,7 @@ from typing import Any
 
 from cloudshop import cursors
 from cloudshop.aws import from_item, to_item, to_value
-from cloudshop.dynamodb import DynamoDB, DynamoDBError, DynamoDBUnavailable
+from cloudshop.dynamodb import OUTBOX_PENDING, DynamoDB, DynamoDBError, DynamoDBUnavailable, versioned_update
 from cloudshop.errors import BadRequest, Conflict
 from cloudshop.events import OrderEventV1
 from cloudshop.paths import ID_MAX
@@ -44,7 +44,7 @@ from eks_services.order.model import (
     OutboxEvent,
 )
 
-PENDING = "1"
+PENDING = OUTBOX_PENDING
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -163,11 +163,7 @@ class DynamoDBOrderRepository:
             raise
 
     async def save(self, order: Order, event: OrderEventV1 | None) -> None:
-        """Write a change (and its event): only if nobody else moved the order since `version - 1`.
-
-        An update, not a put: the relay may be removing sent events from the same item meanwhile, and
-        a put would bring them back (harmless duplicates, but needless ones).
-        """
+        """Write a change (and its event): only if nobody else moved the order since `version - 1`."""
         fields = {k: v for k, v in order_item(order).items() if k != "order_id"}
         optional = (
             "payment_id",
@@ -178,31 +174,16 @@ class DynamoDBOrderRepository:
             "cart_lines",
             "cancel_requested",
         )
-        removed = [k for k in optional if k not in fields]
-        names = {f"#f{n}": name for n, name in enumerate(fields)}
-        values = {f":f{n}": value for n, value in enumerate(fields.values())}
-        assignments = [f"#f{n} = :f{n}" for n in range(len(fields))]
-        values[":previous"] = to_value(order.version - 1)
-        if event is not None:
-            names |= {"#outbox": "outbox", "#event": event.event_id}
-            values |= {":event": {"S": event.to_json()}, ":pending": {"S": PENDING}}
-            assignments += ["#outbox.#event = :event", "outbox_pending = :pending"]
-        expression = "SET " + ", ".join(assignments)
-        if removed:
-            names |= {f"#r{n}": name for n, name in enumerate(removed)}
-            expression += " REMOVE " + ", ".join(f"#r{n}" for n in range(len(removed)))
+        events = [(event.event_id, event.to_json())] if event is not None else []
+        update = versioned_update(
+            {"order_id": {"S": order.id}},
+            fields,
+            absent=[k for k in optional if k not in fields],
+            version=order.version,
+            events=events,
+        )
         try:
-            await self.db.call(
-                "UpdateItem",
-                {
-                    "TableName": self.table,
-                    "Key": {"order_id": {"S": order.id}},
-                    "UpdateExpression": expression,
-                    "ConditionExpression": "version = :previous",
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                },
-            )
+            await self.db.call("UpdateItem", {"TableName": self.table, **update})
         except DynamoDBError as exc:
             if _condition_failed(exc):
                 raise StaleOrder(f"Order {order.id} changed meanwhile.") from exc

@@ -20,14 +20,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from cloudshop.aws import from_item, to_item, to_value
-from cloudshop.dynamodb import DynamoDB, DynamoDBError
+from cloudshop.aws import from_item, to_item
+from cloudshop.dynamodb import OUTBOX_PENDING, DynamoDB, DynamoDBError, versioned_update
 from cloudshop.errors import NotFound
 from cloudshop.events import PaymentRefundedV1
 from eks_services.payment.model import Payment, PaymentStatus, Refund, RefundStatus
 from eks_services.payment.ports import OutboxEvent, StalePayment
 
-PENDING = "1"
+PENDING = OUTBOX_PENDING
 CONDITION_FAILED = "ConditionalCheckFailedException"
 # Attributes a payment may lose in a change (a claim's lease once settled); `save` removes them.
 OPTIONAL_FIELDS = ("decline_code", "failure_reason", "provider_reference", "claimed_until")
@@ -155,46 +155,21 @@ class DynamoDBPaymentRepository:
 
     async def save(self, payment: Payment, events: Sequence[PaymentRefundedV1] = ()) -> None:
         """Write `payment` over the version it was derived from, with `events` into its outbox, or
-        raise `StalePayment`.
-
-        An update, not a put: the relay may be removing sent events from the same item meanwhile,
-        and a put would bring them back.
-        """
+        raise `StalePayment`."""
         fields = {k: v for k, v in payment_item(payment).items() if k != "payment_id"}
-        removed = [name for name in OPTIONAL_FIELDS if name not in fields]
-        names = {f"#f{n}": name for n, name in enumerate(fields)} | {"#outbox": "outbox"}
-        values = {f":f{n}": value for n, value in enumerate(fields.values())}
-        values[":previous"] = to_value(payment.version - 1)
-        assignments = [f"#f{n} = :f{n}" for n in range(len(fields))]
-        if events:
-            for n, event in enumerate(events):
-                names[f"#e{n}"] = event.event_id
-                values[f":e{n}"] = {"S": event.to_json()}
-                assignments.append(f"#outbox.#e{n} = :e{n}")
-            values[":pending"] = {"S": PENDING}
-            assignments.append("outbox_pending = :pending")
-        else:
-            # Payments written before the outbox existed get it on their first change. A refund's
-            # event is written by its confirmation, which always follows its reservation (a change
-            # without events), so the map is there by then.
-            values[":empty"] = {"M": {}}
-            assignments.append("#outbox = if_not_exists(#outbox, :empty)")
-        expression = "SET " + ", ".join(assignments)
-        if removed:
-            names |= {f"#r{n}": name for n, name in enumerate(removed)}
-            expression += " REMOVE " + ", ".join(f"#r{n}" for n in range(len(removed)))
+        # Payments written before the outbox existed get it on their first change. A refund's event
+        # is written by its confirmation, which always follows its reservation (a change without
+        # events), so the map is there by then.
+        update = versioned_update(
+            {"payment_id": {"S": payment.id}},
+            fields,
+            absent=[name for name in OPTIONAL_FIELDS if name not in fields],
+            version=payment.version,
+            events=[(event.event_id, event.to_json()) for event in events],
+            ensure_outbox=not events,
+        )
         try:
-            await self.dynamodb.call(
-                "UpdateItem",
-                {
-                    "TableName": self.table,
-                    "Key": {"payment_id": {"S": payment.id}},
-                    "UpdateExpression": expression,
-                    "ConditionExpression": "version = :previous",
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                },
-            )
+            await self.dynamodb.call("UpdateItem", {"TableName": self.table, **update})
         except DynamoDBError as exc:
             if exc.code == CONDITION_FAILED:
                 raise StalePayment(payment.id) from exc

@@ -98,10 +98,8 @@ class ServiceClient:
             except httpx.TransportError as exc:
                 last_error = exc
             else:
-                if response.status_code < 400:
-                    return response.json() if response.content else None
                 if response.status_code < 500:
-                    raise error_from_problem(response.status_code, _json_or_empty(response))
+                    return answer_of(response)
                 last_error = RuntimeError(f"{self.name} answered {response.status_code}")
             if attempt + 1 < attempts:
                 time.sleep(min(0.05 * 2**attempt, 0.5))
@@ -190,10 +188,8 @@ class AsyncServiceClient:
             except httpx.TransportError as exc:
                 last_error = exc
             else:
-                if response.status_code < 400:
-                    return response.json() if response.content else None
                 if response.status_code < 500:
-                    raise error_from_problem(response.status_code, _json_or_empty(response))
+                    return answer_of(response)
                 last_error = RuntimeError(f"{self.name} answered {response.status_code}")
                 wait_at_least = _retry_after_seconds(response)
             if attempt + 1 >= attempts:
@@ -207,6 +203,14 @@ class AsyncServiceClient:
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+
+def answer_of(response: httpx.Response) -> Any:
+    """What a final (non-5xx) answer means to the caller, for the sync and async clients alike: its
+    JSON (None when empty), or a 4xx problem raised as the same domain error it was."""
+    if response.status_code < 400:
+        return response.json() if response.content else None
+    raise error_from_problem(response.status_code, _json_or_empty(response))
 
 
 def _retry_after_seconds(response: httpx.Response) -> float:

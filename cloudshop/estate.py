@@ -257,6 +257,8 @@ TABLES = (
             # Sparse too: orders whose payment never settled (the client gave up, a service was
             # down), for the sweeper that settles them.
             Index("awaiting_payment", Key("awaiting_payment"), Key("created_at")),
+            # Every order by its status, newest first: the admin console's list of orders to fulfil.
+            Index("by_status", Key("status"), Key("created_at")),
         ),
         critical=True,
         settings_field="orders_table",
@@ -350,6 +352,7 @@ def _routes() -> tuple[Route, ...]:
         Route("ANY", f"{p}/payments/{{proxy+}}", "payment"),
         Route("GET", f"{p}/notifications", "notification"),
         Route("GET", f"{p}/analytics/windows", "order"),
+        Route("GET", f"{p}/admin/orders", "order"),
         # Exact, not greedy: each internal route admits its own callers.
         *(
             Route(r.method, r.path, r.service, internal=True, callers=r.callers)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloudshop.estate import API_PREFIX
 from cloudshop.web import AdminPrincipal, CurrentPrincipal, ResourceId
-from eks_services.order.model import QUANTITY_MAX, QUANTITY_MIN, Cart, Order
+from eks_services.order.model import QUANTITY_MAX, QUANTITY_MIN, Cart, Order, OrderStatus
 from eks_services.order.service import AnalyticsWindows, CartService, CheckoutService
 
 ProductId = ResourceId
@@ -165,6 +165,17 @@ def router(services: OrderServices) -> APIRouter:
     async def invoice(order_id: OrderId, principal: CurrentPrincipal, checkout: Checkout) -> dict[str, Any]:
         url, expires_in = await checkout.invoice_url(principal, order_id)
         return {"url": url, "expires_in": expires_in}
+
+    @api.get("/admin/orders", tags=["orders"])
+    async def list_orders_by_status(
+        admin: AdminPrincipal,
+        checkout: Checkout,
+        status: OrderStatus = OrderStatus.PAID,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    ) -> dict[str, Any]:
+        orders, next_cursor = await checkout.to_fulfil(admin, status=status, limit=limit, cursor=cursor)
+        return {"items": [order_out(o) for o in orders], "next_cursor": next_cursor}
 
     @api.get("/analytics/windows", tags=["analytics"])
     async def analytics_windows(

@@ -20,6 +20,7 @@ from eks_services.order.model import (
     CheckedOutLine,
     Line,
     Order,
+    OrderStatus,
     OutboxEvent,
     Product,
     RefundReceipt,
@@ -78,6 +79,9 @@ class Orders(Protocol):
 
     async def by_user(self, user_id: str, *, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
         """A user's orders, newest first, and the cursor of the next page (`BadRequest` for a bad one)."""
+
+    async def by_status(self, status: OrderStatus, *, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
+        """Orders in `status`, newest first, and the cursor of the next page (`BadRequest` for a bad one)."""
 
     async def unfinished(
         self, *, created_before: datetime, limit: int = 50, cursor: str | None = None

@@ -1,6 +1,7 @@
 """Orders and carts in DynamoDB, through the async `cloudshop.dynamodb.DynamoDB` client.
 
-Orders (`orders`: pk `order_id`; GSI `by_user` (user_id, created_at); sparse GSIs `pending_outbox`
+Orders (`orders`: pk `order_id`; GSIs `by_user` (user_id, created_at) and `by_status` (status,
+created_at: the admin's list of orders to fulfil); sparse GSIs `pending_outbox`
 and `awaiting_payment`). The transactional outbox lives inside the order item: a state change and
 its event are one conditional single-item write, atomic in DynamoDB, moto and dynalite alike. We
 chose that over `TransactWriteItems` because dynalite has no transactions, and because moto copies
@@ -143,6 +144,24 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
     )
 
 
+def _decode_status_cursor(cursor: str) -> dict[str, Any]:
+    """The `by_status` start key a page ended at, checked like `by_user`'s (`cloudshop.cursors`)."""
+
+    def string(read: cursors.FieldReader) -> cursors.FieldReader:
+        def attribute(value: Any) -> dict[str, str]:
+            if not isinstance(value, dict) or set(value) != {"S"}:
+                raise ValueError("not a string attribute")
+            read(value["S"])
+            return {"S": value["S"]}
+
+        return attribute
+
+    key = cursors.text(max_length=ID_MAX)
+    return cursors.decode_cursor(
+        cursor, {"order_id": string(key), "status": string(key), "created_at": string(cursors.timestamp)}
+    )
+
+
 class DynamoDBOrderRepository:
     def __init__(self, db: DynamoDB, *, table: str) -> None:
         self.db = db
@@ -213,6 +232,27 @@ class DynamoDBOrderRepository:
         answer = await self.db.call("Query", query)
         last = answer.get("LastEvaluatedKey")
         return [order_from_item(i) for i in answer.get("Items", [])], _encode_cursor(last) if last else None
+
+    async def by_status(self, status: OrderStatus, *, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "by_status",
+            "KeyConditionExpression": "#status = :s",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {":s": {"S": str(status)}},
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if cursor:
+            start = _decode_status_cursor(cursor)
+            if start.get("status", {}).get("S") != str(status):
+                raise BadRequest("The cursor is not valid.")
+            query["ExclusiveStartKey"] = start
+        answer = await self.db.call("Query", query)
+        last = answer.get("LastEvaluatedKey")
+        # A PAID item flagged `cancel_requested` (written before CANCELLING existed) reads as CANCELLING.
+        orders = [o for o in map(order_from_item, answer.get("Items", [])) if o.status == status]
+        return orders, _encode_cursor(last) if last else None
 
     async def unfinished(
         self, *, created_before: datetime, limit: int = 50, cursor: str | None = None

@@ -567,6 +567,13 @@ class CheckoutService:
         await self.catalog.release(order.id)
         return await self._transition(order, OrderStatus.CANCELLED)
 
+    async def to_fulfil(
+        self, principal: Principal, *, status: OrderStatus, limit: int, cursor: str | None
+    ) -> tuple[list[Order], str | None]:
+        """Orders in `status` (PAID: those to fulfil), newest first: for an admin only."""
+        principal.require_admin()
+        return await self.orders.by_status(status, limit=limit, cursor=cursor)
+
     async def fulfil(self, principal: Principal, order_id: str) -> Order:
         """Refused for an order that is not PAID (a CANCELLING one included: the state machine), and
         for one whose payment is refunded in full or has a full refund under way: the order learns

@@ -308,6 +308,39 @@ def test_an_admin_fulfils_and_refunds_an_order_found_by_its_id(
     no_policy_violations(page)
 
 
+def test_an_admin_fulfils_an_order_from_the_list_of_orders_to_fulfil(
+    platform: Platform, open_page: Callable[..., Any], shot: Callable[..., Path]
+) -> None:
+    _, _, buyer = platform.new_buyer("Ishaan")
+    item = platform.api.get("/products", params={"q": "french press"}).json()["items"][0]
+    platform.api.put(f"/cart/items/{item['id']}", json={"quantity": 1}, headers=buyer).raise_for_status()
+    order = platform.api.post(
+        "/orders",
+        json={"shipping_address": ADDRESS, "payment_method": "pm_card_ok"},
+        headers=buyer | {"Idempotency-Key": uuid.uuid4().hex},
+    ).json()
+    assert order["status"] == "PAID"
+
+    page = open_page()
+    log_in(page, ADMIN["email"], ADMIN["password"])
+    page.goto("/admin/orders")
+    expect(page.get_by_role("heading", name="Orders to fulfil")).to_be_visible()
+    expect(page.get_by_label("Status")).to_have_value("PAID")
+    row = page.locator(f'tr[data-order-id="{order["id"]}"]')  # newest first: on the first page
+    expect(row).to_be_visible()
+    shot(page, "orders-to-fulfil", full_page=True)
+    row.get_by_role("button").click()
+    status = page.locator("article [data-status]")
+    expect(status).to_have_attribute("data-status", "PAID")
+    expect(page.locator("#admin-order-title")).to_be_focused()
+    page.get_by_role("button", name="Fulfil").click()
+    expect(status).to_have_attribute("data-status", "FULFILLED")
+    expect(row).to_have_count(0)  # it left the list of orders to fulfil
+    page.get_by_label("Status").select_option("FULFILLED")
+    expect(page.locator(f'tr[data-order-id="{order["id"]}"]')).to_be_visible()
+    no_policy_violations(page)
+
+
 def test_the_admin_chart_shows_the_windows_of_cloudshop_analytics_once(
     platform: Platform, open_page: Callable[..., Any], shot: Callable[..., Path]
 ) -> None:

@@ -23,6 +23,7 @@ from eks_services.order.model import (
     CheckedOutLine,
     Line,
     Order,
+    OrderStatus,
     OutboxEvent,
     Product,
     RefundReceipt,
@@ -268,6 +269,26 @@ class InMemoryOrders:
         page = mine[start : start + limit]
         more = start + limit < len(mine)
         return page, json.dumps([user_id, page[-1].id]) if more and page else None
+
+    async def by_status(self, status: OrderStatus, *, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
+        self.calls.append("by_status")
+        matching = sorted(
+            (s.order for s in self.items.values() if s.order.status == status),
+            key=lambda o: (o.created_at, o.id),
+            reverse=True,
+        )
+        start = 0
+        if cursor:
+            try:
+                wanted, after = json.loads(cursor)
+            except (ValueError, TypeError) as exc:
+                raise BadRequest("The cursor is not valid.") from exc
+            if wanted != str(status):
+                raise BadRequest("The cursor is not valid.")
+            start = next((n + 1 for n, o in enumerate(matching) if o.id == after), len(matching))
+        page = matching[start : start + limit]
+        more = start + limit < len(matching)
+        return page, json.dumps([str(status), page[-1].id]) if more and page else None
 
     async def unfinished(
         self, *, created_before: datetime, limit: int = 50, cursor: str | None = None

@@ -146,6 +146,36 @@ async def test_history_pages_newest_first_and_refuses_foreign_cursors(storage: S
         await storage.orders.by_user(user, limit=2, cursor="nonsense")
 
 
+async def test_orders_of_a_status_page_newest_first_and_refuse_other_cursors(storage: Storage) -> None:
+    start = datetime.now(UTC)
+    made = [new_order(created_at=start + timedelta(seconds=n)) for n in range(5)]
+    for order in made:
+        await storage.orders.create(order, order_event(order))
+    paid = [o.move_to(OrderStatus.PAID, payment_id=f"pay_{n}") for n, o in enumerate(made[:4])]
+    for order in paid:
+        await storage.orders.save(order, None)
+    await storage.orders.save(paid[1].move_to(OrderStatus.FULFILLED), None)
+    mine = {o.id for o in made}
+    seen: list[str] = []
+    cursor: str | None = None
+    foreign: str | None = None
+    while True:
+        page, cursor = await storage.orders.by_status(OrderStatus.PAID, limit=2, cursor=cursor)
+        assert all(o.status == OrderStatus.PAID for o in page)
+        seen += [o.id for o in page if o.id in mine]
+        if cursor is None:
+            break
+        foreign = cursor
+    assert seen == [paid[3].id, paid[2].id, paid[0].id]
+    assert foreign is not None
+    with pytest.raises(BadRequest):
+        await storage.orders.by_status(OrderStatus.FULFILLED, limit=2, cursor=foreign)
+    with pytest.raises(BadRequest):
+        await storage.orders.by_status(OrderStatus.PAID, limit=2, cursor="nonsense")
+    fulfilled, _ = await storage.orders.by_status(OrderStatus.FULFILLED, limit=100, cursor=None)
+    assert paid[1].id in {o.id for o in fulfilled}
+
+
 async def test_unfinished_orders_are_found_until_they_settle(storage: Storage) -> None:
     old = new_order(created_at=datetime.now(UTC) - timedelta(minutes=10))
     await storage.orders.create(old, order_event(old))

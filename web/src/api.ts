@@ -76,7 +76,8 @@ export interface Address {
   country: string;
 }
 
-export type OrderStatus = 'PENDING_PAYMENT' | 'PAID' | 'FULFILLED' | 'CANCELLED' | 'PAYMENT_FAILED' | 'REFUNDED';
+export type OrderStatus =
+  'PENDING_PAYMENT' | 'PAID' | 'FULFILLED' | 'CANCELLING' | 'CANCELLED' | 'PAYMENT_FAILED' | 'REFUNDED';
 
 export interface Order {
   id: string;
@@ -385,6 +386,9 @@ export const placeOrder = (body: { shipping_address: Address; payment_method: st
   request<Order>('POST', '/orders', { body, auth: true, headers: { 'Idempotency-Key': idempotencyKey }, retries: 3 });
 export const listOrders = (cursor?: string | null) =>
   request<Page<Order>>('GET', `/orders${query({ limit: 20, cursor })}`, { auth: true });
+/** Admin only: every order in a status (PAID: those to fulfil), newest first. */
+export const listOrdersByStatus = (status: OrderStatus, cursor?: string | null) =>
+  request<Page<Order>>('GET', `/admin/orders${query({ status, limit: 20, cursor })}`, { auth: true });
 export const getOrder = (id: string) => request<Order>('GET', `/orders/${encodeURIComponent(id)}`, { auth: true });
 export const cancelOrder = (id: string) =>
   request<Order>('POST', `/orders/${encodeURIComponent(id)}/cancel`, { auth: true, retries: 2 });

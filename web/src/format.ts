@@ -46,6 +46,7 @@ export const STATUS_LABELS: Record<OrderStatus, string> = {
   PENDING_PAYMENT: 'Awaiting payment',
   PAID: 'Paid',
   FULFILLED: 'Shipped',
+  CANCELLING: 'Cancelling',
   CANCELLED: 'Cancelled',
   PAYMENT_FAILED: 'Payment failed',
   REFUNDED: 'Refunded',

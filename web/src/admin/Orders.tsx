@@ -1,15 +1,17 @@
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import {
   cancelOrder,
   fulfilOrder,
   getOrder,
   getPayment,
+  listOrdersByStatus,
   newIdempotencyKey,
   type Order,
+  type OrderStatus,
   type Payment,
   refundPayment,
 } from '../api';
-import { dateTime, declineMessage, money, toMinorUnits } from '../format';
+import { dateTime, declineMessage, money, STATUS_LABELS, toMinorUnits } from '../format';
 import { AddressBlock, OrderLines, shortId, StatusBadge } from '../pages/Orders';
 import { Alert, Field, Notice, usePolling } from '../ui';
 
@@ -29,9 +31,126 @@ function remember(id: string): string[] {
   return ids;
 }
 
+const STATUSES = Object.keys(STATUS_LABELS) as OrderStatus[];
+
+/** The orders in one status (PAID by default: those to fulfil), newest first, a page at a time. */
+function OrderList({ onOpen, version }: { onOpen: (id: string) => void; version: number }) {
+  const [status, setStatus] = useState<OrderStatus>('PAID');
+  // The cursors of the pages before this one (the first page's is null), and this page's.
+  const [trail, setTrail] = useState<(string | null)[]>([]);
+  const [cursor, setCursor] = useState<string | null>(null);
+  const [orders, setOrders] = useState<Order[] | null>(null);
+  const [next, setNext] = useState<string | null>(null);
+  const [error, setError] = useState<unknown>(undefined);
+
+  useEffect(() => {
+    let current = true;
+    setError(undefined);
+    listOrdersByStatus(status, cursor).then(
+      (page) => {
+        if (!current) return;
+        setOrders(page.items);
+        setNext(page.next_cursor);
+      },
+      (failure: unknown) => {
+        if (current) setError(failure);
+      },
+    );
+    return () => {
+      current = false;
+    };
+  }, [status, cursor, version]);
+
+  return (
+    <section class="panel" aria-labelledby="to-fulfil-title">
+      <h2 id="to-fulfil-title">{status === 'PAID' ? 'Orders to fulfil' : `Orders: ${STATUS_LABELS[status]}`}</h2>
+      <Alert error={error} />
+      <div class="toolbar">
+        <label for="order-status">Status</label>
+        <select
+          id="order-status"
+          value={status}
+          onChange={(e) => {
+            setStatus(e.currentTarget.value as OrderStatus);
+            setTrail([]);
+            setCursor(null);
+          }}
+        >
+          {STATUSES.map((s) => (
+            <option key={s} value={s}>
+              {STATUS_LABELS[s]}
+            </option>
+          ))}
+        </select>
+      </div>
+      {orders && orders.length === 0 && <p>No orders in this status.</p>}
+      {orders && orders.length > 0 && (
+        <div class="table-scroll">
+          <table class="orders">
+            <caption class="visually-hidden">Orders, newest first</caption>
+            <thead>
+              <tr>
+                <th scope="col">Order</th>
+                <th scope="col">Placed (UTC)</th>
+                <th scope="col" class="num">
+                  Total
+                </th>
+                <th scope="col">Status</th>
+              </tr>
+            </thead>
+            <tbody>
+              {orders.map((o) => (
+                <tr key={o.id} data-order-id={o.id}>
+                  <th scope="row">
+                    <button
+                      type="button"
+                      class="link-button"
+                      aria-label={`Open order ${shortId(o.id)}`}
+                      onClick={() => onOpen(o.id)}
+                    >
+                      {shortId(o.id)}
+                    </button>
+                  </th>
+                  <td>{dateTime(o.created_at)}</td>
+                  <td class="num">{money(o.total)}</td>
+                  <td>
+                    <StatusBadge status={o.status} />
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      <nav aria-label="Pages of orders" class="actions">
+        <button
+          type="button"
+          disabled={trail.length === 0}
+          onClick={() => {
+            setCursor(trail[trail.length - 1] ?? null);
+            setTrail(trail.slice(0, -1));
+          }}
+        >
+          Previous page
+        </button>
+        <button
+          type="button"
+          disabled={!next}
+          onClick={() => {
+            setTrail([...trail, cursor]);
+            setCursor(next);
+          }}
+        >
+          Next page
+        </button>
+      </nav>
+    </section>
+  );
+}
+
 /**
- * Fulfil, cancel and refund. The public API lists a buyer's own orders only, so the console finds an
- * order by its id (on the buyer's order page, in their notifications and in the invoice).
+ * Fulfil, cancel and refund: an order is opened from the list of orders in a status (PAID: to
+ * fulfil) or found by its id (on the buyer's order page, in their notifications and in the invoice).
  */
 export function AdminOrders() {
   const [lookup, setLookup] = useState('');
@@ -42,6 +161,7 @@ export function AdminOrders() {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(undefined);
   const [notice, setNotice] = useState('');
+  const [version, setVersion] = useState(0);
 
   async function load(id: string) {
     setError(undefined);
@@ -66,6 +186,7 @@ export function AdminOrders() {
     try {
       await action();
       setNotice(what);
+      setVersion((v) => v + 1);
       if (order) await load(order.id);
     } catch (failure) {
       setError(failure);
@@ -94,6 +215,10 @@ export function AdminOrders() {
     <div>
       <Notice>{notice}</Notice>
       <Alert error={error} />
+      <OrderList
+        onOpen={(id) => void load(id).then(() => document.getElementById('admin-order-title')?.focus())}
+        version={version}
+      />
       <form
         class="toolbar"
         role="search"
@@ -124,7 +249,9 @@ export function AdminOrders() {
       )}
       {order && (
         <article class="panel" aria-labelledby="admin-order-title">
-          <h2 id="admin-order-title">Order {shortId(order.id)}</h2>
+          <h2 id="admin-order-title" tabIndex={-1}>
+            Order {shortId(order.id)}
+          </h2>
           <p>
             Status: <StatusBadge status={order.status} /> · placed {dateTime(order.created_at)} · buyer{' '}
             <code>{order.user_id}</code>

@@ -105,9 +105,7 @@ def test_a_boto3_call_counts_under_its_aws_service(settings: Settings) -> None:
     assert counted.made == 1
 
 
-def test_each_sql_statement_counts_as_sql_and_a_pooled_connection_handed_out_again_as_a_ping(
-    database_url: str,
-) -> None:
+def test_each_sql_statement_counts_as_sql_and_a_connection_reused_at_once_is_not_pinged(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
         with Counted("sql", "SELECT") as selects, Counted("sql", "PING") as pings:
@@ -118,8 +116,29 @@ def test_each_sql_statement_counts_as_sql_and_a_pooled_connection_handed_out_aga
         engine.dispose()
 
     assert selects.made == 2
-    # PostgreSQL's pool pings a connection it hands out again; SQLite's engine does not ping.
-    assert pings.made == (1 if database_url.startswith("postgresql") else 0)
+    # Only a connection idle past PING_AFTER_IDLE_SECONDS costs a ping (cloudshop.sql.ping_after_idle).
+    assert pings.made == 0
+
+
+def test_a_pooled_connection_that_died_while_idle_is_replaced_before_anyone_uses_it(postgres_server) -> None:
+    """Given a pooled connection whose server process was terminated while it sat idle,
+    when the pool hands a connection out again, then the caller gets a live one, not an error."""
+    engine = make_engine(postgres_server.url, ping_after_idle_seconds=0.0)
+    admin = make_engine(postgres_server.url)
+    try:
+        with engine.connect() as connection:
+            backend = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with admin.connect() as connection:
+            assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend}).scalar_one()
+
+        with Counted("sql", "PING") as pings, engine.connect() as connection:
+            replacement = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+        assert pings.made == 1
+        assert replacement != backend
+    finally:
+        engine.dispose()
+        admin.dispose()
 
 
 @pytest.mark.anyio

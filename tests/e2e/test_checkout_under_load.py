@@ -158,8 +158,11 @@ def test_two_hundred_concurrent_checkouts_end_exact_with_health_answering_throug
         # A declined card arriving after the last item was taken is out of stock instead.
         assert 0 < len(declined) <= BUYERS // DECLINED_EVERY, outcomes
         assert 0 < len(paid) <= STOCK, outcomes
-        if len(paid) < STOCK:  # only a buyer who lost the race for the last items may be refused
-            assert not out_of_stock, outcomes
+        if out_of_stock:
+            # A buyer is refused only when every unit was held: sold, or reserved by a payment still in
+            # flight that is then declined and released. So units left unsold at the end are at most
+            # the declined buyers' (seen: 149 paid, 17 declined, 34 refused — one unit released late).
+            assert STOCK - len(paid) <= len(declined), outcomes
         assert http.get(f"/api/v1/products/{product}").json()["stock"] == STOCK - len(paid)
 
         charges = payments_by_order(platform)

@@ -10,21 +10,19 @@ import { createShoppers, shop } from './lib/cloudshop.js';
 
 const PEAK_VUS = Number(__ENV.PEAK_VUS || '50');
 const CHECKOUT_SHARE = Number(__ENV.CHECKOUT_SHARE || '0.3');
+// The VU curve lives in stages.json, which `make loadtest` (cloudshop/hpa_replay.py) replays through
+// the HPA algorithm too: one source of truth for both.
+const CURVE = JSON.parse(open('./stages.json'));
 
 export const options = {
   setupTimeout: '5m',
   scenarios: {
     shoppers: {
       executor: 'ramping-vus',
-      startVUs: 1,
+      startVUs: CURVE.start_vus,
       // Warm up, climb past what two pods absorb, hold long enough for the HPA (15 s metrics, 30 s
       // scale-up periods) to add pods, then come down so the 5-minute scale-down window shows too.
-      stages: [
-        { duration: '1m', target: Math.ceil(PEAK_VUS / 5) },
-        { duration: '3m', target: PEAK_VUS },
-        { duration: '4m', target: PEAK_VUS },
-        { duration: '2m', target: 0 },
-      ],
+      stages: CURVE.stages.map((s) => ({ duration: s.duration, target: Math.ceil(PEAK_VUS * s.peak_share) })),
       gracefulRampDown: '30s',
     },
   },

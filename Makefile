@@ -8,7 +8,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PATH := $(CURDIR)/.cache/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help run run-full test test-fast lint typecheck build synth bench schemas system-deps tools clean web \
+.PHONY: help run run-full test test-fast lint typecheck build synth bench loadtest schemas system-deps tools clean web \
         analytics-once analytics-stream analytics-test analytics-test-spark35 analytics-package
 
 help: ## list the commands
@@ -32,13 +32,14 @@ run: $(VENV)/.run web ## start the whole platform locally (embedded profile): th
 run-full: $(VENV)/.run system-deps web ## start it on real PostgreSQL, Kafka and dynalite (DynamoDB)
 	@$(BIN)/cloudshop up --profile full
 
-system-deps: ## install the system packages the real servers and the browser tests need (PostgreSQL, Java, Maven, Node.js, Chromium)
+system-deps: ## install the system packages the real servers and the browser tests need (PostgreSQL, Java, Maven, Node.js, Chromium, Prometheus and promtool)
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql-15"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
 	command -v go >/dev/null || missing="$$missing golang-go"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	[ -x "$${CLOUDSHOP_CHROMIUM:-/usr/bin/chromium}" ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "[make] apt-get install$$missing"; \
@@ -91,8 +92,14 @@ synth: build web ## synthesize every CloudFormation template into cdk.out (no Do
 bench: $(VENV)/.dev system-deps ## benchmarks; results in bench-results/
 	@mkdir -p bench-results
 	@$(BIN)/python -m cloudshop.bench_imports --out bench-results/lambda-imports.json
+	@$(BIN)/python -m cloudshop.bench_tracing --out bench-results/tracing.json
 	@$(BIN)/python -m cloudshop.bench --out bench-results/checkout.json
 	@$(BIN)/python -m analytics.bench --out bench-results/analytics.json
+
+loadtest: $(VENV)/.dev ## HPA evidence without a cluster: replay tests/load's curve through the HPAs (bench-results/hpa-replay.png)
+	@mkdir -p bench-results
+	@test -x .cache/bin/kustomize || bash .ci/install-tools.sh
+	@$(BIN)/python -m cloudshop.hpa_replay --from bench-results/checkout.json --out bench-results/hpa-replay.json
 
 analytics-once: $(VENV)/.dev ## analytics: every window so far, against the running platform (`make run`)
 	@$(BIN)/cloudshop analytics --once

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -32,6 +32,13 @@ API_TIMEOUT = Duration.seconds(15)
 # the event source mapping.
 CONSUMER_TIMEOUT = Duration.seconds(20)
 SQS_BATCH_SIZE = 10
+
+# OpenTelemetry (cloudshop.tracing): the ADOT collector as a Lambda extension (AWS's layer, one per
+# region and architecture) receives the function's spans on localhost:4318 and its default
+# configuration sends them to X-Ray, where they join the traces the pods and the gateway started.
+# Only the collector: the app brings its own SDK, so no auto-instrumentation wrapper slows the cold start.
+ADOT_COLLECTOR_LAYER = "arn:aws:lambda:{region}:901920570463:layer:aws-otel-collector-{arch}-ver-0-117-0:1"
+TRACING_ENVIRONMENT = {"TRACING_ENABLED": "true", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318"}
 
 FUNCTION_SKIPS = {
     "CKV_AWS_116": (
@@ -77,6 +84,10 @@ class ServiceFunctions(Construct):
         super().__init__(scope, construct_id)
         self.security_group = ec2.SecurityGroup(self, "SecurityGroup", vpc=vpc, description="cloudshop Lambda services")
         self.functions: dict[ServiceName, lambda_.Function] = {}
+        arch = "arm64" if ARCHITECTURE == lambda_.Architecture.ARM_64 else "amd64"
+        self.collector_layer = lambda_.LayerVersion.from_layer_version_arn(
+            self, "AdotCollector", ADOT_COLLECTOR_LAYER.format(region=Aws.REGION, arch=arch)
+        )
         for service in services:
             service_access = access[service]
             consumer = bool(service_access.consume_queues)
@@ -92,10 +103,10 @@ class ServiceFunctions(Construct):
                 architecture=ARCHITECTURE,
                 handler=f"functions.{service}.handler.handler",
                 code=packages.code(service),
-                layers=[dependency_layer],
+                layers=[dependency_layer, self.collector_layer],
                 memory_size=memory_mib,
                 timeout=CONSUMER_TIMEOUT if consumer else API_TIMEOUT,
-                environment=dict(environment[service]),
+                environment={**environment[service], **TRACING_ENVIRONMENT},
                 vpc=vpc,
                 vpc_subnets=subnets,
                 security_groups=[self.security_group],

@@ -21,6 +21,7 @@ from cdk.access import (
     grant_session_check,
     internal_token_arns,
 )
+from cdk.alerts import AlertRouting
 from cdk.analytics_link import AnalyticsLink, WindowsConsumer, output_id, terraform_variables
 from cdk.assets import LambdaPackages
 from cdk.auth import AuthSecrets
@@ -49,6 +50,7 @@ from cdk.settings_env import (
 from cdk.storefront import StorefrontSite, image_store_origins, storefront_origins
 from cdk.streaming import IAM_PORT, EventStream
 from cdk.tables import EstateTables
+from cdk.telemetry import TelemetryAccess
 from cloudshop.build import StorefrontBuild
 from cloudshop.estate import ESTATE, LAMBDA_SERVICES
 from cloudshop.settings import Settings, resource_settings
@@ -397,6 +399,22 @@ class EksStack(Stack):
             argocd_chart_version=config.argocd_chart_version,
             admin_role_arns=config.cluster_admin_role_arns,
         )
+        self.alerts = AlertRouting(
+            self,
+            "Alerts",
+            name=config.prefix,
+            cluster=self.core.cluster,
+            region=config.region,
+            pod_identity_agent=self.core.pod_identity_agent,
+            alert_email=config.alarm_email,
+        )
+        self.telemetry = TelemetryAccess(
+            self,
+            "Telemetry",
+            cluster=self.core.cluster,
+            pod_identity_agent=self.core.pod_identity_agent,
+            nodes=self.core.nodegroup,
+        )
         cluster_sg = self.core.cluster.cluster_security_group
         workload_access = {w.name: SERVICE_ACCESS[w.name] for w in ESTATE.workloads}
         if any(access.database for access in workload_access.values()):
@@ -468,6 +486,7 @@ class EksStack(Stack):
         for name, repository in self.core.repositories.items():
             CfnOutput(self, f"{name.capitalize()}RepositoryUri", value=repository.repository_uri)
         CfnOutput(self, "ClusterName", value=self.core.cluster.cluster_name)
+        CfnOutput(self, "AlertsTopicArn", value=self.alerts.topic.topic_arn)
         CfnOutput(self, "DatabasePort", value=str(DB_PORT))
         # The GitHub workflows' identities: deliver pushes to these repositories, deploy runs CDK.
         self.delivery = GitHubDelivery(

@@ -14,6 +14,7 @@ import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.config import Config
 
+from cloudshop import tracing
 from cloudshop.observability import count_backend_call
 from cloudshop.settings import Settings
 
@@ -37,6 +38,7 @@ def client(api: str, settings: Settings) -> Any:
             session = boto3.session.Session(region_name=settings.aws_region)
             made = session.client(api, endpoint_url=endpoint, config=_CLIENT_CONFIG)
             count_calls(made)
+            tracing.trace_boto_calls(made)
             _clients[key] = made
         return _clients[key]
 

@@ -99,6 +99,9 @@ def lambda_environment(service: str) -> dict[str, str]:
         "JWT_PUBLIC_KEY": public,
         "JWT_PRIVATE_KEY": private,
         "INTERNAL_TOKEN_SECRETS": json.dumps({pair: secrets.token_urlsafe(32) for pair in ESTATE.token_pairs}),
+        # OpenTelemetry, as cdk/functions.py turns it on (the SDK is imported when the app is built).
+        "TRACING_ENABLED": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4318",
     }
 
 

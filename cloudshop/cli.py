@@ -27,8 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=8000,
         help="gateway port; services use the next ports (default 8000 → 8001-8010)",
     )
+    up.add_argument(
+        "--observability",
+        action="store_true",
+        help="also run Prometheus (Debian's /usr/bin/prometheus) on base port + 11, scraping every service "
+        "with the cluster's alerting rules",
+    )
 
     commands.add_parser("schemas", help="write the event JSON Schemas and every service's openapi.json")
+
+    trace = commands.add_parser("trace", help="print the span trees of an order's traces (local, `cloudshop up`)")
+    trace.add_argument("order_id", help="the order whose traces to show")
+    trace.add_argument("--state-dir", type=Path, default=Path(".cloudshop"), help="the state dir of `cloudshop up`")
 
     from cloudshop.remote import add_commands
 
@@ -47,7 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from cloudshop.local.runner import up as run_up
 
-        return run_up(profile=args.profile, state_dir=args.state_dir, base_port=args.base_port)
+        return run_up(
+            profile=args.profile,
+            state_dir=args.state_dir,
+            base_port=args.base_port,
+            observability=args.observability,
+        )
+    if args.command == "trace":
+        from cloudshop.local.runner import TRACE_FILE
+        from cloudshop.local.traces import show_order
+
+        text, status = show_order(args.state_dir / TRACE_FILE, args.order_id)
+        print(text)
+        return status
     if args.command == "schemas":
         from cloudshop.contracts import write_contracts
 

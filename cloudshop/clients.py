@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 import httpx
 
+from cloudshop import tracing
 from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens
 from cloudshop.errors import DependencyUnavailable, error_from_problem
 from cloudshop.observability import REQUEST_ID_HEADER, count_backend_call, request_id_var
@@ -84,9 +85,17 @@ class ServiceClient:
     def request(
         self, method: str, path: str, *, json: Any = None, params: Any = None, retry: bool | None = None
     ) -> Any:
+        if tracing.enabled():
+            attributes = _span_attributes(self.name, method, path)
+            with tracing.span(f"{method} {self.name}", kind=tracing.SpanKind.CLIENT, attributes=attributes):
+                return self._request(method, path, json=json, params=params, retry=retry)
+        return self._request(method, path, json=json, params=params, retry=retry)
+
+    def _request(self, method: str, path: str, *, json: Any, params: Any, retry: bool | None) -> Any:
         retryable = method in ("GET", "PUT", "DELETE") if retry is None else retry
         attempts = 1 + (self.retries if retryable else 0)
         headers = {SERVICE_TOKEN_HEADER: self._tokens.token(self.name), REQUEST_ID_HEADER: request_id_var.get()}
+        tracing.inject(headers)
         count_backend_call("http", self.name)
         last_error: Exception | None = None
         for attempt in range(attempts):
@@ -108,6 +117,17 @@ class ServiceClient:
 
     def close(self) -> None:
         self._http.close()
+
+
+# httpcore's AsyncConnectionPool walks every pooled connection twice per request (on enqueue and on
+# release) and, for each idle one, asks the OS whether its socket is readable (`has_expired`): a
+# syscall per idle connection per scan. py-spy put 37.5% of the order service's CPU there. A burst
+# leaves up to max_connections (64-100) sockets pooled for the 5 s expiry; capping idle ones at 32
+# bounds the scan. Not lower: httpcore 1.x compares the count of *all* pooled connections (not just
+# idle ones) with this cap, so at a concurrency above it every released connection is closed and
+# reopened; the 25-buyer bench runs ~25 concurrent calls per target, and 16 would churn there.
+# The idle expiry stays httpx's 5 s, well under uvicorn's --timeout-keep-alive 75 s (the keep-alive race).
+MAX_IDLE_CONNECTIONS = 32
 
 
 class AsyncServiceClient:
@@ -145,7 +165,10 @@ class AsyncServiceClient:
         # The pooled transport itself, not an httpx.AsyncClient over it: the client's cookie jar,
         # redirect and auth layers cost ~20% of a call's CPU (profiled) and none is wanted here.
         self._transport = transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=min(max_connections, MAX_IDLE_CONNECTIONS),
+            ),
             retries=0,
         )
 
@@ -153,9 +176,17 @@ class AsyncServiceClient:
         self, method: str, path: str, *, json: Any = None, params: Any = None, retry: bool | None = None
     ) -> Any:
         """The target's JSON answer (None when empty); its problem answers re-raised as domain errors."""
+        if tracing.enabled():
+            attributes = _span_attributes(self.name, method, path)
+            with tracing.span(f"{method} {self.name}", kind=tracing.SpanKind.CLIENT, attributes=attributes):
+                return await self._request(method, path, json=json, params=params, retry=retry)
+        return await self._request(method, path, json=json, params=params, retry=retry)
+
+    async def _request(self, method: str, path: str, *, json: Any, params: Any, retry: bool | None) -> Any:
         retryable = method in ("GET", "PUT", "DELETE") if retry is None else retry
         attempts = 1 + (self.retries if retryable else 0)
         headers = {SERVICE_TOKEN_HEADER: self._tokens.token(self.name), REQUEST_ID_HEADER: request_id_var.get()}
+        tracing.inject(headers)
         deadline = time.monotonic() + self.timeout_seconds
         self._budget.record_call()
         count_backend_call("http", self.name)
@@ -203,6 +234,10 @@ class AsyncServiceClient:
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+
+def _span_attributes(target: str, method: str, path: str) -> dict[str, str]:
+    return {"peer.service": target, "http.request.method": method, "url.path": path}
 
 
 def answer_of(response: httpx.Response) -> Any:

@@ -55,7 +55,8 @@ from typing import Any
 import anyio
 import httpx
 
-from cloudshop.clients import RetryBudget
+from cloudshop import tracing
+from cloudshop.clients import MAX_IDLE_CONNECTIONS, RetryBudget
 from cloudshop.errors import DependencyUnavailable
 from cloudshop.observability import count_backend_call
 from cloudshop.settings import Settings
@@ -204,6 +205,10 @@ class SigV4Signer:
         return headers
 
 
+def _span_attributes(operation: str) -> dict[str, str]:
+    return {"db.system.name": "aws.dynamodb", "rpc.system": "aws-api", "rpc.method": operation}
+
+
 def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode(), hashlib.sha256).digest()
 
@@ -242,13 +247,24 @@ class DynamoDB:
         # The transport itself, not an httpx.AsyncClient over it: the client's cookie jar, redirect
         # and auth layers cost ~20% of a call's CPU (profiled) and DynamoDB needs none of them.
         self._transport = transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=min(max_connections, MAX_IDLE_CONNECTIONS),
+            ),
             retries=0,
         )
         self._timeouts = timeout.as_dict()
 
     async def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
         """Run one DynamoDB operation (`GetItem`, `PutItem`, `Query`, ...) and return its answer."""
+        if tracing.enabled():
+            # One CLIENT span per call, retries inside it (only inside a trace: see cloudshop.tracing).
+            attributes = _span_attributes(operation)
+            with tracing.span(f"dynamodb.{operation}", kind=tracing.SpanKind.CLIENT, attributes=attributes):
+                return await self._call(operation, request)
+        return await self._call(operation, request)
+
+    async def _call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(request, separators=(",", ":")).encode()
         target = TARGET_PREFIX + operation
         self._budget.record_call()

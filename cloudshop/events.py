@@ -1,6 +1,9 @@
 """Event contract: the envelope and one versioned model per event type.
 
-Every event travels as `{event_id, event_type, version, occurred_at, source, data}`. Order events go
+Every event travels as `{event_id, event_type, version, occurred_at, source, data}`, plus an optional
+`traceparent` (W3C trace context, as in the CloudEvents distributed-tracing extension): the span that
+wrote the event, captured when it was written, so the relay that publishes it later from the outbox
+and every consumer continue the same trace (`cloudshop.tracing`). Events without it stay valid. Order events go
 to the Kafka topic `orders` (key = order id) and to the SQS queue `order-events`; payment events go to
 the SQS queue `payment-events` (the order service consumes them). The JSON Schemas under
 `cloudshop/schemas/` are generated from these models (`cloudshop schemas`) and checked in CI, so a
@@ -17,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloudshop import tracing
+
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 OrderEventType = Literal[
@@ -28,6 +33,12 @@ OrderEventType = Literal[
     "order.fulfilled",
 ]
 ORDER_EVENT_TYPES: tuple[str, ...] = OrderEventType.__args__  # type: ignore[attr-defined]
+
+
+# Lenient on purpose: a traceparent of a later W3C version must not make an event unreadable; one
+# that does not parse only starts a new trace at the consumer.
+TRACEPARENT_MAX = 512
+TRACEPARENT_DOC = "W3C trace context of the span that wrote the event (optional)"
 
 
 class Money(BaseModel):
@@ -72,16 +83,20 @@ class OrderEventV1(BaseModel):
     occurred_at: datetime
     source: str = "order-service"
     data: OrderEventDataV1
+    traceparent: str | None = Field(default=None, max_length=TRACEPARENT_MAX, description=TRACEPARENT_DOC)
 
     @classmethod
     def new(
         cls, event_type: OrderEventType, data: OrderEventDataV1, *, occurred_at: datetime | None = None
     ) -> OrderEventV1:
+        """A new event, carrying the current trace context; the span writing it is tagged `order.id`."""
+        tracing.tag_current("order.id", data.order_id)
         return cls(
             event_id=str(uuid.uuid4()),
             event_type=event_type,
             occurred_at=occurred_at or datetime.now(UTC),
             data=data,
+            traceparent=tracing.current_traceparent(),
         )
 
     @property
@@ -120,6 +135,7 @@ class PaymentRefundedV1(BaseModel):
     occurred_at: datetime
     source: str = "payment-service"
     data: PaymentRefundedDataV1
+    traceparent: str | None = Field(default=None, max_length=TRACEPARENT_MAX, description=TRACEPARENT_DOC)
 
     @property
     def key(self) -> str:

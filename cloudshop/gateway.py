@@ -39,6 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as StarletteRoute
 
+from cloudshop import tracing
 from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, TokenVerifier, bearer_token, internal_tokens_for
 from cloudshop.errors import CloudshopError, PayloadTooLarge, Unauthorized, problem
 from cloudshop.estate import ESTATE, GATEWAY_HEALTH, GATEWAY_HEALTH_PATHS, Route
@@ -191,6 +192,7 @@ def build_gateway(
         path = request.scope["path"]
         route = match_route(routes, request.method, path)
         label = route.path if route else "unmatched"
+        request.scope["cloudshop.route"] = label  # names the request's span (cloudshop.tracing)
         with metrics.latency.labels("gateway", request.method, label).time():
             response = await _forward(request, route, path, request_id)
         metrics.requests.labels("gateway", request.method, label, str(response.status_code)).inc()
@@ -214,15 +216,18 @@ def build_gateway(
             return _error(exc)
         client_host = request.client.host if request.client else ""
         forwarded = ", ".join(filter(None, [request.headers.get("x-forwarded-for"), client_host]))
-        replaced = HOP_BY_HOP | {REQUEST_ID_HEADER, "x-forwarded-for"}
+        replaced = HOP_BY_HOP | {REQUEST_ID_HEADER, "x-forwarded-for", tracing.TRACEPARENT}
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in replaced]
         headers += [(REQUEST_ID_HEADER, request_id), ("x-forwarded-for", forwarded)]
         query = request.scope.get("query_string", b"")
         url = bases[route.service].copy_with(raw_path=encode_path(path) + (b"?" + query if query else b""))
         outgoing = httpx.Request(request.method, url, headers=headers, content=body, extensions={"timeout": timeouts})
         count_backend_call("http", route.service)
+        # The upstream's parent is this call's span: the caller's own traceparent is replaced.
+        upstream_span = tracing.span(f"{request.method} {route.service}", kind=tracing.SpanKind.CLIENT)
         try:
-            with anyio.fail_after(timeout_seconds):
+            with upstream_span, anyio.fail_after(timeout_seconds):
+                outgoing.headers.update(tracing.inject({}))
                 upstream = await transport_for(route.service).handle_async_request(outgoing)
                 try:
                     # Raw bytes: the body goes back exactly as encoded, with its content-encoding.
@@ -262,6 +267,9 @@ def build_gateway(
         ],
         exception_handlers={HTTPException: _starlette_problem},
         middleware=[
+            Middleware(
+                tracing.ServerSpanMiddleware, exempt=frozenset({*GATEWAY_HEALTH_PATHS, "/metrics"}), respond=True
+            ),
             Middleware(PathGuard),
             Middleware(
                 InFlightLimiter,
@@ -314,6 +322,7 @@ def build_gateway_from_settings() -> Starlette:
     from cloudshop.settings import get_settings
 
     settings = get_settings()
+    tracing.configure_tracing("gateway", settings)
     dynamodb = dynamodb_for(settings)
 
     async def session_active(session_id: str) -> bool:

@@ -1,5 +1,9 @@
 """The one Lambda entry every Lambda service uses: its FastAPI app behind Mangum, with Powertools
-logging and tracing, and (for a function on a queue) SQS batches handed to a batch processor."""
+logging and tracing, and (for a function on a queue) SQS batches handed to a batch processor.
+
+With OpenTelemetry on (`cloudshop.tracing`, configured by the app), an SQS batch gets an invocation
+span, HTTP invocations the app's server span, and each invocation ends by flushing its spans to the
+ADOT collector layer (a frozen sandbox would otherwise hold them until its next invocation)."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Tracer
 from mangum import Mangum
+
+from cloudshop import tracing
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -67,8 +73,20 @@ def lambda_handler(app: FastAPI, *, service: str, sqs_batch: Handler | None = No
     @logger.inject_lambda_context(clear_state=True)
     @tracer.capture_lambda_handler
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        if not tracing.enabled():
+            return _dispatch(event, context)
+        try:
+            return _dispatch(event, context)
+        finally:
+            # The sandbox may be frozen once the handler returns: what the invocation traced goes now.
+            tracing.flush()
+
+    def _dispatch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if sqs_batch is not None and is_sqs_batch(event):
-            return sqs_batch(event, context)
+            # The invocation's span; each message's own span continues the trace its event carries.
+            attributes = {"faas.trigger": "pubsub", "messaging.batch.message_count": len(event["Records"])}
+            with tracing.span(f"{service} sqs batch", kind=tracing.SpanKind.CONSUMER, root=True, attributes=attributes):
+                return sqs_batch(event, context)
         return asgi(event, context)  # type: ignore[arg-type]
 
     return handler

@@ -2,7 +2,8 @@
 
 The request id arrives in `X-Request-ID` (the gateway sets one when the caller did not), lives in a
 context variable for the duration of the request, is stamped on every log line and is forwarded by
-`cloudshop.clients` on calls to other services and by the outbox on events.
+`cloudshop.clients` on calls to other services and by the outbox on events. With tracing on
+(`cloudshop.tracing`), a line written inside a trace also carries its `trace_id`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from cloudshop.tracing import current_trace_id
 
 REQUEST_ID_HEADER = "x-request-id"
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -63,6 +66,9 @@ class JsonFormatter(logging.Formatter):
             "request_id": request_id_var.get(),
             "message": record.getMessage(),
         }
+        trace_id = current_trace_id()
+        if trace_id is not None:
+            entry["trace_id"] = trace_id
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)

@@ -153,6 +153,16 @@ class Settings(BaseSettings):
     # The simulated payment provider: how long the `pm_card_slow` test token takes to capture.
     payment_slow_charge_seconds: float = Field(default=2.0, ge=0, le=30)
 
+    # --- Tracing (cloudshop.tracing) ----------------------------------------------------------------
+    # Off by default: the local runner, CDK and the overlays turn it on.
+    tracing_enabled: bool = False
+    # Share of new traces kept (a trace started upstream keeps its caller's decision).
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    # Locally: spans appended as JSON lines here (`cloudshop trace` reads them).
+    trace_file: str | None = None
+    # In the cloud: OTLP/HTTP to the collector (ADOT on EKS, the ADOT layer's on Lambda).
+    otel_exporter_otlp_endpoint: str | None = None
+
     @field_validator("internal_token_secrets", "internal_token_secret_arns", mode="before")
     @classmethod
     def _json_object(cls, value: object) -> object:

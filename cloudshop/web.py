@@ -38,6 +38,7 @@ from cloudshop.estate import ESTATE
 from cloudshop.observability import Metrics, RequestContextMiddleware, configure_logging
 from cloudshop.paths import ID_MAX, ID_PATTERN, BadPath, request_path
 from cloudshop.settings import Settings
+from cloudshop.tracing import ServerSpanMiddleware, configure_tracing
 
 log = logging.getLogger("cloudshop.web")
 
@@ -270,11 +271,16 @@ def create_app(
     state: dict[str, Any] | None = None,
 ) -> FastAPI:
     configure_logging(service, settings.log_level)
+    tracing_on = configure_tracing(service, settings)
     app = FastAPI(
         title=f"cloudshop {service} service",
         version="1.0.0",
         docs_url="/docs",
         openapi_url="/openapi.json",
+        # FastAPI's own OpenTelemetry (a span per dependency, endpoint and serialisation, metrics and
+        # logs) stays off: `ServerSpanMiddleware` makes the one span per request we want. Off, it
+        # also stops FastAPI asking for the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     metrics = Metrics(service)
     app.state.settings = settings
@@ -293,6 +299,9 @@ def create_app(
     )
     app.add_middleware(PathGuard)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=MAX_BODY_BYTES)
+    if tracing_on:
+        # Outermost: the access log line and a refused request are inside the request's span.
+        app.add_middleware(ServerSpanMiddleware, exempt=OPERATIONS_PATHS)
     install_error_handlers(app)
     readiness_probe = Readiness(readiness or {}, timeout=settings.readiness_timeout_seconds)
     app.state.readiness = readiness_probe

@@ -36,6 +36,7 @@ from cloudshop.local.servers import (
     MotoServer,
     PostgresServer,
     ProcessObserver,
+    PrometheusServer,
     _port_open,
 )
 from cloudshop.local.watchdog import RunnerGuard
@@ -54,7 +55,10 @@ SERVICES: dict[str, tuple[int, str, bool]] = {
     "notification": (5, "functions.notification.app:app", False),
     "gateway": (0, "cloudshop.gateway:build_gateway_from_settings", True),
 }
+TRACE_FILE = "traces/spans.jsonl"  # under the state dir
 MOTO_OFFSET, DYNAMODB_OFFSET, POSTGRES_OFFSET, KAFKA_OFFSET, KAFKA_CONTROLLER_OFFSET = 6, 7, 8, 9, 10
+# `--observability`: Prometheus, one past the servers.
+PROMETHEUS_OFFSET = 11
 
 
 def free_port_range(span: int = 11) -> int:
@@ -189,6 +193,9 @@ class Platform:
     env: dict[str, str] = field(default_factory=dict)
     # Told of every process started, so that they can be stopped should this process be killed.
     ledger: ProcessObserver | None = None
+    # `--observability`: a real Prometheus scraping every service with the cluster's rules.
+    observability: bool = False
+    prometheus: PrometheusServer | None = None
 
     def port(self, offset: int) -> int:
         return self.base_port + offset
@@ -203,6 +210,8 @@ class Platform:
                 "kafka": self.port(KAFKA_OFFSET),
                 "kafka-controller": self.port(KAFKA_CONTROLLER_OFFSET),
             }
+        if self.observability:
+            wanted["prometheus"] = self.port(PROMETHEUS_OFFSET)
         taken = [f"{port} ({name})" for name, port in wanted.items() if _port_open(port)]
         if taken:
             raise SystemExit(
@@ -286,6 +295,9 @@ class Platform:
             "JWT_PRIVATE_KEY": private,
             "JWT_PUBLIC_KEY": public,
             "INTERNAL_TOKEN_SECRETS": self.internal_token_secrets(),
+            # Every process appends its spans here; `cloudshop trace <order-id>` reads them.
+            "TRACING_ENABLED": "true",
+            "TRACE_FILE": str(self.state_dir / TRACE_FILE),
             **resource_settings(self.resource_prefix),
             **server_env,
         }
@@ -353,6 +365,14 @@ class Platform:
             for future in futures:
                 future.result()
 
+    def start_prometheus(self) -> None:
+        """Prometheus on the services' own ports (SERVICES), after them so the first scrape finds them."""
+        targets = {name: self.port(offset) for name, (offset, _, _) in SERVICES.items()}
+        self.prometheus = PrometheusServer(
+            self.state_dir / "prometheus", port=self.port(PROMETHEUS_OFFSET), targets=targets
+        )
+        self._start(self.prometheus, "prometheus")
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
@@ -406,12 +426,19 @@ def banner(platform: Platform, env: dict[str, str]) -> str:
         f" / {'(CLOUDSHOP_ADMIN_PASSWORD)' if 'CLOUDSHOP_ADMIN_PASSWORD' in os.environ else DEFAULT_ADMIN_PASSWORD}\n"
         f"  logs          {platform.state_dir / 'logs'}\n"
         f"  events        {env.get('KAFKA_BOOTSTRAP_SERVERS') or env.get('EVENT_LOG_DIR')}\n"
-        "Press Ctrl-C to stop.\n"
+        + (
+            f"  prometheus    {platform.prometheus.url}   (targets: /targets, alerts: /alerts)\n"
+            if platform.prometheus
+            else ""
+        )
+        + "Press Ctrl-C to stop.\n"
     )
 
 
-def up(*, profile: str, state_dir: Path, base_port: int) -> int:
-    platform = Platform(profile=profile, state_dir=state_dir.resolve(), base_port=base_port)
+def up(*, profile: str, state_dir: Path, base_port: int, observability: bool = False) -> int:
+    platform = Platform(
+        profile=profile, state_dir=state_dir.resolve(), base_port=base_port, observability=observability
+    )
     guard = RunnerGuard(platform.state_dir, report=say)
     # Before the port check: a killed run's leftovers on these ports are reclaimed rather than refused.
     platform.ledger = guard.claim()
@@ -440,6 +467,8 @@ def _run(platform: Platform) -> int:
         consumers = ", notification-poller" + (", windows-consumer" if platform.profile == "full" else "")
         say("starting services: " + ", ".join(SERVICES) + consumers + " ...")
         platform.start_services(env)
+        if platform.observability:
+            platform.start_prometheus()
         with contextlib.suppress(OSError):
             print(banner(platform, env), flush=True)
         say(f"ready in {time.monotonic() - started:.1f}s")

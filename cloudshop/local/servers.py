@@ -1119,6 +1119,68 @@ class DynaliteServer(ManagedServer):
 # ---------------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------------
+# Prometheus (`cloudshop up --observability`)
+# ---------------------------------------------------------------------------------------------------
+
+PROMETHEUS_BIN = os.environ.get("CLOUDSHOP_PROMETHEUS", "/usr/bin/prometheus")
+# The one source of the alerting and recording rules: the PrometheusRule that kustomize applies.
+PROMETHEUS_RULES = Path(__file__).resolve().parents[2] / "eks_services" / "k8s" / "monitoring" / "prometheus-rules.yaml"
+
+
+class PrometheusServer(ManagedServer):
+    """A real Prometheus (Debian's `prometheus` package) scraping `targets` (job name → port on
+    127.0.0.1, path /metrics) every 5 s and evaluating the cluster's rules, with its TSDB in `data_dir`."""
+
+    name = "prometheus"
+    # Stopped before the services it scrapes would only log scrape failures; either order is safe.
+    stop_wave = 0
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, port: int | None = None, targets: dict[str, int]) -> None:
+        super().__init__(data_dir, port=port)
+        self.targets = dict(targets)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def _prepare(self) -> None:
+        import yaml
+
+        rules = yaml.safe_load(PROMETHEUS_RULES.read_text())["spec"]
+        (self.data_dir / "rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
+        config = {
+            "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+            "rule_files": ["rules.yaml"],
+            "scrape_configs": [
+                {
+                    "job_name": job,
+                    "metrics_path": "/metrics",
+                    # The services label their own series with `service`; keep theirs, as in the cluster.
+                    "honor_labels": True,
+                    "static_configs": [{"targets": [f"{HOST}:{port}"]}],
+                }
+                for job, port in sorted(self.targets.items())
+            ],
+        }
+        (self.data_dir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def _command(self) -> list[str]:
+        if not Path(PROMETHEUS_BIN).is_file():
+            raise ServerStartError(f"prometheus not found at {PROMETHEUS_BIN}: run `make system-deps`")
+        return [
+            PROMETHEUS_BIN,
+            f"--config.file={self.data_dir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.data_dir / 'data'}",
+            f"--web.listen-address={HOST}:{self.port}",
+            "--storage.tsdb.retention.time=2d",
+        ]
+
+    def _is_ready(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as answer:  # noqa: S310 - local URL
+            return bool(answer.status == 200)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m cloudshop.local.servers fetch`: prefetch the Kafka jars and dynalite (run by `make`)."""
     parser = argparse.ArgumentParser(prog="python -m cloudshop.local.servers", description=main.__doc__)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from cloudshop import tracing
 from cloudshop.events import PaymentRefundedV1
 from eks_services.order.model import PaymentRefunded
 from eks_services.order.ports import PaymentEventSource, ReceivedMessage
@@ -69,6 +70,28 @@ def order_of(message: ReceivedMessage) -> str:
     return f"order:{order_id}" if isinstance(order_id, str) else f"receipt:{message.receipt}"
 
 
+def _span_attributes(body: str) -> tuple[str | None, dict[str, str]]:
+    """The trace context a message's envelope carries, and its span's attributes (best effort: an
+    unreadable message is traced as such, and fails in `parse_payment_event`)."""
+    try:
+        envelope = json.loads(body)
+        data = envelope.get("data") or {}
+        traceparent = envelope.get("traceparent")
+        attributes = {
+            "order.id": str(data.get("order_id", "")),
+            "event.type": str(envelope.get("event_type", "")),
+            "messaging.message.id": str(envelope.get("event_id", "")),
+        }
+    except (ValueError, AttributeError):
+        return None, {}
+    return (traceparent if isinstance(traceparent, str) else None), {
+        **attributes,
+        "messaging.system": "aws_sqs",
+        "messaging.destination.name": "payment-events",
+        "messaging.operation.type": "process",
+    }
+
+
 class PaymentEventsConsumer:
     def __init__(
         self,
@@ -88,6 +111,13 @@ class PaymentEventsConsumer:
 
     async def _handle(self, message: ReceivedMessage) -> bool:
         """Whether the message is done with (delete it)."""
+        if tracing.enabled():
+            traceparent, attributes = _span_attributes(message.body)
+            with tracing.consumer_span(traceparent, "payment-events process", attributes):
+                return await self._handle_traced(message)
+        return await self._handle_traced(message)
+
+    async def _handle_traced(self, message: ReceivedMessage) -> bool:
         try:
             event = parse_payment_event(message.body)
             if event is not None:

@@ -17,12 +17,15 @@ never the default executor that other work shares:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cloudshop import tracing
 from cloudshop.stream import EventPublisher as StreamPublisher
+from cloudshop.stream import KafkaEventPublisher
 from eks_services.order.model import OutboxEvent
 from eks_services.order.ports import EventPublisher
 
@@ -39,7 +42,9 @@ class _Threads:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
 
     async def run(self, call: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
+        # In the caller's context, so the call's spans (boto3's SQS, the Kafka send) join its trace.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, context.run, call, *args)
 
     def close(self) -> None:
         # Never wait: a thread parked in a long poll or a broker timeout ends on its own.
@@ -56,7 +61,13 @@ class StreamEventPublisher:
 
     async def publish(self, events: Sequence[OutboxEvent]) -> None:
         if events:
-            await self._thread.run(self.stream.publish, self.topic, [(e.order_id, e.payload) for e in events])
+            attributes = {
+                "messaging.system": "kafka" if isinstance(self.stream, KafkaEventPublisher) else "file-log",
+                "messaging.destination.name": self.topic,
+                "messaging.batch.message_count": len(events),
+            }
+            with tracing.span(f"send {self.topic}", kind=tracing.SpanKind.PRODUCER, attributes=attributes):
+                await self._thread.run(self.stream.publish, self.topic, [(e.order_id, e.payload) for e in events])
 
     async def aclose(self) -> None:
         await self._thread.run(self.stream.close)

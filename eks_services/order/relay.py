@@ -31,12 +31,26 @@ from typing import Any
 
 from prometheus_client import Gauge
 
+from cloudshop import tracing
+from eks_services.order.model import OutboxEvent
 from eks_services.order.ports import EventPublisher, Orders
 
 log = logging.getLogger("cloudshop.relay")
 
 ORDERS_PER_ROUND = 100
 MAX_BACKOFF_SECONDS = 5.0
+
+
+def _span_of(event: OutboxEvent, envelope: dict[str, Any]) -> tuple[str | None, str, dict[str, Any]]:
+    event_type = str(envelope.get("event_type"))
+    attributes = {
+        "order.id": event.order_id,
+        "event.type": event_type,
+        "messaging.message.id": event.event_id,
+        "messaging.operation.type": "send",
+        "cloudshop.component": "outbox-relay",
+    }
+    return envelope.get("traceparent"), f"outbox publish {event_type}", attributes
 
 
 class OutboxRelay:
@@ -94,14 +108,18 @@ class OutboxRelay:
         if not events:
             self._oldest_pending = None
             return 0
-        self._oldest_pending = min(
-            datetime.fromisoformat(json.loads(event.payload)["occurred_at"]).timestamp() for event in events
+        envelopes = [json.loads(event.payload) for event in events]
+        self._oldest_pending = min(datetime.fromisoformat(e["occurred_at"]).timestamp() for e in envelopes)
+        # Each event's span continues the trace of the request that wrote it (its `traceparent`).
+        spans = (
+            [_span_of(e, envelope) for e, envelope in zip(events, envelopes, strict=True)] if tracing.enabled() else []
         )
-        await self.publisher.publish(events)
-        sent: dict[str, list[str]] = defaultdict(list)
-        for event in events:
-            sent[event.order_id].append(event.event_id)
-        await asyncio.gather(*(self.orders.mark_sent(order_id, ids) for order_id, ids in sent.items()))
+        with tracing.producer_spans(spans):
+            await self.publisher.publish(events)
+            sent: dict[str, list[str]] = defaultdict(list)
+            for event in events:
+                sent[event.order_id].append(event.event_id)
+            await asyncio.gather(*(self.orders.mark_sent(order_id, ids) for order_id, ids in sent.items()))
         elapsed = time.perf_counter() - started
         self.published += len(events)
         self.busy_seconds += elapsed

@@ -11,13 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from typing import Any
 
-from eks_services.payment.ports import EventPublisher, PaymentOutbox
+from cloudshop import tracing
+from eks_services.payment.ports import EventPublisher, OutboxEvent, PaymentOutbox
 
 log = logging.getLogger("cloudshop.payment.relay")
 
 MAX_BACKOFF_SECONDS = 5.0
+
+
+def _span_of(event: OutboxEvent) -> tuple[str | None, str, dict[str, Any]]:
+    """The event's span: the child of the trace context it was written with."""
+    envelope = json.loads(event.payload)
+    event_type = str(envelope.get("event_type"))
+    attributes = {
+        "order.id": str((envelope.get("data") or {}).get("order_id", "")),
+        "payment.id": event.payment_id,
+        "event.type": event_type,
+        "messaging.message.id": event.event_id,
+        "messaging.operation.type": "send",
+        "cloudshop.component": "outbox-relay",
+    }
+    return envelope.get("traceparent"), f"outbox publish {event_type}", attributes
 
 
 class PaymentOutboxRelay:
@@ -41,12 +59,13 @@ class PaymentOutboxRelay:
         events = await self.outbox.pending_events(limit=100)
         if not events:
             return 0
-        await self.publisher.publish(events)
-        sent: dict[str, list[str]] = {}
-        for event in events:
-            sent.setdefault(event.payment_id, []).append(event.event_id)
-        for payment_id, event_ids in sent.items():
-            await self.outbox.mark_sent(payment_id, event_ids)
+        with tracing.producer_spans([_span_of(event) for event in events] if tracing.enabled() else []):
+            await self.publisher.publish(events)
+            sent: dict[str, list[str]] = {}
+            for event in events:
+                sent.setdefault(event.payment_id, []).append(event.event_id)
+            for payment_id, event_ids in sent.items():
+                await self.outbox.mark_sent(payment_id, event_ids)
         self.published += len(events)
         return len(events)
 

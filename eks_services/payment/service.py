@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from cloudshop import tracing
 from cloudshop.errors import Conflict, DependencyUnavailable, IdempotencyKeyReused
 from cloudshop.events import Money, PaymentRefundedDataV1, PaymentRefundedV1
 from eks_services.payment.model import (
@@ -66,6 +67,7 @@ def refunded_event(payment: Payment, refund: Refund) -> PaymentRefundedV1:
     return PaymentRefundedV1(
         event_id=refund_event_id(refund.id),
         occurred_at=payment.updated_at,
+        traceparent=tracing.current_traceparent(),
         data=PaymentRefundedDataV1(
             payment_id=payment.id,
             order_id=payment.order_id,

@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
+from cloudshop import tracing
 from cloudshop.events import OrderEventV1
 from functions.notification.service import NotificationService
 
@@ -61,7 +62,17 @@ class OrderEventConsumer:
                 "poison message", extra={"fields": {"message_id": record.message_id, "errors": exc.error_count()}}
             )
             raise PoisonMessage(f"message {record.message_id} is not an order event") from exc
-        return self._handle_once(event=event.model_dump(mode="json"))  # type: ignore[no-any-return]
+        attributes = {
+            "order.id": event.data.order_id,
+            "event.type": event.event_type,
+            "messaging.message.id": event.event_id,
+            "messaging.system": "aws_sqs",
+            "messaging.destination.name": "order-events",
+            "messaging.operation.type": "process",
+        }
+        # The child of the span that wrote the event: the checkout's trace goes on here.
+        with tracing.consumer_span(event.traceparent, f"order-events process {event.event_type}", attributes):
+            return self._handle_once(event=event.model_dump(mode="json"))  # type: ignore[no-any-return]
 
     def _handle(self, event: dict[str, Any]) -> dict[str, Any]:
         notification = self.service.handle(OrderEventV1.model_validate(event))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -48,7 +49,7 @@ def test_service_runs_its_handler_in_the_vpc_with_the_dependency_layer(synth, se
             "Handler": f"functions.{service}.handler.handler",
             "Runtime": "python3.11",
             "Architectures": ["x86_64"],
-            "Layers": [Match.any_value()],
+            "Layers": [Match.any_value(), Match.any_value()],
             "TracingConfig": {"Mode": "Active"},
             "VpcConfig": {"SubnetIds": Match.any_value(), "SecurityGroupIds": Match.any_value()},
         },
@@ -122,3 +123,12 @@ def test_notification_consumes_order_events_with_partial_batch_responses(synth) 
 def test_api_functions_finish_before_the_gateway_gives_up(synth) -> None:
     for service in LAMBDA_SERVICES:
         assert function_of(synth, service)["Timeout"] < 30
+
+
+@pytest.mark.parametrize("service", LAMBDA_SERVICES)
+def test_spans_go_to_the_adot_collector_layer_over_otlp(synth, service: str) -> None:
+    env = environment(synth, service)
+    assert env["TRACING_ENABLED"] == "true"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://localhost:4318"
+    assert ":layer:aws-otel-collector-amd64-" in json.dumps(function_of(synth, service)["Layers"][1])
+    assert Settings(tracing_enabled=env["TRACING_ENABLED"]).tracing_enabled

@@ -22,6 +22,7 @@ from aws_cdk import App, Stack
 from aws_cdk import aws_logs as logs
 
 from cdk.access import SERVICE_ACCESS
+from cdk.alerts import MONITORING_NAMESPACE
 from cdk.config import DeploymentConfig, EnvironmentName, preset
 from cdk.eks import AWS_SETTINGS_CONFIGMAP, argocd_bootstrap, workload_settings_configmap
 from cdk.network import Network
@@ -127,8 +128,10 @@ def test_pods_run_in_the_namespace_and_as_the_service_account_pod_identity_binds
     assert deployment["metadata"]["namespace"] == account["metadata"]["namespace"] == workload.namespace
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == workload.service_account
     assert services["destination"]["namespace"] == workload.namespace
+    # `monitoring` too: CDK writes Alertmanager's config Secret there (cdk/alerts.py).
     assert {m["metadata"]["name"] for m in manifests(synth) if m["kind"] == "Namespace"} == {
-        w.namespace for w in WORKLOADS
+        *(w.namespace for w in WORKLOADS),
+        MONITORING_NAMESPACE,
     }
 
 

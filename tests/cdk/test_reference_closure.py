@@ -179,9 +179,13 @@ def declared_accounts(cluster: Cluster) -> dict[tuple[str, str], str]:
         for account in ADDON_SERVICE_ACCOUNTS.get(name, ()):
             accounts[account] = f"add-on {name}"
     for namespace, values, origin in helm_releases(cluster):
-        account = values.get("serviceAccount")
-        if isinstance(account, dict) and account.get("create", True) and account.get("name"):
-            accounts[(namespace, str(account["name"]))] = f"{origin} (serviceAccount.create)"
+        # The release's own account, and those of its components (an umbrella chart such as
+        # kube-prometheus-stack: `alertmanager.serviceAccount`, `grafana.serviceAccount`).
+        components = [("", values)] + [(f"{key}.", sub) for key, sub in values.items() if isinstance(sub, dict)]
+        for prefix, component in components:
+            account = component.get("serviceAccount")
+            if isinstance(account, dict) and account.get("create", True) and account.get("name"):
+                accounts[(namespace, str(account["name"]))] = f"{origin} ({prefix}serviceAccount.create)"
     return accounts
 
 

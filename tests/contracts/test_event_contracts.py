@@ -98,7 +98,9 @@ def payment_schema() -> dict[str, object]:
 def test_a_produced_refund_event_validates_against_the_committed_schema() -> None:
     event = json.loads(sample_refund_event().to_json())
     jsonschema.validate(event, payment_schema())
-    assert set(event) == {"event_id", "event_type", "version", "occurred_at", "source", "data"}
+    # `traceparent`: the optional W3C trace context of the span that wrote it (none outside a trace).
+    assert set(event) == {"event_id", "event_type", "version", "occurred_at", "source", "data", "traceparent"}
+    assert event["traceparent"] is None
     assert (event["event_type"], event["version"], event["source"]) == ("payment.refunded", 1, "payment-service")
     assert event["data"] == {
         "payment_id": event["data"]["payment_id"],

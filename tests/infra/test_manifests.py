@@ -422,6 +422,8 @@ def test_egress_only_to_dns_aws_the_pod_identity_agent_each_other_and_msk_for_or
         ("kube-system/k8s-app=kube-dns", "TCP/53"),
         ("cidr:0.0.0.0/0 except 169.254.169.254/32", "TCP/443"),
         ("cidr:169.254.170.23/32", "TCP/80"),
+        # Spans to the CloudWatch agent of the amazon-cloudwatch-observability add-on (OTLP/HTTP).
+        ("amazon-cloudwatch/app.kubernetes.io/name=cloudwatch-agent", "TCP/4316"),
     }
 
     # Payment calls nobody: DynamoDB and SQS are AWS APIs (443).
@@ -453,7 +455,8 @@ def test_dashboard_and_rules_query_the_metrics_the_services_export() -> None:
     dashboard_map = one(objects, "ConfigMap", "cloudshop-dashboard")
     dashboard = json.loads(dashboard_map["data"]["cloudshop-services.json"])
     rules = one(objects, "PrometheusRule", "cloudshop")["spec"]["groups"]
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    # Rows carry no targets and CloudWatch targets no PromQL.
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", []) if "expr" in t]
     exprs += [r["expr"] for g in rules for r in g["rules"]]
     exported = _service_metric_names()
 

@@ -13,6 +13,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from cdk.eks import pod_identity_role
+
 MONITORING_NAMESPACE = "monitoring"
 # kube-prometheus-stack's Alertmanager service account for the release name the ArgoCD app sets
 # (eks_services/argocd/apps/kube-prometheus-stack.yaml).
@@ -84,11 +86,13 @@ class AlertRouting(Construct):
         if alert_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alert_email))
 
-        self.role = iam.Role(
+        self.role = pod_identity_role(
             self,
-            "AlertmanagerPodRole",
-            assumed_by=iam.SessionTagsPrincipal(iam.ServicePrincipal("pods.eks.amazonaws.com")),
-            description=f"Pod Identity role of {MONITORING_NAMESPACE}/{ALERTMANAGER_SERVICE_ACCOUNT}",
+            "Alertmanager",
+            cluster=cluster,
+            pod_identity_agent=pod_identity_agent,
+            namespace=MONITORING_NAMESPACE,
+            service_account=ALERTMANAGER_SERVICE_ACCOUNT,
         )
         # Not `topic.grant_publish`: its `kms:GenerateDataKey*` wildcard is a cdk-nag IAM5 finding; SNS
         # needs exactly these two key actions to publish to an encrypted topic.
@@ -96,15 +100,6 @@ class AlertRouting(Construct):
         self.role.add_to_policy(
             iam.PolicyStatement(actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[self.key.key_arn])
         )
-        association = eks.CfnPodIdentityAssociation(
-            self,
-            "AlertmanagerPodIdentity",
-            cluster_name=cluster.cluster_name,
-            namespace=MONITORING_NAMESPACE,
-            service_account=ALERTMANAGER_SERVICE_ACCOUNT,
-            role_arn=self.role.role_arn,
-        )
-        association.node.add_dependency(pod_identity_agent)
 
         config = alertmanager_config(topic_arn=self.topic.topic_arn, region=region)
         # The namespace comes first: CDK applies this before ArgoCD has synced the monitoring apps.

@@ -80,6 +80,35 @@ def argocd_bootstrap(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
+def pod_identity_role(
+    scope: Construct,
+    name: str,
+    *,
+    cluster: eks.Cluster,
+    pod_identity_agent: Construct,
+    namespace: str,
+    service_account: str,
+) -> iam.Role:
+    """A role only pods of `namespace/service_account` assume, through an EKS Pod Identity association
+    (`<name>PodRole`, `<name>PodIdentity`); the association waits for the agent that serves it."""
+    role = iam.Role(
+        scope,
+        f"{name}PodRole",
+        assumed_by=iam.SessionTagsPrincipal(iam.ServicePrincipal("pods.eks.amazonaws.com")),
+        description=f"Pod Identity role of {namespace}/{service_account}",
+    )
+    association = eks.CfnPodIdentityAssociation(
+        scope,
+        f"{name}PodIdentity",
+        cluster_name=cluster.cluster_name,
+        namespace=namespace,
+        service_account=service_account,
+        role_arn=role.role_arn,
+    )
+    association.node.add_dependency(pod_identity_agent)
+    return role
+
+
 class EksCore(Construct):
     """The cluster (`aws_eks_v2`), one managed node group of a fixed `node_count`, the VPC CNI with
     NetworkPolicy enforcement, the Pod Identity agent, the EBS CSI driver and the default StorageClass,
@@ -197,22 +226,14 @@ class EksCore(Construct):
 
         self.roles: dict[str, iam.Role] = {}
         for workload in workloads:
-            role = iam.Role(
+            self.roles[workload.name] = pod_identity_role(
                 self,
-                f"{workload.name.capitalize()}PodRole",
-                assumed_by=iam.SessionTagsPrincipal(iam.ServicePrincipal("pods.eks.amazonaws.com")),
-                description=f"Pod Identity role of {workload.namespace}/{workload.service_account}",
-            )
-            association = eks.CfnPodIdentityAssociation(
-                self,
-                f"{workload.name.capitalize()}PodIdentity",
-                cluster_name=self.cluster.cluster_name,
+                workload.name.capitalize(),
+                cluster=self.cluster,
+                pod_identity_agent=self.pod_identity_agent,
                 namespace=workload.namespace,
                 service_account=workload.service_account,
-                role_arn=role.role_arn,
             )
-            association.node.add_dependency(self.pod_identity_agent)
-            self.roles[workload.name] = role
 
         namespaces = sorted({w.namespace for w in workloads})
         self.namespace_manifest = self.cluster.add_manifest(

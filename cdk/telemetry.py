@@ -10,6 +10,7 @@ from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from cdk.eks import pod_identity_role
 from cdk.nag import managed_policy, nag
 
 TELEMETRY_ADDON = "amazon-cloudwatch-observability"
@@ -87,40 +88,13 @@ class TelemetryAccess(Construct):
         )
         # ACTIVE only once the agent runs: it needs nodes and the Pod Identity agent.
         self.addon.node.add_dependency(nodes, pod_identity_agent)
-        self.grafana_role = self._pod_role(
+        self.grafana_role = pod_identity_role(
+            self,
             "Grafana",
             cluster=cluster,
             pod_identity_agent=pod_identity_agent,
             namespace=GRAFANA_NAMESPACE,
             service_account=GRAFANA_SERVICE_ACCOUNT,
-            actions=[*CLOUDWATCH_READ, *XRAY_READ],
         )
-
-    def _pod_role(
-        self,
-        name: str,
-        *,
-        cluster: eks.Cluster,
-        pod_identity_agent: Construct,
-        namespace: str,
-        service_account: str,
-        actions: list[str],
-    ) -> iam.Role:
-        role = iam.Role(
-            self,
-            f"{name}PodRole",
-            assumed_by=iam.SessionTagsPrincipal(iam.ServicePrincipal("pods.eks.amazonaws.com")),
-            description=f"Pod Identity role of {namespace}/{service_account}",
-        )
-        role.add_to_policy(iam.PolicyStatement(actions=actions, resources=["*"]))
-        nag(role, {"AwsSolutions-IAM5[Resource::*]": RESOURCE_WILDCARD_REASON})
-        association = eks.CfnPodIdentityAssociation(
-            self,
-            f"{name}PodIdentity",
-            cluster_name=cluster.cluster_name,
-            namespace=namespace,
-            service_account=service_account,
-            role_arn=role.role_arn,
-        )
-        association.node.add_dependency(pod_identity_agent)
-        return role
+        self.grafana_role.add_to_policy(iam.PolicyStatement(actions=[*CLOUDWATCH_READ, *XRAY_READ], resources=["*"]))
+        nag(self.grafana_role, {"AwsSolutions-IAM5[Resource::*]": RESOURCE_WILDCARD_REASON})

@@ -125,9 +125,10 @@ def _encode_cursor(key: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> dict[str, Any]:
-    """The `by_user` start key a page ended at: exactly its three string attributes, each checked
-    (`cloudshop.cursors`), so a forged cursor is a 400 and never a query DynamoDB refuses."""
+def _decode_cursor(cursor: str, *, partition: str) -> dict[str, Any]:
+    """The start key a page of the `by_user` or `by_status` index ended at: exactly `order_id`, the
+    index's `partition` attribute and `created_at`, each a string checked by `cloudshop.cursors`, so a
+    forged cursor is a 400 and never a query DynamoDB refuses."""
 
     def string(read: cursors.FieldReader) -> cursors.FieldReader:
         def attribute(value: Any) -> dict[str, str]:
@@ -140,25 +141,7 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
 
     key = cursors.text(max_length=ID_MAX)
     return cursors.decode_cursor(
-        cursor, {"order_id": string(key), "user_id": string(key), "created_at": string(cursors.timestamp)}
-    )
-
-
-def _decode_status_cursor(cursor: str) -> dict[str, Any]:
-    """The `by_status` start key a page ended at, checked like `by_user`'s (`cloudshop.cursors`)."""
-
-    def string(read: cursors.FieldReader) -> cursors.FieldReader:
-        def attribute(value: Any) -> dict[str, str]:
-            if not isinstance(value, dict) or set(value) != {"S"}:
-                raise ValueError("not a string attribute")
-            read(value["S"])
-            return {"S": value["S"]}
-
-        return attribute
-
-    key = cursors.text(max_length=ID_MAX)
-    return cursors.decode_cursor(
-        cursor, {"order_id": string(key), "status": string(key), "created_at": string(cursors.timestamp)}
+        cursor, {"order_id": string(key), partition: string(key), "created_at": string(cursors.timestamp)}
     )
 
 
@@ -216,43 +199,34 @@ class DynamoDBOrderRepository:
         return order_from_item(item) if item else None
 
     async def by_user(self, user_id: str, *, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
+        return await self._newest_first("by_user", "user_id", user_id, limit=limit, cursor=cursor)
+
+    async def by_status(self, status: OrderStatus, *, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
+        orders, next_cursor = await self._newest_first("by_status", "status", str(status), limit=limit, cursor=cursor)
+        # A PAID item flagged `cancel_requested` (written before CANCELLING existed) reads as CANCELLING.
+        return [o for o in orders if o.status == status], next_cursor
+
+    async def _newest_first(
+        self, index: str, partition: str, value: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[Order], str | None]:
+        """One page of `index` (partition `partition` = `value`, sorted by `created_at`), newest first."""
         query: dict[str, Any] = {
             "TableName": self.table,
-            "IndexName": "by_user",
-            "KeyConditionExpression": "user_id = :u",
-            "ExpressionAttributeValues": {":u": {"S": user_id}},
+            "IndexName": index,
+            "KeyConditionExpression": "#partition = :value",
+            "ExpressionAttributeNames": {"#partition": partition},  # `status` is a reserved word
+            "ExpressionAttributeValues": {":value": {"S": value}},
             "ScanIndexForward": False,
             "Limit": limit,
         }
         if cursor:
-            start = _decode_cursor(cursor)
-            if start.get("user_id", {}).get("S") != user_id:
+            start = _decode_cursor(cursor, partition=partition)
+            if start.get(partition, {}).get("S") != value:
                 raise BadRequest("The cursor is not valid.")
             query["ExclusiveStartKey"] = start
         answer = await self.db.call("Query", query)
         last = answer.get("LastEvaluatedKey")
         return [order_from_item(i) for i in answer.get("Items", [])], _encode_cursor(last) if last else None
-
-    async def by_status(self, status: OrderStatus, *, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
-        query: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": "by_status",
-            "KeyConditionExpression": "#status = :s",
-            "ExpressionAttributeNames": {"#status": "status"},
-            "ExpressionAttributeValues": {":s": {"S": str(status)}},
-            "ScanIndexForward": False,
-            "Limit": limit,
-        }
-        if cursor:
-            start = _decode_status_cursor(cursor)
-            if start.get("status", {}).get("S") != str(status):
-                raise BadRequest("The cursor is not valid.")
-            query["ExclusiveStartKey"] = start
-        answer = await self.db.call("Query", query)
-        last = answer.get("LastEvaluatedKey")
-        # A PAID item flagged `cancel_requested` (written before CANCELLING existed) reads as CANCELLING.
-        orders = [o for o in map(order_from_item, answer.get("Items", [])) if o.status == status]
-        return orders, _encode_cursor(last) if last else None
 
     async def unfinished(
         self, *, created_before: datetime, limit: int = 50, cursor: str | None = None

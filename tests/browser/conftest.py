@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.platform import free_base_port
+from tests.fixtures.platform import cloudshop_up, free_base_port
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "browser"
@@ -81,42 +77,13 @@ class Platform:
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     state = tmp_path_factory.mktemp("browser-up")
     base = free_base_port()
-    log = state / "up.log"
-    # A fresh laptop: no AWS credentials, no database or broker settings in the environment.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("AWS_") and k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
-    }
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cloudshop.cli", "up", "--state-dir", str(state), "--base-port", str(base)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
     url = f"http://127.0.0.1:{base}"
-    started = time.monotonic()
-    while "cloudshop is up" not in log.read_text():
-        if process.poll() is not None:
-            pytest.fail(f"cloudshop up exited with {process.returncode}:\n{log.read_text()}")
-        if time.monotonic() - started > 90:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"cloudshop up was not up within 90s:\n{log.read_text()}")
-        time.sleep(0.3)
-    page = httpx.get(f"{url}/", timeout=10)
-    if page.status_code != 200:
-        os.killpg(process.pid, signal.SIGINT)
-        pytest.fail(f"the gateway does not serve the storefront ({page.status_code}): run `make web` first")
-    with httpx.Client(base_url=f"{url}/api/v1", timeout=30) as api:
-        yield Platform(url=url, state_dir=state, api=api)
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    with cloudshop_up(state, base_port=base):
+        page = httpx.get(f"{url}/", timeout=10)
+        if page.status_code != 200:
+            pytest.fail(f"the gateway does not serve the storefront ({page.status_code}): run `make web` first")
+        with httpx.Client(base_url=f"{url}/api/v1", timeout=30) as api:
+            yield Platform(url=url, state_dir=state, api=api)
 
 
 @pytest.fixture(scope="module")

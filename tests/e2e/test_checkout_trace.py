@@ -5,8 +5,6 @@ SQS, the notification poller feeding the Lambda handler) writes every process's 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +17,7 @@ import httpx
 import pytest
 
 from cloudshop.local.traces import read_spans, traces_of_order
-from tests.fixtures.platform import free_base_port
+from tests.fixtures.platform import cloudshop_up, free_base_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -31,36 +29,8 @@ SERVICES = {"gateway", "order", "product", "payment", "notification"}
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     state = tmp_path_factory.mktemp("traced")
     base = free_base_port()
-    log = state / "up.log"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("AWS_") and k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
-    }
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cloudshop.cli", "up", "--state-dir", str(state), "--base-port", str(base)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-    started = time.monotonic()
-    while "cloudshop is up" not in log.read_text():
-        if process.poll() is not None:
-            pytest.fail(f"cloudshop up exited with {process.returncode}:\n{log.read_text()}")
-        if time.monotonic() - started > 90:
-            process.kill()
-            pytest.fail(f"cloudshop up did not start within 90s:\n{log.read_text()}")
-        time.sleep(0.5)
-    yield f"http://127.0.0.1:{base}", state
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise
+    with cloudshop_up(state, base_port=base):
+        yield f"http://127.0.0.1:{base}", state
 
 
 def checkout(gateway: str) -> tuple[dict[str, Any], str]:

@@ -5,11 +5,7 @@ dashboards and of the alerting rules names a metric that a live scrape of the se
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +16,7 @@ import yaml
 
 from cloudshop.local.runner import PROMETHEUS_OFFSET, SERVICES
 from cloudshop.local.servers import PROMETHEUS_BIN
-from tests.fixtures.platform import free_port_range
+from tests.fixtures.platform import cloudshop_up, free_port_range
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -80,28 +76,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
         pytest.fail(f"{PROMETHEUS_BIN} missing: `make system-deps` installs Debian's prometheus package")
     state = tmp_path_factory.mktemp("observability")
     base = free_port_range(span=PROMETHEUS_OFFSET + 1)
-    log = state / "up.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "DATABASE_URL"}
-    argv = [sys.executable, "-m", "cloudshop.cli", "up", "--observability", "--state-dir", str(state)]
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [*argv, "--base-port", str(base)], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    started = time.monotonic()
-    while "cloudshop is up" not in log.read_text():
-        if process.poll() is not None or time.monotonic() - started > 120:
-            process.kill()
-            pytest.fail(f"cloudshop up --observability did not come up:\n{log.read_text()}")
-        time.sleep(0.5)
-    prometheus = f"http://127.0.0.1:{base + PROMETHEUS_OFFSET}"
-    assert f"prometheus    {prometheus}" in log.read_text()
-    yield f"http://127.0.0.1:{base}", prometheus
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=40)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        raise
+    with cloudshop_up(state, "--observability", base_port=base, wait_seconds=120):
+        prometheus = f"http://127.0.0.1:{base + PROMETHEUS_OFFSET}"
+        assert f"prometheus    {prometheus}" in (state / "up.log").read_text()
+        yield f"http://127.0.0.1:{base}", prometheus
 
 
 def test_prometheus_scrapes_every_service_and_every_query_names_an_exported_metric(platform: tuple[str, str]) -> None:

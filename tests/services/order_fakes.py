@@ -252,28 +252,18 @@ class InMemoryOrders:
 
     async def by_user(self, user_id: str, *, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
         self.calls.append("by_user")
-        mine = sorted(
-            (s.order for s in self.items.values() if s.order.user_id == user_id),
-            key=lambda o: (o.created_at, o.id),
-            reverse=True,
-        )
-        start = 0
-        if cursor:
-            try:
-                owner, after = json.loads(cursor)
-            except (ValueError, TypeError) as exc:
-                raise BadRequest("The cursor is not valid.") from exc
-            if owner != user_id:
-                raise BadRequest("The cursor is not valid.")
-            start = next((n + 1 for n, o in enumerate(mine) if o.id == after), len(mine))
-        page = mine[start : start + limit]
-        more = start + limit < len(mine)
-        return page, json.dumps([user_id, page[-1].id]) if more and page else None
+        return self._newest_first(lambda o: o.user_id, user_id, limit=limit, cursor=cursor)
 
     async def by_status(self, status: OrderStatus, *, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
         self.calls.append("by_status")
+        return self._newest_first(lambda o: str(o.status), str(status), limit=limit, cursor=cursor)
+
+    def _newest_first(
+        self, key: Callable[[Order], str], value: str, *, limit: int, cursor: str | None
+    ) -> tuple[list[Order], str | None]:
+        """One page of the orders whose `key` is `value`, newest first, as the adapter's indexes give them."""
         matching = sorted(
-            (s.order for s in self.items.values() if s.order.status == status),
+            (s.order for s in self.items.values() if key(s.order) == value),
             key=lambda o: (o.created_at, o.id),
             reverse=True,
         )
@@ -283,12 +273,12 @@ class InMemoryOrders:
                 wanted, after = json.loads(cursor)
             except (ValueError, TypeError) as exc:
                 raise BadRequest("The cursor is not valid.") from exc
-            if wanted != str(status):
+            if wanted != value:
                 raise BadRequest("The cursor is not valid.")
             start = next((n + 1 for n, o in enumerate(matching) if o.id == after), len(matching))
         page = matching[start : start + limit]
         more = start + limit < len(matching)
-        return page, json.dumps([str(status), page[-1].id]) if more and page else None
+        return page, json.dumps([value, page[-1].id]) if more and page else None
 
     async def unfinished(
         self, *, created_before: datetime, limit: int = 50, cursor: str | None = None

@@ -8,15 +8,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from cloudshop.bench import markdown, rows_for
 
 SERVICES = {"gateway", "user", "product", "order", "payment", "notification"}
 
 
+@pytest.mark.slow
 def test_a_short_bench_run_writes_every_section_beside_the_previous_run(tmp_path: Path) -> None:
     out = tmp_path / "checkout.json"
     out.write_text(
@@ -71,7 +73,7 @@ def test_a_short_bench_run_writes_every_section_beside_the_previous_run(tmp_path
     assert {"postgres", "dynalite", "kafka", "moto"} | SERVICES <= set(a["peak_rss_mib"])
     for field in ("slow_requests", "overload_503", "other_failures", "failures", "refused_by_service"):
         assert field in b
-    sweep = b["after_sweeper"]
+    sweep = report["results"]["full"]["after_sweeper"]
     assert {"pending_payment_left", "reservations_held_left", "stock_matches", "orders_by_status"} <= set(sweep)
 
     table = out.with_suffix(".md").read_text()
@@ -88,4 +90,49 @@ def test_a_short_bench_run_writes_every_section_beside_the_previous_run(tmp_path
         assert section in table
     checkouts_row = next(line for line in table.splitlines() if line.startswith("| checkouts/s | ≥ 80 |"))
     assert checkouts_row.split(" | ")[3] == "12.5"  # the previous run's value, beside this one's
-    assert "| user: import, wall (ms) | ≤ 250 | 700 |" in table
+    assert "| user: import, -X importtime (ms) | ≤ 250 | 650 |" in table
+
+
+def test_the_table_without_the_overload_scenario_keeps_the_sweeper_check() -> None:
+    """`--overload-buyers 0` skips B: the table has no B section, and the sweeper's check, run on what
+    A left, is still there."""
+    a = {
+        "buyers": 25,
+        "seconds": 60.0,
+        "checkouts_per_second": 30.0,
+        "checkouts": 1800,
+        "post_orders_ms": {"p50": 100.0, "p95": 200.0, "p99": 300.0, "max": 400.0},
+        "checkout_loop_ms": {"p95": 250.0},
+        "errors": 0,
+        "cpu_ms_per_checkout": {"checkout_path_ms": 30.0, "by_process_ms": {"order": 20.0}},
+        "outbox": {
+            "lag_at_end_seconds": 0.0,
+            "lag_max_seconds": 1.0,
+            "events_published": 3600,
+            "relay_ceiling_events_per_second": 50.0,
+        },
+        "backend_calls_per_checkout": {"by_kind": {"dynamodb": 10.0}, "by_service": {"order": {"dynamodb": 7.0}}},
+        "peak_rss_mib": {"order": 120.0},
+        "healthz": {"order": {"max_ms": 20.0}},
+    }
+    sweep = {
+        "waited_seconds": 1.0,
+        "pending_payment_left": 0,
+        "reservations_held_left": 0,
+        "stock": 100,
+        "sold": 1800,
+        "stock_matches": True,
+    }
+    rows = rows_for({"profile": "full", "a": a, "b": None, "after_sweeper": sweep}, None)
+
+    sections = {row.section for row in rows}
+    assert not any(section.startswith("B:") for section in sections)
+    assert "A: after the sweeper (waited 1 s)" in sections
+    assert next(row for row in rows if row.key == "b.pending_payment_left").met is True
+    report = {
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "machine": {"cpu_count": 2, "k6": "k6 v1", "load_average_before": [0.5]},
+        "rows": {"full": [asdict(row) for row in rows]},
+        "results": {"full": {"a": a}},
+    }
+    assert "### A: after the sweeper" in markdown(report, None)

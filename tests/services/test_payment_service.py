@@ -5,12 +5,14 @@ SQS (test_payment_ports_contract.py); the same guarantees on dynalite are in tes
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cloudshop.errors import Conflict, DependencyUnavailable
+from cloudshop.events import PaymentRefundedV1
 from eks_services.payment.model import ChargeRequest, Payment, PaymentStatus, ProviderError, RefundResult
 from eks_services.payment.provider import SimulatedProvider
 from eks_services.payment.relay import PaymentOutboxRelay
@@ -193,3 +195,42 @@ async def test_the_relay_task_runs_on_the_event_loop_until_stopped(shop: Shop) -
     finally:
         await shop.relay.stop()
     assert len(shop.publisher.published) == 1
+
+
+class CountingRepository(InMemoryPaymentRepository):
+    """Records each repository call: on DynamoDB, each is one request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def get(self, payment_id: str) -> Payment | None:
+        self.calls.append("get")
+        return await super().get(payment_id)
+
+    async def require(self, payment_id: str) -> Payment:
+        self.calls.append("require")
+        return await super().require(payment_id)
+
+    async def claim(self, payment: Payment) -> bool:
+        self.calls.append("claim")
+        return await super().claim(payment)
+
+    async def save(self, payment: Payment, events: Sequence[PaymentRefundedV1] = ()) -> None:
+        self.calls.append("save")
+        await super().save(payment, events)
+
+
+async def test_a_first_charge_is_one_claim_and_one_save_and_a_repeat_reads_after_its_refused_claim() -> None:
+    payments = CountingRepository()
+    service = PaymentService(payments=payments, provider=GatedProvider(), sleep=no_sleep, pending_wait_seconds=0.5)
+    request = ChargeRequest(order_id="ord-1", user_id="u-1", amount=1000, currency="INR", payment_method="pm_card_ok")
+
+    first, created = await service.charge(request)
+    assert created and first.status == PaymentStatus.CAPTURED
+    assert payments.calls == ["claim", "save"]
+
+    payments.calls.clear()
+    again, created = await service.charge(request)
+    assert not created and again == first
+    assert payments.calls == ["claim", "require"]

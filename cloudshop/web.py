@@ -327,23 +327,27 @@ def create_app(
     return app
 
 
-def get_principal(request: Request) -> Principal:
+# The dependencies below are `async def` although they do not wait: FastAPI runs a plain `def`
+# dependency in its worker-thread pool, a thread hop per dependency per request (CPU, and a queue
+# for the pool's 40 threads under load). Only the user service's session lookup does blocking I/O;
+# it alone goes to a thread.
+async def get_principal(request: Request) -> Principal:
     verifier: TokenVerifier | None = request.app.state.verifier
     if verifier is None:
         raise Unauthorized("This service does not accept access tokens.")
     principal = verifier.verify(bearer_token(request.headers.get("authorization")))
     revoked = getattr(request.app.state, "session_revoked", None)
-    if revoked is not None and revoked(principal.session_id):
+    if revoked is not None and await anyio.to_thread.run_sync(revoked, principal.session_id):
         raise Unauthorized("The session has ended; log in again.")
     return principal
 
 
-def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def get_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     principal.require_admin()
     return principal
 
 
-def get_internal_caller(request: Request) -> str:
+async def get_internal_caller(request: Request) -> str:
     """The calling service, admitted by the estate's declaration of this internal route.
 
     The route's callers come from `ESTATE.internal_routes` (the same declaration the gateway and the

@@ -98,13 +98,15 @@ def order_out(order: Order) -> dict[str, Any]:
 def router(services: OrderServices) -> APIRouter:
     api = APIRouter(prefix=API_PREFIX)
 
-    def cart_service() -> CartService:
+    # async although they only hand out a service: FastAPI runs a plain `def` dependency in a worker
+    # thread, a thread hop per request.
+    async def cart_service() -> CartService:
         return services.carts
 
-    def checkout_service() -> CheckoutService:
+    async def checkout_service() -> CheckoutService:
         return services.checkout
 
-    def analytics_windows_service() -> AnalyticsWindows:
+    async def analytics_windows_service() -> AnalyticsWindows:
         return services.windows
 
     Carts = Annotated[CartService, Depends(cart_service)]

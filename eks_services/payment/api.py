@@ -7,7 +7,7 @@ No `from __future__ import annotations` here: the routes' annotations name `Serv
 `router()`, which FastAPI can only see when annotations are evaluated where they are written.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Response
@@ -106,7 +106,9 @@ def _ignore_charge(_: Payment) -> None:
     return None
 
 
-def router(get_service: Callable[[], PaymentService], *, on_charged: ChargeObserver = _ignore_charge) -> APIRouter:
+def router(
+    get_service: Callable[[], Awaitable[PaymentService]], *, on_charged: ChargeObserver = _ignore_charge
+) -> APIRouter:
     """The payment routes. `get_service` is the dependency that hands each route the service (tests
     may override it); `on_charged` sees every new charge (the outcome metric)."""
     api = APIRouter(prefix=API_PREFIX)

@@ -66,7 +66,12 @@ def build_app(
     def count_charge(payment: Payment) -> None:
         charges.labels(str(payment.status)).inc()
 
-    app.include_router(router(lambda: service, on_charged=count_charge))
+    # async although it only hands out the service: FastAPI runs a plain `def` dependency in a worker
+    # thread, a thread hop per request.
+    async def payment_service() -> PaymentService:
+        return service
+
+    app.include_router(router(payment_service, on_charged=count_charge))
     relay_runs = settings.outbox_relay_enabled and bool(publisher or settings.payment_events_queue_url)
 
     @asynccontextmanager

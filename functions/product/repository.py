@@ -219,66 +219,70 @@ class SqlProductRepository:
     # --- reservations --------------------------------------------------------------------------
     def reserve(self, order_id: str, lines: list[ReservationLine]) -> tuple[list[ReservedLine], bool]:
         """Reserve every line or none. Returns (lines, created); a repeat returns the first answer,
-        taking the stock again if that reservation was released meanwhile."""
-        status = self.reservation_status(order_id)
-        if status is not None:
-            existing = self._same_or_conflict(order_id, self.reservation(order_id) or [], lines)
-            if status == RELEASED:
-                return self._reserve_again(order_id, existing), True
-            return existing, False
-        now = datetime.now(UTC)
+        taking the stock again if that reservation was released meanwhile.
+
+        The reservation's insert goes first and is its own check: a first reservation (nearly every
+        call) costs no read before it; a repeat, or a concurrent twin that won the insert, fails it on
+        the primary key, and only then are the existing reservation and its status read."""
         try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(reservations).values(
-                        order_id=order_id,
-                        status=RESERVED,
-                        created_at=now,
-                        updated_at=now,
-                        expires_at=now + self.reservation_ttl,
-                    )
-                )
-                reserved, short = [], []
-                for line in lines:
-                    row = conn.execute(
-                        update(products)
-                        .where(
-                            products.c.id == line.product_id,
-                            products.c.deleted_at.is_(None),
-                            products.c.stock >= line.quantity,
-                        )
-                        .values(stock=products.c.stock - line.quantity)
-                        .returning(products.c.name, products.c.price_amount, products.c.currency)
-                    ).first()
-                    if row is None:
-                        short.append(line.product_id)
-                        continue
-                    reserved.append(
-                        ReservedLine(line.product_id, row.name, line.quantity, row.price_amount, row.currency)
-                    )
-                if short:
-                    raise self._shortage(conn, short)
-                conn.execute(
-                    insert(reservation_lines),
-                    [
-                        {
-                            "order_id": order_id,
-                            "product_id": r.product_id,
-                            "name": r.name,
-                            "quantity": r.quantity,
-                            "unit_price_amount": r.unit_price_amount,
-                            "currency": r.currency,
-                        }
-                        for r in reserved
-                    ],
-                )
-        except IntegrityError:
-            # A concurrent call with the same order id won the insert: answer what it reserved.
+            return self._reserve_new(order_id, lines), True
+        except IntegrityError as conflict:
+            status = self.reservation_status(order_id)
             existing_lines = self.reservation(order_id)
-            if existing_lines is None:
-                raise
-            return self._same_or_conflict(order_id, existing_lines, lines), False
-        return reserved, True
+            if status is None or existing_lines is None:
+                raise conflict from None  # not the reservation's key: nothing stored to answer with
+        existing = self._same_or_conflict(order_id, existing_lines, lines)
+        if status == RELEASED:
+            return self._reserve_again(order_id, existing), True
+        return existing, False
+
+    def _reserve_new(self, order_id: str, lines: list[ReservationLine]) -> list[ReservedLine]:
+        """Insert the reservation and take its stock in one transaction; IntegrityError when the order
+        id already has a reservation (nothing is taken then: the transaction rolls back)."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(reservations).values(
+                    order_id=order_id,
+                    status=RESERVED,
+                    created_at=now,
+                    updated_at=now,
+                    expires_at=now + self.reservation_ttl,
+                )
+            )
+            reserved, short = [], []
+            for line in lines:
+                row = conn.execute(
+                    update(products)
+                    .where(
+                        products.c.id == line.product_id,
+                        products.c.deleted_at.is_(None),
+                        products.c.stock >= line.quantity,
+                    )
+                    .values(stock=products.c.stock - line.quantity)
+                    .returning(products.c.name, products.c.price_amount, products.c.currency)
+                ).first()
+                if row is None:
+                    short.append(line.product_id)
+                    continue
+                reserved.append(ReservedLine(line.product_id, row.name, line.quantity, row.price_amount, row.currency))
+            if short:
+                raise self._shortage(conn, short)
+            conn.execute(
+                insert(reservation_lines),
+                [
+                    {
+                        "order_id": order_id,
+                        "product_id": r.product_id,
+                        "name": r.name,
+                        "quantity": r.quantity,
+                        "unit_price_amount": r.unit_price_amount,
+                        "currency": r.currency,
+                    }
+                    for r in reserved
+                ],
+            )
+        return reserved
 
     def _reserve_again(self, order_id: str, lines: list[ReservedLine]) -> list[ReservedLine]:
         """Take a released reservation's stock again (same lines, same prices), all or nothing."""

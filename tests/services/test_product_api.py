@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from cloudshop.auth import InternalTokens, TokenIssuer
 from cloudshop.settings import Settings
@@ -276,3 +277,42 @@ def test_a_patch_cannot_null_a_field(catalog_app: TestClient, tokens: dict[str, 
         answer = catalog_app.patch(f"/api/v1/products/{product['id']}", json={field: None}, headers=tokens["admin"])
         assert_problem(answer, 422)
     assert catalog_app.get(f"/api/v1/products/{product['id']}").json()["price"] == PRODUCT["price"]
+
+
+def test_a_first_reservation_reads_nothing_and_twins_of_one_order_take_the_stock_once(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    """Issue 9: the reservation's insert is its own check. A first reservation sends its three
+    writes and no read; repeats of the order, even concurrent ones, answer the one reservation."""
+    settings = make_settings(database_url=database_url)
+    catalog = build_catalog(settings)
+    migrate_schema(catalog.products.engine)
+    product = catalog.create(name="Lamp", description="", category="home", price_amount=1000, currency="INR", stock=10)
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    event.listen(catalog.products.engine, "before_cursor_execute", record)
+    try:
+        catalog.reserve("ord-first", [ReservationLine(product.id, 1)])
+    finally:
+        event.remove(catalog.products.engine, "before_cursor_execute", record)
+    # SQLite sends its BEGIN IMMEDIATE as a statement; psycopg opens the transaction itself.
+    assert [verb for verb in statements if verb != "BEGIN"] == ["INSERT", "UPDATE", "INSERT"]
+
+    answers: list[bool] = []
+    lock = threading.Lock()
+
+    def twin() -> None:
+        _, created = catalog.products.reserve("ord-twin", [ReservationLine(product.id, 2)])
+        with lock:
+            answers.append(created)
+
+    threads = [threading.Thread(target=twin) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [False] * 7 + [True]
+    assert catalog.products.get(product.id).stock == 10 - 1 - 2

@@ -314,9 +314,10 @@ class SqlProductRepository:
         return lines
 
     def expired(self, *, now: datetime, limit: int, after: str | None = None) -> list[str]:
-        """Order ids of reservations past their expiry, neither committed nor released, by order id."""
+        """Order ids of reservations at or past their expiry (a zero TTL expires at once, whatever the clock
+        resolution), neither committed nor released, by order id."""
         query = select(reservations.c.order_id).where(
-            reservations.c.status == RESERVED, reservations.c.expires_at < now
+            reservations.c.status == RESERVED, reservations.c.expires_at <= now
         )
         if after:
             query = query.where(reservations.c.order_id > after)

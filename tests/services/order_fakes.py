@@ -123,7 +123,7 @@ class InMemoryCatalog:
         due = sorted(
             order_id
             for order_id, status in self.status.items()
-            if status == "reserved" and self.expires[order_id] < now and (after is None or order_id > after)
+            if status == "reserved" and self.expires[order_id] <= now and (after is None or order_id > after)
         )
         return due[:limit]
 

@@ -93,6 +93,7 @@ bench: $(VENV)/.dev system-deps ## benchmarks; results in bench-results/
 	@mkdir -p bench-results
 	@$(BIN)/python -m cloudshop.bench_imports --out bench-results/lambda-imports.json
 	@$(BIN)/python -m cloudshop.bench_tracing --out bench-results/tracing.json
+	@$(BIN)/python -m cloudshop.bench_http --out bench-results
 	@$(BIN)/python -m cloudshop.bench --out bench-results/checkout.json
 	@$(BIN)/python -m analytics.bench --out bench-results/analytics.json
 

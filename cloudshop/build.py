@@ -73,6 +73,7 @@ STOREFRONT_PLACEHOLDER = "storefront-placeholder"
 DEV_ONLY_MODULES: tuple[str, ...] = (
     "cloudshop.analytics_cli",
     "cloudshop.bench",
+    "cloudshop.bench_http",
     "cloudshop.bench_imports",
     "cloudshop.bench_tracing",
     "cloudshop.build",

@@ -10,6 +10,16 @@ unreachable or failing service becomes `DependencyUnavailable` (503).
 a time budget per call (all attempts and back-off together finish within `timeout_seconds`, so a
 caller's own timeout, set above it, never fires first) and a `RetryBudget` per target, so when a
 target fails, retries add at most 10% to the calls instead of multiplying them by the attempts.
+
+Its calls go through `cloudshop.http_pool` (issue 9): httpx's own pool (httpcore) scanned every
+pooled connection on each request and release, with a syscall per idle one, and py-spy put 37.5% of
+the order service's CPU there. `python -m cloudshop.bench_http` (a GET with a ~130-byte JSON answer
+from uvicorn, 5 interleaved rounds of 1,000 calls, uvloop, client CPU per call, median):
+
+                                                     one at a time   25 concurrent
+    over httpx.AsyncHTTPTransport (before)                  356 µs         1031 µs
+    over `PooledTransport`, through httpx objects           112 µs          104 µs
+    over `PooledTransport` with `Endpoint` (what it uses)    48 µs           36 µs
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from json import dumps
 from typing import Any
 
 import anyio
@@ -27,6 +38,7 @@ import httpx
 from cloudshop import tracing
 from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens
 from cloudshop.errors import DependencyUnavailable, error_from_problem
+from cloudshop.http_pool import Answer, Endpoint, PooledTransport
 from cloudshop.observability import REQUEST_ID_HEADER, count_backend_call, request_id_var
 
 log = logging.getLogger("cloudshop.clients")
@@ -119,19 +131,16 @@ class ServiceClient:
         self._http.close()
 
 
-# httpcore's AsyncConnectionPool walks every pooled connection twice per request (on enqueue and on
-# release) and, for each idle one, asks the OS whether its socket is readable (`has_expired`): a
-# syscall per idle connection per scan. py-spy put 37.5% of the order service's CPU there. A burst
-# leaves up to max_connections (64-100) sockets pooled for the 5 s expiry; capping idle ones at 32
-# bounds the scan. Not lower: httpcore 1.x compares the count of *all* pooled connections (not just
-# idle ones) with this cap, so at a concurrency above it every released connection is closed and
-# reopened; the 25-buyer bench runs ~25 concurrent calls per target, and 16 would churn there.
-# The idle expiry stays httpx's 5 s, well under uvicorn's --timeout-keep-alive 75 s (the keep-alive race).
+# Idle keep-alive connections kept per target (the LIFO stack of `cloudshop.http_pool`): a burst opens
+# up to max_connections (64-100); once it is over, only this many stay open, so a quiet service does
+# not hold a hundred sockets on each peer. Idle connections cost no CPU per call (only the one handed
+# out is looked at), so the cap is not a CPU matter; 32 lets a lull in the 25-buyer bench's ~25
+# concurrent calls per target keep every connection for the next burst instead of reopening them.
 MAX_IDLE_CONNECTIONS = 32
 
 
 class AsyncServiceClient:
-    """`ServiceClient` for async code: one pooled httpx connection pool (keep-alive) per target service.
+    """`ServiceClient` for async code: one keep-alive connection pool per target service.
 
     `timeout_seconds` bounds a whole call, retries and back-off included; each attempt gets what is
     left of it (connects get at most `connect_timeout_seconds`). An overloaded target's 503 with
@@ -161,15 +170,15 @@ class AsyncServiceClient:
         self._budget = retry_budget or RetryBudget()
         self._sleep = sleep
         self._jitter = jitter
-        self._base_url = base_url.rstrip("/")
         # The pooled transport itself, not an httpx.AsyncClient over it: the client's cookie jar,
         # redirect and auth layers cost ~20% of a call's CPU (profiled) and none is wanted here.
-        self._transport = transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=min(max_connections, MAX_IDLE_CONNECTIONS),
+        # The `Endpoint` over it skips httpx's request and response objects too (see its docstring).
+        self._endpoint = Endpoint(
+            base_url.rstrip("/"),
+            transport
+            or PooledTransport(
+                max_connections=max_connections, max_idle_connections=min(max_connections, MAX_IDLE_CONNECTIONS)
             ),
-            retries=0,
         )
 
     async def request(
@@ -187,6 +196,12 @@ class AsyncServiceClient:
         attempts = 1 + (self.retries if retryable else 0)
         headers = {SERVICE_TOKEN_HEADER: self._tokens.token(self.name), REQUEST_ID_HEADER: request_id_var.get()}
         tracing.inject(headers)
+        target = self._endpoint.target(path, params)
+        body = b""
+        if json is not None:
+            # As httpx.Request(json=...) encodes it.
+            body = dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            headers["content-type"] = "application/json"
         deadline = time.monotonic() + self.timeout_seconds
         self._budget.record_call()
         count_backend_call("http", self.name)
@@ -197,22 +212,12 @@ class AsyncServiceClient:
                 break
             timeouts = {"connect": min(self._connect_timeout, remaining), "read": remaining, "write": remaining}
             timeouts["pool"] = remaining
-            outgoing = httpx.Request(
-                method,
-                self._base_url + path,
-                json=json,
-                params=params,
-                headers=headers,
-                extensions={"timeout": timeouts},
-            )
             wait_at_least = 0.0
             try:
                 with anyio.fail_after(remaining):
-                    response = await self._transport.handle_async_request(outgoing)
-                    try:
-                        await response.aread()
-                    finally:
-                        await response.aclose()
+                    response = await self._endpoint.request(
+                        method, target, headers=headers, body=body, timeouts=timeouts
+                    )
             except (httpx.TimeoutException, TimeoutError) as exc:
                 # A timed-out write may have happened; only retry what is safe to repeat.
                 last_error = exc
@@ -233,14 +238,14 @@ class AsyncServiceClient:
         raise DependencyUnavailable(f"The {self.name} service is unavailable; try again.") from last_error
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        await self._endpoint.aclose()
 
 
 def _span_attributes(target: str, method: str, path: str) -> dict[str, str]:
     return {"peer.service": target, "http.request.method": method, "url.path": path}
 
 
-def answer_of(response: httpx.Response) -> Any:
+def answer_of(response: httpx.Response | Answer) -> Any:
     """What a final (non-5xx) answer means to the caller, for the sync and async clients alike: its
     JSON (None when empty), or a 4xx problem raised as the same domain error it was."""
     if response.status_code < 400:
@@ -248,16 +253,16 @@ def answer_of(response: httpx.Response) -> Any:
     raise error_from_problem(response.status_code, _json_or_empty(response))
 
 
-def _retry_after_seconds(response: httpx.Response) -> float:
+def _retry_after_seconds(response: Answer) -> float:
     """How long an overloaded target asked us to wait: `retry-after-ms`, else `Retry-After` seconds."""
     for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = response.headers.get(header, "")
+        value = response.header(header) or ""
         if value.isdigit():
             return int(value) * scale
     return 0.0
 
 
-def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+def _json_or_empty(response: httpx.Response | Answer) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:

@@ -43,6 +43,7 @@ from cloudshop import tracing
 from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, TokenVerifier, bearer_token, internal_tokens_for
 from cloudshop.errors import CloudshopError, PayloadTooLarge, Unauthorized, problem
 from cloudshop.estate import ESTATE, GATEWAY_HEALTH, GATEWAY_HEALTH_PATHS, Route
+from cloudshop.http_pool import PooledTransport
 from cloudshop.observability import (
     REQUEST_ID_HEADER,
     Metrics,
@@ -160,9 +161,6 @@ def build_gateway(
     sessions = SessionStatusCache(lookup, ttl_seconds=session_cache_seconds, clock=clock)
     # The connection pools never run out before the in-flight limit does; connects and waits for a
     # pooled connection get one second, since every upstream is near.
-    limits = httpx.Limits(
-        max_connections=max_in_flight_requests, max_keepalive_connections=min(64, max_in_flight_requests)
-    )
     timeouts = {"connect": min(1.0, timeout_seconds), "read": timeout_seconds, "write": timeout_seconds, "pool": 1.0}
     bases = {service: httpx.URL(url) for service, url in upstreams.items()}
     transports: dict[str, httpx.AsyncBaseTransport] = {}
@@ -171,7 +169,9 @@ def build_gateway(
         # The transport itself rather than an httpx.AsyncClient: a proxy must not keep a cookie jar
         # (one user's cookies would ride on the next user's request), nor follow redirects.
         if service not in transports:
-            transports[service] = upstream_transport or httpx.AsyncHTTPTransport(limits=limits, retries=0)
+            transports[service] = upstream_transport or PooledTransport(
+                max_connections=max_in_flight_requests, max_idle_connections=min(64, max_in_flight_requests)
+            )
         return transports[service]
 
     async def authorise(request: Request, route: Route) -> None:

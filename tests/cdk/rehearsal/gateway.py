@@ -384,6 +384,9 @@ class HttpApi:
         for name, values in (payload.get("multiValueHeaders") or {}).items():
             headers += [(name, str(v)) for v in values]
         headers += [("set-cookie", cookie) for cookie in payload.get("cookies") or []]
+        # API Gateway frames the answer itself: a function's own Content-Length (Mangum sends one) is
+        # dropped, not sent beside the gateway's (a strict HTTP client refuses the duplicate).
+        headers = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
         body = payload.get("body") or ""
         raw = base64.b64decode(body) if payload.get("isBase64Encoded") else str(body).encode()
         return Answer(int(payload["statusCode"]), headers, raw)

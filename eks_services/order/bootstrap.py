@@ -40,7 +40,7 @@ from eks_services.order.ports import (
     PaymentEventSource,
     Payments,
 )
-from eks_services.order.relay import OutboxRelay
+from eks_services.order.relay import CHECKOUT_SETTLE_SECONDS, OutboxRelay
 from eks_services.order.repository import DynamoDBCartRepository, DynamoDBCheckoutReader, DynamoDBOrderRepository
 from eks_services.order.service import AnalyticsWindows, CartService, CheckoutService
 from eks_services.order.sweeper import AbandonedOrderSweeper
@@ -144,7 +144,12 @@ def build_runtime(
     if payment_events is not None:
         closers.append(payment_events.aclose)
 
-    relay = OutboxRelay(orders=orders, publisher=publisher, interval_seconds=settings.outbox_relay_interval_seconds)
+    relay = OutboxRelay(
+        orders=orders,
+        publisher=publisher,
+        interval_seconds=settings.outbox_relay_interval_seconds,
+        settle_seconds=CHECKOUT_SETTLE_SECONDS,
+    )
     checkout = CheckoutService(
         orders=orders,
         carts=carts,

@@ -101,11 +101,12 @@ class Carts(Protocol):
 
     async def get(self, user_id: str) -> Cart: ...
 
-    async def set_line(self, user_id: str, line: CartLine, *, max_lines: int) -> None:
-        """Add or replace a line (stored with its `rev`); `Conflict` when that would make more than
-        `max_lines` products."""
+    async def set_line(self, user_id: str, line: CartLine, *, max_lines: int) -> Cart:
+        """Add or replace a line (stored with its `rev`) and answer the cart as that write left it
+        (so showing it costs no read); `Conflict` when that would make more than `max_lines` products."""
 
-    async def remove_line(self, user_id: str, product_id: str) -> None: ...
+    async def remove_line(self, user_id: str, product_id: str) -> Cart:
+        """Remove the line if the cart holds it; answer the cart as it is after."""
 
     async def clear(self, user_id: str) -> None:
         """Remove every line (a new version); a checkout's claim stays."""

@@ -149,12 +149,10 @@ class CartService:
             currency=product.currency,
             rev=uuid.uuid4().hex,
         )
-        await self.carts.set_line(user_id, line, max_lines=CART_LINES_MAX)
-        return await self.view(user_id)
+        return await self.carts.set_line(user_id, line, max_lines=CART_LINES_MAX)
 
     async def remove(self, user_id: str, product_id: str) -> Cart:
-        await self.carts.remove_line(user_id, product_id)
-        return await self.view(user_id)
+        return await self.carts.remove_line(user_id, product_id)
 
     async def clear(self, user_id: str) -> None:
         await self.carts.clear(user_id)
@@ -269,7 +267,9 @@ class CheckoutService:
         # Any other failure leaves the stock reserved and no order: a retry with the same key
         # carries on from here, and if none comes the reservation expires and the sweeper, finding
         # no order for it, releases it.
-        self.on_event()
+        # The relay is not woken for `order.created`: it holds that event until the charge's
+        # outcome joins it (one publish, one `mark_sent`; see relay.py), and the settling write
+        # wakes it. An order that does not settle now is found by the relay's next poll.
         return await self._settle(order)
 
     async def _claim_cart(self, cart: Cart, *, order_id: str, fingerprint: str) -> Cart | Order:

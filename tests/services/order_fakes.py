@@ -330,19 +330,21 @@ class InMemoryCarts:
         self.calls.append("get")
         return self._cart(user_id)
 
-    async def set_line(self, user_id: str, line: CartLine, *, max_lines: int) -> None:
+    async def set_line(self, user_id: str, line: CartLine, *, max_lines: int) -> Cart:
         self.calls.append("set_line")
         cart = self.carts.setdefault(user_id, _StoredCart())
         if line.product_id not in cart.lines and len(cart.lines) >= max_lines:
             raise Conflict(f"A cart holds at most {max_lines} different products.")
         cart.lines[line.product_id] = line
         cart.version += 1
+        return self._cart(user_id)
 
-    async def remove_line(self, user_id: str, product_id: str) -> None:
+    async def remove_line(self, user_id: str, product_id: str) -> Cart:
         self.calls.append("remove_line")
         cart = self.carts.get(user_id)
         if cart is not None and cart.lines.pop(product_id, None) is not None:
             cart.version += 1
+        return self._cart(user_id)
 
     async def clear(self, user_id: str) -> None:
         self.calls.append("clear")

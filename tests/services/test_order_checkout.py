@@ -779,7 +779,7 @@ def test_a_reservation_whose_order_was_never_written_goes_back_on_the_shelf(
     async def create_fails(*_: Any) -> None:
         raise DynamoDBUnavailable(code="ServiceUnavailable")
 
-    orders.create = create_fails  # type: ignore[method-assign]
+    orders.create = create_fails  # type: ignore[method-assign,assignment]
     assert_problem(checkout(world.http, me, key="lost"), 503)
     assert world.catalog.stock("p1") == 7, "reserved, and no order holds it"
     orders.create = real_create  # type: ignore[method-assign]
@@ -951,7 +951,7 @@ def test_a_checkout_that_died_holding_the_cart_is_taken_over_once_its_claim_is_s
     async def catalog_down(*_: Any) -> Any:
         raise DependencyUnavailable("The product service is unavailable.")
 
-    world.catalog.reserve = catalog_down  # type: ignore[method-assign]
+    world.catalog.reserve = catalog_down  # type: ignore[method-assign,assignment]
     assert_problem(checkout(world.http, me, key="died"), 503)
     world.catalog.reserve = real_reserve  # type: ignore[method-assign]
     assert assert_problem(checkout(world.http, me, key="other"), 409)["type"].endswith("/cart-in-checkout")

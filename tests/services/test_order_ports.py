@@ -267,6 +267,28 @@ async def test_every_change_of_the_lines_makes_a_new_cart_version(storage: Stora
     assert cart.lines[0].rev == line("a").rev and cart.version > versions[-1]
 
 
+async def test_a_change_of_the_lines_answers_the_cart_it_left(storage: Storage) -> None:
+    """What a cart PUT or DELETE shows comes from its own write, not from a read after it."""
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    first = await storage.carts.set_line(user, line("b"), max_lines=5)  # a new cart: its lines are started
+    assert first == await storage.carts.get(user) and [x.product_id for x in first.lines] == ["b"]
+    assert await storage.carts.claim(user, order_id="ord_x", version=first.version, now=now, replacing=None)
+
+    added = await storage.carts.set_line(user, line("a", 3), max_lines=5)
+    assert added == await storage.carts.get(user)
+    assert [(x.product_id, x.quantity, x.rev) for x in added.lines] == [("a", 3, "a-3"), ("b", 1, "b-1")]
+    assert added.version > first.version and added.claim is not None and added.claim.order_id == "ord_x"
+
+    removed = await storage.carts.remove_line(user, "a")
+    assert removed == await storage.carts.get(user) and [x.product_id for x in removed.lines] == ["b"]
+    assert await storage.carts.remove_line(user, "never-there") == removed, "nothing removed: the cart as it is"
+    await storage.carts.checked_out(user, order_id="ord_x", lines=removed.checked_out_lines())
+    again = await storage.carts.set_line(user, line("c"), max_lines=5)  # an emptied cart fills again
+    assert again == await storage.carts.get(user) and [x.product_id for x in again.lines] == ["c"]
+    assert (await storage.carts.remove_line(f"u-{uuid.uuid4().hex[:8]}", "a")).empty, "no cart at all"
+
+
 async def test_a_cart_is_claimed_by_one_checkout_at_the_version_it_read(storage: Storage) -> None:
     user = f"u-{uuid.uuid4().hex[:8]}"
     await storage.carts.set_line(user, line("a", 2), max_lines=5)

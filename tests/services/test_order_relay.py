@@ -19,7 +19,7 @@ from cloudshop.settings import Settings
 from cloudshop.stream import FileEventLog
 from eks_services.order.messaging import FanoutPublisher, SqsEventPublisher, StreamEventPublisher
 from eks_services.order.model import OrderStatus
-from eks_services.order.relay import OutboxRelay
+from eks_services.order.relay import CHECKOUT_SETTLE_SECONDS, OutboxRelay
 from eks_services.order.repository import DynamoDBOrderRepository
 from eks_services.order.service import order_event
 from tests.services.order_fakes import InMemoryEventPublisher, InMemoryOrders
@@ -55,6 +55,41 @@ async def test_a_wake_up_publishes_at_once_and_an_outage_only_delays() -> None:
         assert not await orders.pending_events()
     finally:
         await relay.stop()
+
+
+async def test_a_checkout_still_charging_has_its_two_events_published_together_in_one_write() -> None:
+    """Given an order just written, its charge not answered yet, a round leaves its `order.created`
+    waiting; once the order is PAID, one round publishes both events, in order, and marks them sent
+    with one write."""
+    orders, publisher = InMemoryOrders(), InMemoryEventPublisher()
+    relay = OutboxRelay(orders=orders, publisher=publisher, interval_seconds=30, settle_seconds=CHECKOUT_SETTLE_SECONDS)
+    order = new_order()
+    await orders.create(order, order_event(order))
+
+    assert await relay.run_once() == 0 and not publisher.published
+    await asyncio.sleep(0.02)
+    assert relay.oldest_pending_age() >= 0.02, "a waiting event counts in the lag"
+    paid = order.move_to(OrderStatus.PAID, payment_id="pay_1")
+    await orders.save(paid, order_event(paid))
+    orders.calls.clear()
+
+    assert await relay.run_once() == 2
+    assert [json.loads(e.payload)["event_type"] for e in publisher.published] == ["order.created", "order.paid"]
+    assert orders.calls == ["pending_events", "mark_sent"] and not await orders.pending_events()
+
+
+async def test_an_order_that_does_not_settle_has_its_created_event_published_once_the_hold_is_over() -> None:
+    """The charge's outcome is unknown, or the checkout died: `order.created` waits `settle_seconds`,
+    no longer. An order written that long ago (a relay restarted, a backlog) goes out at once."""
+    orders, publisher = InMemoryOrders(), InMemoryEventPublisher()
+    relay = OutboxRelay(orders=orders, publisher=publisher, interval_seconds=30, settle_seconds=0.05)
+    stalled, old = new_order(), new_order(created_at=datetime.now(UTC) - timedelta(seconds=5))
+    for order in (stalled, old):
+        await orders.create(order, order_event(order))
+
+    assert await relay.run_once() == 1 and [e.order_id for e in publisher.published] == [old.id]
+    await asyncio.sleep(0.06)
+    assert await relay.drain() == 1 and [e.order_id for e in publisher.published] == [old.id, stalled.id]
 
 
 async def test_the_lag_is_the_age_of_the_oldest_waiting_event_until_it_is_published() -> None:

@@ -8,9 +8,11 @@ cloud), settings given as values instead of Secrets Manager ARNs, and a PostgreS
 (the engine is created at import, it does not connect). Two measurements, median of `--runs` each:
 
 - `wall_ms`: wall time of `python -c "import <handler>"` minus that of `python -c "pass"` (start-up).
-  It includes the interpreter's shutdown (freeing every module: ~0.3 s for the user handler here),
-  which a Lambda environment never runs; `importtime_ms` is the cold-start figure;
-- `importtime_ms`: the handler module's cumulative time under `python -X importtime`.
+  It includes the interpreter's shutdown (freeing every module: ~0.3 s for the user handler before
+  the handlers froze what they build, `cloudshop.lambda_entry.cold_start`), which a Lambda
+  environment never runs; `importtime_ms` is the cold-start figure;
+- `importtime_ms`: the handler module's cumulative time under `python -X importtime`; the budget
+  (`BUDGET_MS`) is on this figure, as in `make bench`.
 
 Plus `cpu_ms` (user + system time of the child, start-up subtracted): steadier than wall time on a
 machine shared with other work. `top` names the handler's costliest direct and indirect imports of
@@ -197,12 +199,16 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(text + "\n")
     print(text)
     for module, result in report["handlers"].items():
-        verdict = "ok" if result["wall_ms"] <= BUDGET_MS else "over budget"
+        # The budget is on `importtime_ms`, the cold-start figure (as `make bench` reports it).
+        over = result["importtime_ms"] > BUDGET_MS
         print(
-            f"{module:34} wall {result['wall_ms']:7.1f} ms  cpu {result['cpu_ms']:7.1f} ms  "
-            f"importtime {result['importtime_ms']:7.1f} ms  ({verdict}, budget {BUDGET_MS:.0f} ms)",
+            f"{module:34} importtime {result['importtime_ms']:7.1f} ms  wall {result['wall_ms']:7.1f} ms  "
+            f"cpu {result['cpu_ms']:7.1f} ms  ({'over budget' if over else 'ok'}, budget {BUDGET_MS:.0f} ms)",
             file=sys.stderr,
         )
+        if over:
+            costliest = ", ".join(f"{entry['module']} {entry['cumulative_ms']:.0f}" for entry in result["top"][:4])
+            print(f"{'':34} costliest imports (ms): {costliest}", file=sys.stderr)
     return 0
 
 

@@ -3,16 +3,20 @@ logging and tracing, and (for a function on a queue) SQS batches handed to a bat
 
 With OpenTelemetry on (`cloudshop.tracing`, configured by the app), an SQS batch gets an invocation
 span, HTTP invocations the app's server span, and each invocation ends by flushing its spans to the
-ADOT collector layer (a frozen sandbox would otherwise hold them until its next invocation)."""
+ADOT collector layer (a frozen sandbox would otherwise hold them until its next invocation).
+
+A handler module builds its app inside `cold_start()`, which keeps the cyclic garbage collector out
+of the import (see there); this module imports Powertools and Mangum only when `lambda_handler` is
+called, so that they are inside it too."""
 
 from __future__ import annotations
 
+import gc
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-
-from aws_lambda_powertools import Logger, Tracer
-from mangum import Mangum
 
 from cloudshop import tracing
 
@@ -43,9 +47,75 @@ TRACEABLE_MODULES = {
 }
 
 
+@contextmanager
+def cold_start() -> Iterator[None]:
+    """Import and build a function's app with the cyclic garbage collector paused, then freeze it.
+
+    Importing a handler allocates some 200,000 objects that live as long as the process; with the
+    collector on, its collections traverse them again and again while they pile up: ~80 ms of the
+    user handler's 520 ms import here, to find ~70,000 objects of cyclic garbage. `gc.freeze()` then
+    moves everything built so far out of the collector's sight (as Python's documentation suggests
+    after a server's start-up), so no later collection, during a request, walks it either. The price:
+    that garbage stays allocated (maximum RSS +1 MB here; collecting it at the end instead took 85 ms).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def loaded_traceable_modules() -> list[str]:
     """X-Ray patch names of the traceable libraries this process has imported so far."""
     return sorted(name for name, module in TRACEABLE_MODULES.items() if module in sys.modules)
+
+
+def patch_loaded_modules() -> None:
+    """X-Ray-patch the traceable libraries this process has imported (`loaded_traceable_modules`)."""
+    from aws_xray_sdk.core import patch
+
+    names = loaded_traceable_modules()
+    if "sqlalchemy_core" in names:
+        names.remove("sqlalchemy_core")
+        _patch_sqlalchemy_core()
+    # raise_errors=False as in patch_all: a library X-Ray cannot patch (psycopg without psycopg_pool)
+    # goes untraced rather than failing the cold start.
+    patch(names, raise_errors=False)
+
+
+def _patch_sqlalchemy_core() -> None:
+    """X-Ray's `sqlalchemy_core` patch, without importing the ORM.
+
+    It wraps `Connection.execute` and the ORM's `Session.execute`, and importing `sqlalchemy.orm` to
+    wrap the latter cost 20-40 ms of a cold start here, for an ORM no cloudshop code uses. The same
+    wrappers are applied, the ORM's when (if ever) something imports it.
+    """
+    import importlib
+
+    import wrapt
+    from aws_xray_sdk.core import patcher
+
+    if "sqlalchemy_core" in patcher._PATCHED_MODULES:
+        return
+    try:
+        # The module, not the package's `patch` function of the same name.
+        xray_sqlalchemy = importlib.import_module("aws_xray_sdk.ext.sqlalchemy_core.patch")
+        wrapt.wrap_function_wrapper(
+            "sqlalchemy.engine.base", "Connection.execute", xray_sqlalchemy._xray_traced_sqlalchemy_execute
+        )
+        wrapt.register_post_import_hook(
+            lambda orm_session: wrapt.wrap_function_wrapper(
+                orm_session, "Session.execute", xray_sqlalchemy._xray_traced_sqlalchemy_session
+            ),
+            "sqlalchemy.orm.session",
+        )
+    except Exception:  # as `patch(..., raise_errors=False)`: untraced rather than a failed cold start
+        logging.getLogger(__name__).debug("failed to patch module sqlalchemy_core", exc_info=True)
+        return
+    patcher._PATCHED_MODULES.add("sqlalchemy_core")
 
 
 def is_sqs_batch(event: Any) -> bool:
@@ -60,14 +130,13 @@ def lambda_handler(app: FastAPI, *, service: str, sqs_batch: Handler | None = No
 
     Call it after the app is built: the libraries the app has imported by then are the ones traced.
     """
+    from aws_lambda_powertools import Logger, Tracer
+    from mangum import Mangum
+
     logger = Logger(service=service)
     tracer = Tracer(service=service, auto_patch=False)
     if not tracer.disabled:
-        from aws_xray_sdk.core import patch
-
-        # raise_errors=False as in patch_all: a library X-Ray cannot patch (psycopg without
-        # psycopg_pool) goes untraced rather than failing the cold start.
-        patch(loaded_traceable_modules(), raise_errors=False)
+        patch_loaded_modules()
     asgi = Mangum(app, lifespan="off")
 
     @logger.inject_lambda_context(clear_state=True)

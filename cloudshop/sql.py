@@ -17,17 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.orm import DeclarativeBase
 
 from cloudshop import tracing
 from cloudshop.observability import count_backend_call
 
 if TYPE_CHECKING:
     from cloudshop.settings import Settings
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class SecretCredentials:

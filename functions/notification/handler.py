@@ -6,9 +6,7 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from cloudshop.lambda_entry import lambda_handler
-from functions.notification.app import app
-from functions.notification.bootstrap import build_consumer
+from cloudshop.lambda_entry import cold_start, lambda_handler
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -26,4 +24,8 @@ def _process_batch(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     return _consumer().process_batch(event, context)
 
 
-handler = lambda_handler(app, service="notification", sqs_batch=_process_batch)
+with cold_start():
+    from functions.notification.app import app
+    from functions.notification.bootstrap import build_consumer
+
+    handler = lambda_handler(app, service="notification", sqs_batch=_process_batch)

@@ -1,6 +1,8 @@
 """Lambda entry point: the same FastAPI app uvicorn serves (Mangum, Powertools)."""
 
-from cloudshop.lambda_entry import lambda_handler
-from functions.user.app import app
+from cloudshop.lambda_entry import cold_start, lambda_handler
 
-handler = lambda_handler(app, service="user")
+with cold_start():
+    from functions.user.app import app
+
+    handler = lambda_handler(app, service="user")

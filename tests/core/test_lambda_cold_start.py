@@ -1,0 +1,136 @@
+"""What keeps a Lambda cold start short does not change what the function does: the collector is back
+on after the import, X-Ray still traces SQL, a damaged signing key is still refused, and every AWS
+client of a process still comes from settings."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from cloudshop import aws
+from cloudshop.auth import TokenIssuer, TokenVerifier, generate_key_pair
+from cloudshop.lambda_entry import cold_start
+from cloudshop.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_cold_start_turns_the_collector_back_on_and_freezes_what_it_built() -> None:
+    # Given the collector is on
+    assert gc.isenabled()
+    try:
+        # When a handler builds its app inside `cold_start`
+        with cold_start():
+            paused = gc.isenabled()
+            built = [{"app": index} for index in range(1000)]
+        # Then the collector was paused meanwhile, is on again, and what was built is frozen
+        assert not paused
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= len(built)
+    finally:
+        gc.unfreeze()
+
+
+def test_a_failed_cold_start_still_turns_the_collector_back_on() -> None:
+    try:
+        with pytest.raises(RuntimeError), cold_start():
+            raise RuntimeError("settings are invalid")
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+
+
+def test_xray_traces_sql_statements_without_importing_the_orm(tmp_path: Path) -> None:
+    # Given a Lambda environment with X-Ray on and an app that has imported SQLAlchemy (a fresh
+    # interpreter: the test process has long imported the ORM)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from fastapi import FastAPI
+        from sqlalchemy import text
+        from cloudshop.lambda_entry import lambda_handler
+        from cloudshop.sql import make_engine
+        import importlib
+        xray_sqlalchemy = importlib.import_module("aws_xray_sdk.ext.sqlalchemy_core.patch")
+
+        engine = make_engine("sqlite:///{tmp_path / "xray.db"}")
+        # When the handler is built
+        lambda_handler(FastAPI(), service="user")
+        # Then statements go through X-Ray's wrapper, and the ORM was not imported for it
+        from sqlalchemy.engine.base import Connection
+        assert Connection.execute._self_wrapper is xray_sqlalchemy._xray_traced_sqlalchemy_execute
+        assert "sqlalchemy.orm" not in sys.modules
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT 1")).scalar() == 1
+        # And the ORM's Session.execute is wrapped alike once something imports it
+        from sqlalchemy.orm.session import Session
+        assert Session.execute._self_wrapper is xray_sqlalchemy._xray_traced_sqlalchemy_session
+        print("traced")
+        """
+    )
+    env = {
+        **os.environ,
+        "AWS_LAMBDA_FUNCTION_NAME": "cloudshop-test-user",
+        "LAMBDA_TASK_ROOT": str(REPO),
+        "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
+        "POWERTOOLS_TRACE_DISABLED": "false",
+    }
+    answer = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    assert answer.stdout.strip() == "traced"
+
+
+def test_an_issuer_signs_tokens_the_public_key_verifies() -> None:
+    private, public = generate_key_pair()
+    token = TokenIssuer(private, issuer="cloudshop", access_ttl_seconds=60).access_token(
+        user_id="u1", role="customer", email="a@example.com", session_id="s1"
+    )
+    assert TokenVerifier(public, issuer="cloudshop").verify(token).user_id == "u1"
+
+
+def test_an_issuer_refuses_a_damaged_signing_key() -> None:
+    # Given a private key whose private exponent was damaged (its structure still parses)
+    private, _ = generate_key_pair()
+    key = serialization.load_pem_private_key(private.encode(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    numbers = key.private_numbers()
+    damaged = rsa.RSAPrivateNumbers(
+        p=numbers.p,
+        q=numbers.q,
+        d=numbers.d ^ 2,
+        dmp1=numbers.dmp1 ^ 2,
+        dmq1=numbers.dmq1,
+        iqmp=numbers.iqmp,
+        public_numbers=numbers.public_numbers,
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    pem = damaged.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    # Then the issuer refuses it before it signs anything
+    with pytest.raises(ValueError, match="damaged"):
+        TokenIssuer(pem, issuer="cloudshop", access_ttl_seconds=60)
+
+
+def test_clients_of_one_region_share_one_session_and_keep_their_own_endpoints() -> None:
+    settings = Settings(
+        aws_region="ap-south-1",
+        aws_endpoint_url="http://127.0.0.1:1",
+        dynamodb_endpoint_url="http://127.0.0.1:2",
+    )
+    sqs = aws.client("sqs", settings)
+    dynamodb = aws.client("dynamodb", settings)
+    assert aws.client("sqs", settings) is sqs
+    assert sqs.meta.endpoint_url == "http://127.0.0.1:1"
+    assert dynamodb.meta.endpoint_url == "http://127.0.0.1:2"
+    assert sqs.meta.region_name == dynamodb.meta.region_name == "ap-south-1"
+    assert len([region for region in aws._sessions if region == "ap-south-1"]) == 1

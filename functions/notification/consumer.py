@@ -40,17 +40,17 @@ class OrderEventConsumer:
         self._handle_once = idempotent_function(
             data_keyword_argument="event", persistence_store=persistence, config=self.config
         )(self._handle)
-        # Report even an all-failed batch item by item: the poller and Lambda then treat every batch
-        # the same way, instead of an exception that hides which messages failed.
-        self.processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
     def process_batch(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         # Lets an in-progress record expire with the invocation that owned it, not an hour later.
         self.config.register_lambda_context(context)
+        # A processor per batch: it holds the batch's results, and the local poller hands several
+        # batches to one consumer at once. Even an all-failed batch is reported item by item: the
+        # poller and Lambda then treat every batch the same way, instead of an exception that hides
+        # which messages failed.
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
         return dict(
-            process_partial_response(
-                event=event, record_handler=self._record, processor=self.processor, context=context
-            )
+            process_partial_response(event=event, record_handler=self._record, processor=processor, context=context)
         )
 
     def _record(self, record: SQSRecord) -> dict[str, Any]:

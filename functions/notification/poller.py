@@ -6,6 +6,11 @@ messages that succeeded and leaves the ones listed in `batchItemFailures` on the
 reappear and, after the queue's maxReceiveCount, move to the dead-letter queue (the queue's
 RedrivePolicy does that, on moto as on AWS).
 
+Like the event source mapping, it handles several batches at once (`CONCURRENT_BATCHES` loops, one
+thread each): a batch spends most of its time waiting on DynamoDB and SES, and one loop at a time
+handled ~30 events/s, below what the relay sends at the bench's checkout rate. The queue then grew,
+and moto's `SendMessage` walks every message of the queue, so the relay's sends slowed as it grew.
+
     python -m functions.notification.poller     # configured from the environment, like the Lambda
 """
 
@@ -27,6 +32,8 @@ log = logging.getLogger("cloudshop.notification.poller")
 
 LambdaHandler = Callable[[dict[str, Any], Any], Any]
 BATCH_SIZE = 10  # the event source mapping's default (and SQS's maximum per receive)
+# Lambda's SQS event source starts with five concurrent batches and scales up from there.
+CONCURRENT_BATCHES = 5
 
 
 @dataclass(frozen=True)
@@ -152,17 +159,33 @@ def build_poller(settings: Settings, *, handler: LambdaHandler | None = None, **
 
 
 def poll_forever(
-    settings: Settings, stop_event: threading.Event, *, handler: LambdaHandler | None = None, **options: Any
+    settings: Settings,
+    stop_event: threading.Event,
+    *,
+    handler: LambdaHandler | None = None,
+    concurrency: int = CONCURRENT_BATCHES,
+    **options: Any,
 ) -> None:
-    """Poll until `stop_event` is set. A failing poll (queue unreachable, handler crash) is logged and
-    retried after a pause: the messages stay on the queue and come back."""
+    """Poll until `stop_event` is set, `concurrency` batches at a time. A failing poll (queue
+    unreachable, handler crash) is logged and retried after a pause: the messages stay on the queue
+    and come back."""
     poller = build_poller(settings, handler=handler, **options)
-    while not stop_event.is_set():
-        try:
-            poller.poll_once()
-        except Exception:  # the loop must outlive any one bad batch or outage
-            log.exception("poll failed")
-            stop_event.wait(1.0)
+
+    def loop() -> None:
+        while not stop_event.is_set():
+            try:
+                poller.poll_once()
+            except Exception:  # the loop must outlive any one bad batch or outage
+                log.exception("poll failed")
+                stop_event.wait(1.0)
+
+    # The boto3 client and the handler are shared: both are safe to call from several threads.
+    loops = [threading.Thread(target=loop, name=f"poll-{n}", daemon=True) for n in range(concurrency - 1)]
+    for thread in loops:
+        thread.start()
+    loop()
+    for thread in loops:
+        thread.join()
 
 
 def main() -> None:

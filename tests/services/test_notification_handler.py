@@ -232,3 +232,43 @@ def test_poll_forever_keeps_polling_until_stopped(queue_settings: Settings, monk
         worker.join(timeout=5)
     assert not worker.is_alive()
     assert [n["event_type"] for n in stored(queue_settings, customer.user_id)] == ["order.paid"]
+
+
+def test_the_poller_hands_several_batches_to_the_handler_at_once_and_each_message_once(
+    queue_settings: Settings,
+) -> None:
+    # As Lambda's event source does: a batch waiting on DynamoDB and SES must not hold up the next.
+    sqs = aws.client("sqs", queue_settings)
+    bodies = [json.dumps({"n": n}) for n in range(30)]
+    for start in range(0, len(bodies), 10):
+        sqs.send_message_batch(
+            QueueUrl=queue_settings.order_events_queue_url,
+            Entries=[{"Id": str(n), "MessageBody": body} for n, body in enumerate(bodies[start : start + 10])],
+        )
+    # Each batch waits until three are in the handler together; one batch at a time never gets there.
+    together = threading.Barrier(3, timeout=10)
+    handled: list[str] = []
+    lock = threading.Lock()
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        together.wait()
+        with lock:
+            handled.extend(record["body"] for record in event["Records"])
+        return {"batchItemFailures": []}
+
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=poll_forever, args=(queue_settings, stop), kwargs={"handler": handler, "concurrency": 3}
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + 15
+        while len(handled) < len(bodies) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        together.abort()
+        worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert sorted(handled) == sorted(bodies)
+    assert queue_bodies(sqs, queue_settings.order_events_queue_url) == []

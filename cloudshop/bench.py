@@ -440,6 +440,7 @@ def scenario_a(bench: Bench, *, buyers: int, seconds: float, profile_cpu: bool, 
     finally:
         sampler.stop()
     lag_at_end = outbox_lag(urls["order"])
+    queue_depth = order_events_queue_depth(settings_from_env(bench.env))
     cpu_after = bench.cpu()
     after = scrape_all(urls)
     result = load_summary(summary, vus=buyers)
@@ -462,6 +463,7 @@ def scenario_a(bench: Bench, *, buyers: int, seconds: float, profile_cpu: bool, 
         "events_published": int(published),
         "relay_busy_seconds": round(busy, 3),
         "relay_ceiling_events_per_second": round(published / busy, 1) if busy > 0 else None,
+        "order_events_queue_depth_at_end": queue_depth,
     }
     result["healthz"] = sampler.health_summary()
     result["peak_rss_mib"] = sampler.rss_mib()
@@ -511,6 +513,18 @@ def scenario_b(bench: Bench, *, buyers: int, seconds: float) -> dict[str, Any]:
         f"{max((h['max_ms'] or 0) for h in result['healthz'].values()):.0f} ms"
     )
     return result
+
+
+def order_events_queue_depth(settings: Any) -> int:
+    """Messages in `order-events` not yet deleted by the notification poller (waiting or in flight):
+    on moto, each SendMessage costs time in proportion to it, so a deep queue slows the relay."""
+    from cloudshop import aws
+
+    attributes = aws.client("sqs", settings).get_queue_attributes(
+        QueueUrl=settings.order_events_queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(value) for value in attributes.values())
 
 
 def settled_state(settings: Any, product: str) -> dict[str, Any]:
@@ -703,6 +717,8 @@ def rows_for(result: dict[str, Any], lambda_imports: dict[str, Any] | None) -> l
     )
     add("a.outbox_lag_max_s", "outbox lag, max sampled (s)", outbox["lag_max_seconds"])
     add("a.outbox_events", "outbox events published", outbox["events_published"])
+    depth = outbox.get("order_events_queue_depth_at_end")
+    add("a.queue_depth_end", "order-events queue depth at the end (messages)", depth)
     add(
         "a.relay_ceiling",
         "relay ceiling, events/s (published / busy s)",

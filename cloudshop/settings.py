@@ -58,7 +58,11 @@ class Settings(BaseSettings):
     database_secret_arn: str | None = None
     # The migration step only: database role -> ARN of the secret holding its password (JSON object).
     database_role_secrets: dict[str, str] = Field(default_factory=dict)
-    db_pool_size: int = Field(default=10, ge=1, le=100)
+    # Connections a process keeps open: one per worker thread that can hold one at once (the sync
+    # routes of the user and product services run on anyio's 40 threads). A smaller pool let the
+    # connections beyond it be opened and closed request by request under load, each a new
+    # PostgreSQL backend. Opened only when needed: a Lambda sandbox, one request at a time, opens one.
+    db_pool_size: int = Field(default=40, ge=1, le=100)
 
     # --- Event stream ----------------------------------------------------------------------------
     # Kafka when set; otherwise the embedded file log under `event_log_dir`.

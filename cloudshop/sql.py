@@ -82,12 +82,15 @@ class SecretCredentials:
 # (py-spy), for connections used milliseconds before. What it guards against (a connection the server
 # or a NAT dropped while it sat in the pool, a database restart) happens to connections left idle.
 PING_AFTER_IDLE_SECONDS = 10.0
+# Connections opened beyond `pool_size` for a moment (a readiness check's thread when every worker
+# holds one) and closed when returned: kept few, since each is a PostgreSQL backend started and ended.
+POOL_OVERFLOW = 10
 
 
 def make_engine(
     url: str,
     *,
-    pool_size: int = 10,
+    pool_size: int = 40,
     credentials: SecretCredentials | None = None,
     ping_after_idle_seconds: float = PING_AFTER_IDLE_SECONDS,
 ) -> Engine:
@@ -114,7 +117,7 @@ def make_engine(
         refuse_nul_text(engine)
         tracing.trace_statements(engine)
         return engine
-    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=300)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=POOL_OVERFLOW, pool_recycle=300)
     if credentials is not None:
         _use_credentials(engine, credentials)
     ping_after_idle(engine, seconds=ping_after_idle_seconds)

@@ -35,8 +35,9 @@ its `Endpoint`, which also skips building an `httpx.Request` and `httpx.Response
     over `PooledTransport`, through httpx objects          0.16 ms         0.13 ms
     over `PooledTransport` with `Endpoint` (what it uses)  0.07 ms         0.04 ms
 
-`SigV4Signer` is the minimal signer for this one request shape (POST /, four or five headers); a
-test checks that it produces byte-for-byte the signature botocore's SigV4Auth produces.
+`SigV4Signer` is a minimal signer for this one request shape (POST /, four or five headers), whose
+shared part (`authorization`) the S3 client (`cloudshop.s3`) signs with too; tests check that both
+produce byte-for-byte the signatures botocore's SigV4Auth and S3SigV4Auth produce.
 
 Credentials come from botocore's own credential chain (environment, profile, web identity, the
 container provider that EKS Pod Identity uses, IMDS), resolved on first use. Refreshable credentials
@@ -62,7 +63,7 @@ import random
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -111,6 +112,40 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_MAX_CONNECTIONS = 100
 
 CredentialSource = Callable[[], Any]
+T = TypeVar("T")
+
+
+class NoCredentials(Exception):
+    """botocore's credential chain found none."""
+
+
+class CredentialRefreshFailed(Exception):
+    """Refreshing expiring credentials failed (worth a retry)."""
+
+
+class AwsCredentials:
+    """botocore's credentials as a lean client signs with them (this one and `cloudshop.s3`): resolved
+    at the first call, refreshed by botocore's own rules, the blocking part in a worker thread."""
+
+    def __init__(self, source: CredentialSource) -> None:
+        self._source = source
+        self._credentials: Any = None
+
+    async def frozen(self) -> Any:
+        """The current `ReadOnlyCredentials` (access_key, secret_key, token)."""
+        credentials = self._credentials
+        if credentials is None:
+            credentials = await anyio.to_thread.run_sync(self._source)
+            if credentials is None:
+                raise NoCredentials("No AWS credentials were found.")
+            self._credentials = credentials
+        refresh_needed = getattr(credentials, "refresh_needed", None)
+        try:
+            if refresh_needed is not None and refresh_needed():
+                return await anyio.to_thread.run_sync(credentials.get_frozen_credentials)
+            return credentials.get_frozen_credentials()
+        except Exception as exc:  # botocore raises several unrelated types for a failed refresh
+            raise CredentialRefreshFailed(repr(exc)) from exc
 
 
 class DynamoDBError(Exception):
@@ -155,18 +190,57 @@ class DynamoDBUnavailable(DependencyUnavailable):
         self.code = code
 
 
-class _Retryable(Exception):
+class Retryable(Exception):
+    """One attempt failed in a way a retry may fix (throttling, a 5xx, a timeout, a lost connection)."""
+
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
 
 
+class RetriesExhausted(Exception):
+    """Every attempt `with_retries` allowed failed; `last` is the last failure."""
+
+    def __init__(self, attempts: int, last: Retryable) -> None:
+        super().__init__(str(last))
+        self.attempts = attempts
+        self.last = last
+
+
+async def with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    deadline: float,
+    max_attempts: int,
+    budget: RetryBudget,
+    jitter: Callable[[], float],
+    sleep: Callable[[float], Awaitable[None]],
+) -> T:
+    """Run `attempt` until it succeeds, as botocore's "standard" retry mode does: at most
+    `max_attempts` in all, full-jitter backoff (at most 0.05 s doubling, capped at 0.5 s), nothing
+    started past `deadline` (`time.monotonic()`), and each retry drawn from `budget` so that a failing
+    dependency gets at most ~10% more calls, not three times as many. Raises `RetriesExhausted`."""
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return await attempt()
+        except Retryable as exc:
+            last = exc
+        delay = jitter() * min(0.5, 0.05 * 2 ** (attempts - 1))
+        if attempts >= max_attempts or time.monotonic() + delay >= deadline or not budget.try_retry():
+            raise RetriesExhausted(attempts, last) from last
+        await sleep(delay)
+
+
 class SigV4Signer:
-    """AWS Signature Version 4 for a JSON-protocol POST to `/` with an empty query string.
+    """AWS Signature Version 4, for the few request shapes cloudshop's lean clients send.
 
     The same algorithm as botocore's SigV4Auth, without its general request model: the canonical
-    request is built from the few headers this client sends, and the derived signing key is kept
-    per (secret, day), which is what makes it cheaper.
+    request is built from the few headers a client sends, and the derived signing key is kept per
+    (secret, day), which is what makes it cheaper. `sign` is DynamoDB's JSON-protocol POST to `/`;
+    `authorization` is the shared part, for any request whose canonical parts the caller has
+    (`cloudshop.s3` signs S3's PUT and HEAD with it).
     """
 
     def __init__(self, *, region: str, service: str = "dynamodb") -> None:
@@ -184,6 +258,40 @@ class SigV4Signer:
         self._key_cache = (secret_key, day, key)
         return key
 
+    def authorization(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        payload_hash: str,
+        amz_date: str,
+        access_key: str,
+        secret_key: str,
+    ) -> str:
+        """The `Authorization` header for a request whose signed `headers` are all of `headers`.
+
+        `path` is the canonical URI exactly as it goes into the canonical request (already
+        percent-encoded as the service wants it), `query` the canonical query string. The names in
+        `headers` are lower case and in sorted order, and the values are trimmed, with no runs of
+        spaces: the canonical form, which the callers build so, not normalised here.
+        """
+        day = amz_date[:8]
+        signed = ";".join(headers)
+        canonical = "{}\n{}\n{}\n{}\n{}\n{}".format(
+            method,
+            path,
+            query,
+            "".join(f"{name}:{value}\n" for name, value in headers.items()),
+            signed,
+            payload_hash,
+        )
+        scope = f"{day}/{self.region}/{self.service}/aws4_request"
+        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+        signature = hmac.new(self._signing_key(secret_key, day), to_sign.encode(), hashlib.sha256).hexdigest()
+        return f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
+
     def sign(
         self,
         *,
@@ -196,26 +304,28 @@ class SigV4Signer:
         now: float,
     ) -> dict[str, str]:
         """The headers of the signed request (Host included, so the signed host is the one sent)."""
-        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        day = amz_date[:8]
+        amz_date = amz_date_of(now)
         headers = {"content-type": CONTENT_TYPE, "host": host, "x-amz-date": amz_date}
         if token:
             headers["x-amz-security-token"] = token
         headers["x-amz-target"] = target
         # Already in sorted order: content-type < host < x-amz-date < x-amz-security-token < x-amz-target.
-        signed = ";".join(headers)
-        canonical = "POST\n/\n\n{}\n{}\n{}".format(
-            "".join(f"{name}:{value}\n" for name, value in headers.items()),
-            signed,
-            hashlib.sha256(body).hexdigest(),
-        )
-        scope = f"{day}/{self.region}/{self.service}/aws4_request"
-        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._signing_key(secret_key, day), to_sign.encode(), hashlib.sha256).hexdigest()
-        headers["authorization"] = (
-            f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
+        headers["authorization"] = self.authorization(
+            method="POST",
+            path="/",
+            query="",
+            headers=headers,
+            payload_hash=hashlib.sha256(body).hexdigest(),
+            amz_date=amz_date,
+            access_key=access_key,
+            secret_key=secret_key,
         )
         return headers
+
+
+def amz_date_of(now: float) -> str:
+    """SigV4's timestamp (`X-Amz-Date`) for the Unix time `now`."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
 
 
 def _span_attributes(operation: str) -> dict[str, str]:
@@ -248,8 +358,7 @@ class DynamoDB:
         self.endpoint = endpoint
         self.region = region
         self._host = f"{url.host}:{url.port}" if url.port else url.host
-        self._credential_source = credentials
-        self._credentials: Any = None
+        self._credentials = AwsCredentials(credentials)
         self._signer = SigV4Signer(region=region)
         self._deadline = deadline_seconds
         self._max_attempts = max(1, max_attempts)
@@ -283,22 +392,21 @@ class DynamoDB:
         self._budget.record_call()
         count_backend_call("dynamodb", operation)
         deadline = time.monotonic() + self._deadline
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._attempt(target, body, deadline)
-            except _Retryable as exc:
-                last = exc
-            delay = self._jitter() * min(0.5, 0.05 * 2 ** (attempt - 1))
-            if attempt >= self._max_attempts or time.monotonic() + delay >= deadline or not self._budget.try_retry():
-                break
-            await self._sleep(delay)
-        log.warning(
-            "dynamodb unavailable",
-            extra={"fields": {"operation": operation, "attempts": attempt, "error": str(last)}},
-        )
-        raise DynamoDBUnavailable(code=last.code) from last
+        try:
+            return await with_retries(
+                lambda: self._attempt(target, body, deadline),
+                deadline=deadline,
+                max_attempts=self._max_attempts,
+                budget=self._budget,
+                jitter=self._jitter,
+                sleep=self._sleep,
+            )
+        except RetriesExhausted as exc:
+            log.warning(
+                "dynamodb unavailable",
+                extra={"fields": {"operation": operation, "attempts": exc.attempts, "error": str(exc.last)}},
+            )
+            raise DynamoDBUnavailable(code=exc.last.code) from exc.last
 
     async def pages(self, operation: str, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Every page of a `Query` or `Scan`, following `LastEvaluatedKey`."""
@@ -335,32 +443,25 @@ class DynamoDB:
         try:
             response = await self._endpoint.request("POST", "/", headers=headers, body=body, timeouts=timeouts)
         except httpx.TimeoutException as exc:
-            raise _Retryable("Timeout", repr(exc)) from exc
+            raise Retryable("Timeout", repr(exc)) from exc
         except httpx.TransportError as exc:
-            raise _Retryable("ConnectionError", repr(exc)) from exc
+            raise Retryable("ConnectionError", repr(exc)) from exc
         content = response.content
         if response.status_code == 200:
             expected = response.header("x-amz-crc32")
             if expected is not None and expected.isdigit() and int(expected) != zlib.crc32(content):
-                raise _Retryable("CRC32CheckFailed", "the answer was damaged in transit")
+                raise Retryable("CRC32CheckFailed", "the answer was damaged in transit")
             answer: dict[str, Any] = json.loads(content) if content else {}
             return answer
         raise _error(response.status_code, content)
 
     async def _frozen_credentials(self) -> Any:
-        credentials = self._credentials
-        if credentials is None:
-            credentials = await anyio.to_thread.run_sync(self._credential_source)
-            if credentials is None:
-                raise DynamoDBUnavailable("No AWS credentials were found.", code="NoCredentials")
-            self._credentials = credentials
-        refresh_needed = getattr(credentials, "refresh_needed", None)
         try:
-            if refresh_needed is not None and refresh_needed():
-                return await anyio.to_thread.run_sync(credentials.get_frozen_credentials)
-            return credentials.get_frozen_credentials()
-        except Exception as exc:  # botocore raises several unrelated types for a failed refresh
-            raise _Retryable("CredentialRefreshFailed", repr(exc)) from exc
+            return await self._credentials.frozen()
+        except NoCredentials as exc:
+            raise DynamoDBUnavailable(str(exc), code="NoCredentials") from exc
+        except CredentialRefreshFailed as exc:
+            raise Retryable("CredentialRefreshFailed", str(exc)) from exc
 
 
 def _error(status: int, content: bytes) -> Exception:
@@ -373,7 +474,7 @@ def _error(status: int, content: bytes) -> Exception:
     code = str(body.get("__type", "")).rsplit("#", 1)[-1] or f"HTTP{status}"
     message = str(body.get("message") or body.get("Message") or "")
     if status >= 500 or code in RETRYABLE_CODES:
-        return _Retryable(code, message)
+        return Retryable(code, message)
     return DynamoDBError(
         code,
         message,

@@ -17,6 +17,7 @@ from cloudshop import aws
 from cloudshop.auth import InternalTokens, TokenVerifier, internal_tokens_for
 from cloudshop.clients import AsyncServiceClient
 from cloudshop.dynamodb import DynamoDB, dynamodb_for
+from cloudshop.s3 import s3_for
 from cloudshop.settings import Settings
 from cloudshop.stream import publisher_from_settings
 from cloudshop.web import create_app
@@ -143,6 +144,10 @@ def build_runtime(
         payment_events = SqsPaymentEventSource(aws.client("sqs", settings), queue_url=settings.payment_events_queue_url)
     if payment_events is not None:
         closers.append(payment_events.aclose)
+    if invoices is None:
+        s3 = s3_for(settings)
+        closers.append(s3.aclose)
+        invoices = S3Invoices(s3, bucket=settings.order_documents_bucket, presigner=aws.client("s3", settings))
 
     relay = OutboxRelay(
         orders=orders,
@@ -156,7 +161,7 @@ def build_runtime(
         reader=reader,
         catalog=catalog,
         payments=payments,
-        invoices=invoices or S3Invoices(aws.client("s3", settings), bucket=settings.order_documents_bucket),
+        invoices=invoices,
         on_event=relay.wake,
     )
     services = OrderServices(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import html
 from typing import Any
 
+from cloudshop.s3 import S3
 from eks_services.order.model import Order
 
 
@@ -36,49 +36,39 @@ def render_invoice(order: Order) -> str:
 
 
 class S3Invoices:
-    """The `Invoices` port on S3. boto3 is synchronous: each call runs in a worker thread, and only
-    off the checkout's request path (after payment) or on `GET /orders/{id}/invoice`."""
+    """The `Invoices` port on S3. The writes and the existence check go through the async S3 client
+    (`cloudshop.s3`: a waiting coroutine, not a boto3 call in a worker thread), only off the
+    checkout's request path (after payment) or on `GET /orders/{id}/invoice`. The link is presigned
+    by boto3 (`presigner`, a boto3 S3 client): local computation, no call."""
 
     url_ttl_seconds = 900
+    content_type = "text/html; charset=utf-8"
 
-    def __init__(self, s3: Any, *, bucket: str) -> None:
+    def __init__(self, s3: S3, *, bucket: str, presigner: Any) -> None:
         self.s3 = s3
         self.bucket = bucket
+        self.presigner = presigner
 
     @staticmethod
     def key(order: Order) -> str:
         # Derived from the order, so the order item needs no pointer to it.
         return f"invoices/{order.user_id}/{order.id}.html"
 
-    def _exists(self, key: str) -> bool:
-        try:
-            self.s3.head_object(Bucket=self.bucket, Key=key)
-        except self.s3.exceptions.ClientError as exc:
-            if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
-
-    def _write(self, order: Order) -> str:
-        key = self.key(order)
-        self.s3.put_object(
-            Bucket=self.bucket, Key=key, Body=render_invoice(order).encode(), ContentType="text/html; charset=utf-8"
-        )
-        return key
-
     async def ensure(self, order: Order) -> str:
         key = self.key(order)
-        if await asyncio.to_thread(self._exists, key):
+        if await self.s3.head_object(self.bucket, key) is not None:
             return key
         return await self.write(order)
 
     async def write(self, order: Order) -> str:
-        return await asyncio.to_thread(self._write, order)
+        key = self.key(order)
+        await self.s3.put_object(self.bucket, key, render_invoice(order).encode(), content_type=self.content_type)
+        return key
 
     async def url(self, key: str) -> str:
         # Presigning is local computation (no call), cheap enough for the event loop.
         return str(
-            self.s3.generate_presigned_url(
+            self.presigner.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl_seconds
             )
         )

@@ -180,16 +180,11 @@ def router() -> APIRouter:
 
     @api.post("/internal/reservations/{order_id}/release", tags=["internal"])
     def release(order_id: ResourceId, caller: InternalCaller, request: Request) -> dict[str, Any]:
-        released = catalog(request).products.release(order_id)
-        return {
-            "order_id": order_id,
-            "status": catalog(request).products.reservation_status(order_id),
-            "released_now": released,
-        }
+        status, released = catalog(request).release_reservation(order_id)
+        return {"order_id": order_id, "status": status, "released_now": released}
 
     @api.post("/internal/reservations/{order_id}/commit", tags=["internal"])
     def commit(order_id: ResourceId, caller: InternalCaller, request: Request) -> dict[str, Any]:
-        catalog(request).products.commit(order_id)
-        return {"order_id": order_id, "status": catalog(request).products.reservation_status(order_id)}
+        return {"order_id": order_id, "status": catalog(request).commit_reservation(order_id)}
 
     return api

@@ -8,7 +8,7 @@ from typing import Any
 
 from cloudshop.errors import ValidationFailed
 from functions.product.model import Product, ReservationLine, ReservedLine, check_category, normalise_lines
-from functions.product.repository import SqlProductRepository
+from functions.product.repository import COMMITTED, RELEASED, SqlProductRepository
 
 IMAGE_TYPES = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 IMAGE_MAX_BYTES = 5 * 1024 * 1024
@@ -96,6 +96,20 @@ class CatalogService:
 
     def reserve(self, order_id: str, lines: list[ReservationLine]) -> tuple[list[ReservedLine], bool]:
         return self.products.reserve(order_id, normalise_lines(lines))
+
+    def commit_reservation(self, order_id: str) -> str | None:
+        """Commit the order's reservation; answer its status after (None: there is none). One
+        statement when this call commits it (every checkout's case); a read only otherwise."""
+        if self.products.commit(order_id):
+            return COMMITTED
+        return self.products.reservation_status(order_id)
+
+    def release_reservation(self, order_id: str) -> tuple[str | None, bool]:
+        """Put the order's reserved stock back, once; answer its status after, and whether this call
+        released it (a read only when it did not)."""
+        if self.products.release(order_id):
+            return RELEASED, True
+        return self.products.reservation_status(order_id), False
 
     def expired_reservations(self, *, limit: int, after: str | None = None) -> list[str]:
         """Reservations past their expiry that no order committed: the order service commits or

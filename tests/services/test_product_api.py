@@ -279,6 +279,36 @@ def test_a_patch_cannot_null_a_field(catalog_app: TestClient, tokens: dict[str, 
     assert catalog_app.get(f"/api/v1/products/{product['id']}").json()["price"] == PRODUCT["price"]
 
 
+def test_a_commit_that_commits_is_one_statement_and_a_repeat_or_a_release_answers_the_status(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    """Issue 9: every checkout commits its reservation; the status it answers comes from the update,
+    and only a commit that changes nothing (a repeat) reads it."""
+    settings = make_settings(database_url=database_url)
+    catalog = build_catalog(settings)
+    migrate_schema(catalog.products.engine)
+    product = catalog.create(name="Lamp", description="", category="home", price_amount=1000, currency="INR", stock=10)
+    catalog.reserve("ord-commit", [ReservationLine(product.id, 1)])
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    event.listen(catalog.products.engine, "before_cursor_execute", record)
+    try:
+        assert catalog.commit_reservation("ord-commit") == "committed"
+    finally:
+        event.remove(catalog.products.engine, "before_cursor_execute", record)
+    assert [verb for verb in statements if verb != "BEGIN"] == ["UPDATE"]
+
+    assert catalog.commit_reservation("ord-commit") == "committed"
+    assert catalog.commit_reservation("ord-none") is None
+    assert catalog.release_reservation("ord-commit") == ("released", True)
+    assert catalog.release_reservation("ord-commit") == ("released", False)
+    assert catalog.commit_reservation("ord-commit") == "released"
+    assert catalog.products.get(product.id).stock == 10
+
+
 def test_a_first_reservation_reads_nothing_and_twins_of_one_order_take_the_stock_once(
     make_settings: Callable[..., Settings], database_url: str
 ) -> None:

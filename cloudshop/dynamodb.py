@@ -35,9 +35,13 @@ its `Endpoint`, which also skips building an `httpx.Request` and `httpx.Response
     over `PooledTransport`, through httpx objects          0.16 ms         0.13 ms
     over `PooledTransport` with `Endpoint` (what it uses)  0.07 ms         0.04 ms
 
-`SigV4Signer` is a minimal signer for this one request shape (POST /, four or five headers), whose
+`SigV4Signer` is a minimal signer for this one request shape (POST /, four to six headers), whose
 shared part (`authorization`) the S3 client (`cloudshop.s3`) signs with too; tests check that both
 produce byte-for-byte the signatures botocore's SigV4Auth and S3SigV4Auth produce.
+
+The client is `AwsJsonClient` with DynamoDB's particulars (target prefix, signing name, retryable
+codes, the CRC32 its answers carry); `cloudshop.sqs.SqsClient` is the same client for SQS, which
+speaks the same AWS JSON 1.0 protocol.
 
 Credentials come from botocore's own credential chain (environment, profile, web identity, the
 container provider that EKS Pod Identity uses, IMDS), resolved on first use. Refreshable credentials
@@ -63,7 +67,7 @@ import random
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 import httpx
@@ -71,7 +75,7 @@ import httpx
 from cloudshop import tracing
 from cloudshop.clients import MAX_IDLE_CONNECTIONS, RetryBudget
 from cloudshop.errors import DependencyUnavailable
-from cloudshop.http_pool import Endpoint, PooledTransport
+from cloudshop.http_pool import Answer, Endpoint, PooledTransport
 from cloudshop.observability import count_backend_call
 from cloudshop.settings import Settings
 
@@ -238,9 +242,9 @@ class SigV4Signer:
 
     The same algorithm as botocore's SigV4Auth, without its general request model: the canonical
     request is built from the few headers a client sends, and the derived signing key is kept per
-    (secret, day), which is what makes it cheaper. `sign` is DynamoDB's JSON-protocol POST to `/`;
-    `authorization` is the shared part, for any request whose canonical parts the caller has
-    (`cloudshop.s3` signs S3's PUT and HEAD with it).
+    (secret, day), which is what makes it cheaper. `sign` is the JSON protocol's POST to `/`
+    (DynamoDB's, SQS's); `authorization` is the shared part, for any request whose canonical parts
+    the caller has (`cloudshop.s3` signs S3's PUT and HEAD with it).
     """
 
     def __init__(self, *, region: str, service: str = "dynamodb") -> None:
@@ -302,14 +306,20 @@ class SigV4Signer:
         secret_key: str,
         token: str | None,
         now: float,
+        extra: dict[str, str] | None = None,
     ) -> dict[str, str]:
-        """The headers of the signed request (Host included, so the signed host is the one sent)."""
+        """The headers of the signed request (Host included, so the signed host is the one sent).
+        `extra` are signed headers whose names sort after `x-amz-target`, in order (SQS's
+        `x-amzn-query-mode`)."""
         amz_date = amz_date_of(now)
         headers = {"content-type": CONTENT_TYPE, "host": host, "x-amz-date": amz_date}
         if token:
             headers["x-amz-security-token"] = token
         headers["x-amz-target"] = target
-        # Already in sorted order: content-type < host < x-amz-date < x-amz-security-token < x-amz-target.
+        if extra:
+            headers.update(extra)
+        # Already in sorted order: content-type < host < x-amz-date < x-amz-security-token < x-amz-target
+        # < x-amzn-*.
         headers["authorization"] = self.authorization(
             method="POST",
             path="/",
@@ -336,8 +346,25 @@ def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode(), hashlib.sha256).digest()
 
 
-class DynamoDB:
-    """One per process and endpoint: a pooled HTTP/1.1 keep-alive client to DynamoDB."""
+class AwsJsonClient:
+    """One per process and endpoint: a pooled HTTP/1.1 keep-alive client to one AWS JSON-protocol API
+    (`POST /`, `x-amz-target: {target_prefix}{operation}`, a JSON body each way).
+
+    A subclass names the service and says what differs: the target prefix, `service` (the signing
+    name, and the `kind` its calls are counted and traced under), which error codes are worth a
+    retry, whether answers carry DynamoDB's CRC32, signed headers of its own, its default bounds,
+    and the exceptions a refusal and an outage raise. `DynamoDB` here, `cloudshop.sqs.SqsClient`.
+    """
+
+    service: ClassVar[str]
+    target_prefix: ClassVar[str]
+    user_agent: ClassVar[str]
+    retryable_codes: ClassVar[frozenset[str]]
+    check_crc32: ClassVar[bool] = False
+    signed_headers: ClassVar[dict[str, str] | None] = None
+    default_timeout: ClassVar[httpx.Timeout]
+    default_deadline_seconds: ClassVar[float]
+    default_max_connections: ClassVar[int]
 
     def __init__(
         self,
@@ -345,56 +372,70 @@ class DynamoDB:
         endpoint: str,
         region: str,
         credentials: CredentialSource,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+        timeout: httpx.Timeout | None = None,
+        deadline_seconds: float | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections: int | None = None,
         retry_budget: RetryBudget | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         jitter: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         url = httpx.URL(endpoint)
         self.endpoint = endpoint
         self.region = region
         self._host = f"{url.host}:{url.port}" if url.port else url.host
         self._credentials = AwsCredentials(credentials)
-        self._signer = SigV4Signer(region=region)
-        self._deadline = deadline_seconds
+        self._signer = SigV4Signer(region=region, service=self.service)
+        self._deadline = self.default_deadline_seconds if deadline_seconds is None else deadline_seconds
         self._max_attempts = max(1, max_attempts)
         self._budget = retry_budget or RetryBudget()
         self._sleep = sleep
         self._jitter = jitter
+        self._clock = clock
+        connections = self.default_max_connections if max_connections is None else max_connections
         # The transport itself, not an httpx.AsyncClient over it: the client's cookie jar, redirect
-        # and auth layers cost ~20% of a call's CPU (profiled) and DynamoDB needs none of them. The
+        # and auth layers cost ~20% of a call's CPU (profiled) and these APIs need none of them. The
         # `Endpoint` over it skips httpx's request and response objects too (see its docstring).
         self._endpoint = Endpoint(
             f"{url.scheme}://{url.netloc.decode('ascii')}",
             transport
             or PooledTransport(
-                max_connections=max_connections, max_idle_connections=min(max_connections, MAX_IDLE_CONNECTIONS)
+                max_connections=connections, max_idle_connections=min(connections, MAX_IDLE_CONNECTIONS)
             ),
         )
-        self._timeouts = timeout.as_dict()
+        self._timeouts = (self.default_timeout if timeout is None else timeout).as_dict()
 
     async def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
-        """Run one DynamoDB operation (`GetItem`, `PutItem`, `Query`, ...) and return its answer."""
+        """Run one operation (`GetItem`, `SendMessageBatch`, ...) and return its answer."""
+        return await self._traced(operation, request)
+
+    async def aclose(self) -> None:
+        await self._endpoint.aclose()
+
+    async def _traced(
+        self, operation: str, request: dict[str, Any], read_timeout: float | None = None
+    ) -> dict[str, Any]:
         if tracing.enabled():
             # One CLIENT span per call, retries inside it (only inside a trace: see cloudshop.tracing).
-            attributes = _span_attributes(operation)
-            with tracing.span(f"dynamodb.{operation}", kind=tracing.SpanKind.CLIENT, attributes=attributes):
-                return await self._call(operation, request)
-        return await self._call(operation, request)
+            attributes = self._span_attributes(operation)
+            with tracing.span(f"{self.service}.{operation}", kind=tracing.SpanKind.CLIENT, attributes=attributes):
+                return await self._call(operation, request, read_timeout)
+        return await self._call(operation, request, read_timeout)
 
-    async def _call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+    async def _call(self, operation: str, request: dict[str, Any], read_timeout: float | None = None) -> dict[str, Any]:
+        """`read_timeout`, for a call the server answers late on purpose (SQS's long poll), replaces
+        the read timeout of each attempt and adds to the call's deadline."""
         body = json.dumps(request, separators=(",", ":")).encode()
-        target = TARGET_PREFIX + operation
+        target = self.target_prefix + operation
         self._budget.record_call()
-        count_backend_call("dynamodb", operation)
-        deadline = time.monotonic() + self._deadline
+        count_backend_call(self.service, operation)
+        timeouts = self._timeouts if read_timeout is None else {**self._timeouts, "read": read_timeout}
+        deadline = time.monotonic() + self._deadline + (read_timeout or 0.0)
         try:
             return await with_retries(
-                lambda: self._attempt(target, body, deadline),
+                lambda: self._attempt(target, body, deadline, timeouts),
                 deadline=deadline,
                 max_attempts=self._max_attempts,
                 budget=self._budget,
@@ -403,25 +444,12 @@ class DynamoDB:
             )
         except RetriesExhausted as exc:
             log.warning(
-                "dynamodb unavailable",
+                f"{self.service} unavailable",
                 extra={"fields": {"operation": operation, "attempts": exc.attempts, "error": str(exc.last)}},
             )
-            raise DynamoDBUnavailable(code=exc.last.code) from exc.last
+            raise self._unavailable(None, exc.last.code) from exc.last
 
-    async def pages(self, operation: str, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Every page of a `Query` or `Scan`, following `LastEvaluatedKey`."""
-        request = dict(request)
-        while True:
-            page = await self.call(operation, request)
-            yield page
-            if not page.get("LastEvaluatedKey"):
-                return
-            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-    async def aclose(self) -> None:
-        await self._endpoint.aclose()
-
-    async def _attempt(self, target: str, body: bytes, deadline: float) -> dict[str, Any]:
+    async def _attempt(self, target: str, body: bytes, deadline: float, timeouts: dict[str, Any]) -> dict[str, Any]:
         credentials = await self._frozen_credentials()
         headers = self._signer.sign(
             host=self._host,
@@ -430,11 +458,11 @@ class DynamoDB:
             access_key=credentials.access_key,
             secret_key=credentials.secret_key,
             token=credentials.token,
-            now=time.time(),
+            now=self._clock(),
+            extra=self.signed_headers,
         )
-        headers["user-agent"] = USER_AGENT
+        headers["user-agent"] = self.user_agent
         headers["accept-encoding"] = "identity"
-        timeouts = self._timeouts
         remaining = deadline - time.monotonic()
         if remaining < (timeouts["read"] or remaining):
             # The last attempt only gets what is left of the call's budget.
@@ -448,40 +476,95 @@ class DynamoDB:
             raise Retryable("ConnectionError", repr(exc)) from exc
         content = response.content
         if response.status_code == 200:
-            expected = response.header("x-amz-crc32")
-            if expected is not None and expected.isdigit() and int(expected) != zlib.crc32(content):
-                raise Retryable("CRC32CheckFailed", "the answer was damaged in transit")
+            if self.check_crc32:
+                expected = response.header("x-amz-crc32")
+                if expected is not None and expected.isdigit() and int(expected) != zlib.crc32(content):
+                    raise Retryable("CRC32CheckFailed", "the answer was damaged in transit")
             answer: dict[str, Any] = json.loads(content) if content else {}
             return answer
-        raise _error(response.status_code, content)
+        raise self._error(response)
 
     async def _frozen_credentials(self) -> Any:
         try:
             return await self._credentials.frozen()
         except NoCredentials as exc:
-            raise DynamoDBUnavailable(str(exc), code="NoCredentials") from exc
+            raise self._unavailable(str(exc), "NoCredentials") from exc
         except CredentialRefreshFailed as exc:
             raise Retryable("CredentialRefreshFailed", str(exc)) from exc
 
+    def _error(self, response: Answer) -> Exception:
+        """The exception for a non-200 answer: `Retryable` (5xx, a retryable code) or `_refused`'s.
 
-def _error(status: int, content: bytes) -> Exception:
-    try:
-        body = json.loads(content) if content else {}
-    except ValueError:
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    code = str(body.get("__type", "")).rsplit("#", 1)[-1] or f"HTTP{status}"
-    message = str(body.get("message") or body.get("Message") or "")
-    if status >= 500 or code in RETRYABLE_CODES:
-        return Retryable(code, message)
-    return DynamoDBError(
-        code,
-        message,
-        status=status,
-        item=body.get("Item"),
-        cancellation_reasons=body.get("CancellationReasons"),
-    )
+        The code is the short name of the body's `__type` (`com.amazonaws.dynamodb.v20120810#
+        ValidationException`: `ValidationException`), or, when the answer carries the
+        `x-amzn-query-error` header (SQS, an API that spoke the query protocol before JSON), its
+        first part (`AWS.SimpleQueueService.NonExistentQueue`), as botocore reports both."""
+        status, content = response.status_code, response.content
+        try:
+            body = json.loads(content) if content else {}
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        name = str(body.get("__type", "")).rsplit("#", 1)[-1]
+        code = name or f"HTTP{status}"
+        query_error = (response.header("x-amzn-query-error") or "").split(";")
+        if len(query_error) == 2 and query_error[0]:
+            code = query_error[0]
+        message = str(body.get("message") or body.get("Message") or "")
+        if status >= 500 or code in self.retryable_codes or name in self.retryable_codes:
+            return Retryable(code, message)
+        return self._refused(code, message, status, body)
+
+    def _span_attributes(self, operation: str) -> dict[str, str]:
+        """As `cloudshop.tracing.trace_boto_calls` tags a boto3 call's span."""
+        return {"rpc.system": "aws-api", "rpc.service": self.service, "rpc.method": operation}
+
+    def _refused(self, code: str, message: str, status: int, body: dict[str, Any]) -> Exception:
+        """The exception for a refusal no retry changes (a client error)."""
+        raise NotImplementedError
+
+    def _unavailable(self, detail: str | None, code: str) -> Exception:
+        """The exception once the service cannot be reached or keeps refusing (a `DependencyUnavailable`)."""
+        raise NotImplementedError
+
+
+class DynamoDB(AwsJsonClient):
+    """One per process and endpoint: a pooled HTTP/1.1 keep-alive client to DynamoDB."""
+
+    service = "dynamodb"
+    target_prefix = TARGET_PREFIX
+    user_agent = USER_AGENT
+    retryable_codes = RETRYABLE_CODES
+    check_crc32 = True
+    default_timeout = DEFAULT_TIMEOUT
+    default_deadline_seconds = DEFAULT_DEADLINE_SECONDS
+    default_max_connections = DEFAULT_MAX_CONNECTIONS
+
+    async def pages(self, operation: str, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Every page of a `Query` or `Scan`, following `LastEvaluatedKey`."""
+        request = dict(request)
+        while True:
+            page = await self.call(operation, request)
+            yield page
+            if not page.get("LastEvaluatedKey"):
+                return
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _span_attributes(self, operation: str) -> dict[str, str]:
+        return _span_attributes(operation)
+
+    def _refused(self, code: str, message: str, status: int, body: dict[str, Any]) -> Exception:
+        return DynamoDBError(
+            code,
+            message,
+            status=status,
+            item=body.get("Item"),
+            cancellation_reasons=body.get("CancellationReasons"),
+        )
+
+    def _unavailable(self, detail: str | None, code: str) -> Exception:
+        return DynamoDBUnavailable(code=code) if detail is None else DynamoDBUnavailable(detail, code=code)
 
 
 def default_endpoint(region: str) -> str:

@@ -19,6 +19,7 @@ from cloudshop.clients import AsyncServiceClient
 from cloudshop.dynamodb import DynamoDB, dynamodb_for
 from cloudshop.s3 import s3_for
 from cloudshop.settings import Settings
+from cloudshop.sqs import SqsClient, sqs_for
 from cloudshop.stream import publisher_from_settings
 from cloudshop.web import create_app
 from eks_services.order.api import OrderServices, router
@@ -132,16 +133,23 @@ def build_runtime(
     if reader is None and order_repository and cart_repository:
         reader = DynamoDBCheckoutReader(order_repository, cart_repository)
     assert orders is not None and carts is not None and reader is not None, "storage ports or a DynamoDB client"
+    sqs: SqsClient | None = None
+    if (publisher is None and settings.order_events_queue_url) or (
+        payment_events is None and settings.payment_events_queue_url
+    ):
+        # One client for the relay's sends and the consumer's polls, closed after both adapters.
+        sqs = sqs_for(settings)
+        closers.append(sqs.aclose)
     if publisher is None:
         sinks: list[EventPublisher] = [
             StreamEventPublisher(publisher_from_settings(settings), topic=settings.orders_topic)
         ]
-        if settings.order_events_queue_url:
-            sinks.append(SqsEventPublisher(aws.client("sqs", settings), queue_url=settings.order_events_queue_url))
+        if sqs is not None and settings.order_events_queue_url:
+            sinks.append(SqsEventPublisher(sqs, queue_url=settings.order_events_queue_url))
         publisher = FanoutPublisher(*sinks)
     closers.append(publisher.aclose)
-    if payment_events is None and settings.payment_events_queue_url:
-        payment_events = SqsPaymentEventSource(aws.client("sqs", settings), queue_url=settings.payment_events_queue_url)
+    if payment_events is None and sqs is not None and settings.payment_events_queue_url:
+        payment_events = SqsPaymentEventSource(sqs, queue_url=settings.payment_events_queue_url)
     if payment_events is not None:
         closers.append(payment_events.aclose)
     if invoices is None:

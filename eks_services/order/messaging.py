@@ -1,17 +1,19 @@
 """Messaging adapters: the relay's sinks (Kafka `orders` or the file log, SQS `order-events`) and the
 `payment-events` queue the order service consumes.
 
-boto3 and kafka-python are synchronous. Their calls run in worker threads the adapters own, so a
-slow broker or a 10-second SQS long poll ties up one of those threads, never the event loop and
-never the default executor that other work shares:
+SQS goes through the async `cloudshop.sqs.SqsClient` (the runtime's one, which it closes): a call is
+a waiting coroutine, neither a worker thread nor botocore's ~1 ms of CPU contending for the GIL with
+the event loop (issue 9).
 
-- Kafka: one dedicated thread. kafka-python's `flush()` and `future.get()` block until the broker
-  acknowledges (`acks=all`: milliseconds normally, up to the 5 s `max_block_ms` when the broker is
-  down). One thread is enough, because a relay round publishes its whole batch in one call (the
-  producer batches and pipelines inside), and it keeps the producer on one thread, in publish order.
-- SQS `SendMessageBatch`: up to 10 entries per call; a round's batches go out concurrently on a small
-  pool, since each is one HTTP round trip of mostly waiting.
-- SQS `ReceiveMessage`: a long poll parks its thread for up to `wait_seconds`; its own thread.
+- SQS `SendMessageBatch`: up to 10 entries per call; a round's batches go out concurrently, at most
+  `concurrency` at a time, since each is one HTTP round trip of mostly waiting.
+- SQS `ReceiveMessage`: a long poll of up to `wait_seconds` (the client's read timeout exceeds it);
+  `DeleteMessageBatch` for the handled messages.
+- Kafka: kafka-python is synchronous, so its calls run on one dedicated thread. `flush()` and
+  `future.get()` block until the broker acknowledges (`acks=all`: milliseconds normally, up to the
+  5 s `max_block_ms` when the broker is down). One thread is enough, because a relay round publishes
+  its whole batch in one call (the producer batches and pipelines inside), and it keeps the producer
+  on one thread, in publish order. Never the default executor that other work shares.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cloudshop import tracing
+from cloudshop.sqs import SqsClient
 from cloudshop.stream import EventPublisher as StreamPublisher
 from cloudshop.stream import KafkaEventPublisher
 from eks_services.order.model import OutboxEvent
@@ -42,12 +45,12 @@ class _Threads:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
 
     async def run(self, call: Callable[..., T], *args: Any) -> T:
-        # In the caller's context, so the call's spans (boto3's SQS, the Kafka send) join its trace.
+        # In the caller's context, so the call's spans (the Kafka send's) join its trace.
         context = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(self._executor, context.run, call, *args)
 
     def close(self) -> None:
-        # Never wait: a thread parked in a long poll or a broker timeout ends on its own.
+        # Never wait: a thread parked in a broker timeout ends on its own.
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -77,26 +80,26 @@ class StreamEventPublisher:
 class SqsEventPublisher:
     """Events to SQS `order-events` with `SendMessageBatch`, 10 to a call."""
 
-    def __init__(self, sqs: Any, *, queue_url: str, concurrency: int = 4) -> None:
+    def __init__(self, sqs: SqsClient, *, queue_url: str, concurrency: int = 4) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
-        self._threads = _Threads("sqs-send", concurrency)
+        self._slots = asyncio.Semaphore(concurrency)
 
-    def _send(self, batch: Sequence[OutboxEvent]) -> int:
-        answer = self.sqs.send_message_batch(
-            QueueUrl=self.queue_url,
-            Entries=[{"Id": str(n), "MessageBody": e.payload} for n, e in enumerate(batch)],
-        )
+    async def _send(self, batch: Sequence[OutboxEvent]) -> int:
+        async with self._slots:
+            answer = await self.sqs.send_message_batch(
+                self.queue_url, [{"Id": str(n), "MessageBody": e.payload} for n, e in enumerate(batch)]
+            )
         return len(answer.get("Failed") or [])
 
     async def publish(self, events: Sequence[OutboxEvent]) -> None:
         batches = [events[n : n + SQS_BATCH_MAX] for n in range(0, len(events), SQS_BATCH_MAX)]
-        failed = await asyncio.gather(*(self._threads.run(self._send, b) for b in batches))
+        failed = await asyncio.gather(*(self._send(b) for b in batches))
         if sum(failed):
             raise PublishFailed(f"SQS refused {sum(failed)} of {len(events)} events")
 
     async def aclose(self) -> None:
-        self._threads.close()
+        """Nothing of its own to close: the SQS client is the runtime's."""
 
 
 class FanoutPublisher:
@@ -124,33 +127,24 @@ class SqsMessage:
 class SqsPaymentEventSource:
     """The `payment-events` queue, long-polled."""
 
-    def __init__(self, sqs: Any, *, queue_url: str) -> None:
+    def __init__(self, sqs: SqsClient, *, queue_url: str) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
-        self._poll = _Threads("payment-events-poll", 1)
-        self._delete = _Threads("payment-events-delete", 1)
-
-    def _receive(self, max_messages: int, wait_seconds: int) -> list[SqsMessage]:
-        answer = self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=wait_seconds
-        )
-        return [SqsMessage(body=m["Body"], receipt=m["ReceiptHandle"]) for m in answer.get("Messages", [])]
 
     async def receive(self, *, max_messages: int, wait_seconds: int) -> list[SqsMessage]:
-        return await self._poll.run(self._receive, max_messages, wait_seconds)
-
-    def _delete_batch(self, receipts: Sequence[str]) -> None:
-        for start in range(0, len(receipts), SQS_BATCH_MAX):
-            chunk = receipts[start : start + SQS_BATCH_MAX]
-            self.sqs.delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(chunk)],
-            )
+        answer = await self.sqs.receive_message(self.queue_url, max_messages=max_messages, wait_seconds=wait_seconds)
+        return [SqsMessage(body=m["Body"], receipt=m["ReceiptHandle"]) for m in answer.get("Messages", [])]
 
     async def delete(self, receipts: Sequence[str]) -> None:
-        if receipts:
-            await self._delete.run(self._delete_batch, receipts)
+        chunks = [receipts[n : n + SQS_BATCH_MAX] for n in range(0, len(receipts), SQS_BATCH_MAX)]
+        await asyncio.gather(
+            *(
+                self.sqs.delete_message_batch(
+                    self.queue_url, [{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(chunk)]
+                )
+                for chunk in chunks
+            )
+        )
 
     async def aclose(self) -> None:
-        self._poll.close()
-        self._delete.close()
+        """Nothing of its own to close: the SQS client is the runtime's."""

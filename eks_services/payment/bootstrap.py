@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from cloudshop import aws
 from cloudshop.auth import TokenVerifier, internal_tokens_for
 from cloudshop.dynamodb import dynamodb_for
 from cloudshop.settings import Settings
+from cloudshop.sqs import sqs_for
 from cloudshop.web import create_app
 from eks_services.payment.api import router
 from eks_services.payment.model import Payment
@@ -40,10 +40,13 @@ def build_app(
     tokens = internal_tokens_for(settings, service="payment")
     dynamodb = dynamodb_for(settings) if payments is None else payments.dynamodb
     repository = payments or DynamoDBPaymentRepository(dynamodb, table=settings.payments_table)
+    sqs, sink = None, publisher
+    if sink is None:
+        sqs = sqs_for(settings)
+        sink = SqsEventPublisher(sqs, queue_url=settings.payment_events_queue_url)
     relay = PaymentOutboxRelay(
         outbox=repository,
-        publisher=publisher
-        or SqsEventPublisher(aws.client("sqs", settings), queue_url=settings.payment_events_queue_url),
+        publisher=sink,
         interval_seconds=settings.outbox_relay_interval_seconds,
     )
     service = PaymentService(
@@ -82,6 +85,8 @@ def build_app(
             log.warning("PAYMENT_EVENTS_QUEUE_URL is not set: refund events stay in the outbox")
         yield
         await relay.stop()
+        if sqs is not None:
+            await sqs.aclose()
         await dynamodb.aclose()
 
     app.router.lifespan_context = lifespan

@@ -16,6 +16,7 @@ from cloudshop import aws
 from cloudshop.dynamodb import dynamodb_for
 from cloudshop.observability import Metrics
 from cloudshop.settings import Settings
+from cloudshop.sqs import sqs_for
 from cloudshop.stream import FileEventLog
 from eks_services.order.messaging import FanoutPublisher, SqsEventPublisher, StreamEventPublisher
 from eks_services.order.model import OrderStatus
@@ -134,7 +135,7 @@ async def test_relay_ceiling_in_events_per_second(make_settings: Callable[..., S
         await orders.save(paid, order_event(paid))
         made.append(order.id)
     log = FileEventLog(f"{tmp_path}/events")
-    sqs = aws.client("sqs", settings)
+    sqs = sqs_for(settings)
     relay.publisher = FanoutPublisher(
         StreamEventPublisher(log, topic="orders"),
         SqsEventPublisher(sqs, queue_url=settings.order_events_queue_url),
@@ -149,5 +150,6 @@ async def test_relay_ceiling_in_events_per_second(make_settings: Callable[..., S
     assert len(published) == 400 and len({e["event_id"] for e in published}) == 400
     print(f"\n[relay] {sent} events in {elapsed:.2f}s: {sent / elapsed:.0f} events/s (dynalite, file log, SQS on moto)")
     await relay.publisher.aclose()
+    await sqs.aclose()
     await db.aclose()
-    sqs.purge_queue(QueueUrl=settings.order_events_queue_url)
+    aws.client("sqs", settings).purge_queue(QueueUrl=settings.order_events_queue_url)

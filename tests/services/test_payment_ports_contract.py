@@ -20,6 +20,7 @@ from cloudshop import aws
 from cloudshop.dynamodb import dynamodb_for
 from cloudshop.errors import NotFound
 from cloudshop.settings import Settings
+from cloudshop.sqs import sqs_for
 from eks_services.payment.model import ChargeRequest, Payment, PaymentStatus
 from eks_services.payment.ports import EventPublisher, OutboxEvent, PaymentOutbox, PaymentRepository, StalePayment
 from eks_services.payment.publisher import SqsEventPublisher
@@ -194,13 +195,17 @@ class Sink:
 
 
 @pytest.fixture(params=["memory", "sqs"])
-def sink(request: pytest.FixtureRequest, make_settings: Callable[..., Settings]) -> Sink:
+async def sink(request: pytest.FixtureRequest, make_settings: Callable[..., Settings]) -> AsyncIterator[Sink]:
     if request.param == "memory":
         fake = InMemoryEventPublisher()
-        return Sink(fake, lambda: [e.payload for e in fake.published])
-    sqs = aws.client("sqs", make_settings())
+        yield Sink(fake, lambda: [e.payload for e in fake.published])
+        return
+    settings = make_settings()
+    sqs = aws.client("sqs", settings)
     url = sqs.create_queue(QueueName=f"payment-events-{uuid.uuid4().hex[:12]}")["QueueUrl"]
-    return Sink(SqsEventPublisher(sqs, queue_url=url), lambda: drain(sqs, url))
+    client = sqs_for(settings)
+    yield Sink(SqsEventPublisher(client, queue_url=url), lambda: drain(sqs, url))
+    await client.aclose()
 
 
 def drain(sqs: Any, url: str) -> list[str]:

@@ -79,31 +79,36 @@ from cloudshop.http_pool import Answer, Endpoint, PooledTransport
 from cloudshop.observability import count_backend_call
 from cloudshop.settings import Settings
 
-log = logging.getLogger("cloudshop.dynamodb")
-
 TARGET_PREFIX = "DynamoDB_20120810."
 CONTENT_TYPE = "application/x-amz-json-1.0"
 USER_AGENT = "cloudshop-dynamodb"
 
-# botocore's "standard" retry mode retries these codes, and every 5xx.
+# What botocore's "standard" retry mode retries for every service (its throttling and transient
+# codes), with the 5xx codes services name (every 5xx answer is retried whatever its code). One set
+# for the DynamoDB, SQS and S3 clients: a code a service never sends costs nothing.
 RETRYABLE_CODES = frozenset(
     {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
         "Throttling",
-        "RequestLimitExceeded",
-        "LimitExceededException",
-        "TransactionInProgressException",
-        "RequestThrottled",
+        "ThrottlingException",
+        "ThrottledException",
         "RequestThrottledException",
         "TooManyRequestsException",
-        "InternalServerError",
-        "ServiceUnavailable",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
         "RequestTimeout",
         "RequestTimeoutException",
         "PriorRequestNotComplete",
+        "InternalError",
+        "InternalServerError",
+        "ServiceUnavailable",
     }
 )
+
 
 # A DynamoDB call answers in single-digit milliseconds; these bound a dependency gone slow. They
 # stay below the callers' own budgets (gateway -> service, service -> service) so the innermost
@@ -203,7 +208,7 @@ class Retryable(Exception):
 
 
 class RetriesExhausted(Exception):
-    """Every attempt `with_retries` allowed failed; `last` is the last failure."""
+    """Every attempt `Retries.call` allowed failed; `last` is the last failure."""
 
     def __init__(self, attempts: int, last: Retryable) -> None:
         super().__init__(str(last))
@@ -211,30 +216,55 @@ class RetriesExhausted(Exception):
         self.last = last
 
 
-async def with_retries(
-    attempt: Callable[[], Awaitable[T]],
-    *,
-    deadline: float,
-    max_attempts: int,
-    budget: RetryBudget,
-    jitter: Callable[[], float],
-    sleep: Callable[[float], Awaitable[None]],
-) -> T:
-    """Run `attempt` until it succeeds, as botocore's "standard" retry mode does: at most
-    `max_attempts` in all, full-jitter backoff (at most 0.05 s doubling, capped at 0.5 s), nothing
-    started past `deadline` (`time.monotonic()`), and each retry drawn from `budget` so that a failing
-    dependency gets at most ~10% more calls, not three times as many. Raises `RetriesExhausted`."""
-    attempts = 0
-    while True:
-        attempts += 1
-        try:
-            return await attempt()
-        except Retryable as exc:
-            last = exc
-        delay = jitter() * min(0.5, 0.05 * 2 ** (attempts - 1))
-        if attempts >= max_attempts or time.monotonic() + delay >= deadline or not budget.try_retry():
-            raise RetriesExhausted(attempts, last) from last
-        await sleep(delay)
+class Retries:
+    """botocore's "standard" retry mode, for the calls of one lean client: at most `max_attempts`
+    in all, full-jitter backoff (at most 0.05 s doubling, capped at 0.5 s), nothing started past the
+    call's deadline, and each retry drawn from `budget` so that a failing dependency gets at most
+    ~10% more calls, not three times as many."""
+
+    def __init__(
+        self,
+        *,
+        max_attempts: int,
+        budget: RetryBudget | None,
+        jitter: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.max_attempts = max(1, max_attempts)
+        self.budget = budget or RetryBudget()
+        self.jitter = jitter
+        self.sleep = sleep
+
+    async def call(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        service: str,
+        operation: str,
+        deadline: float,
+        fields: dict[str, Any] | None = None,
+    ) -> T:
+        """Run `attempt` (counted once as a `service` call, retries included) until it succeeds;
+        `deadline` is on `time.monotonic()`. Logs the outage (with `fields`) and raises
+        `RetriesExhausted` when it gives up."""
+        self.budget.record_call()
+        count_backend_call(service, operation)
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                return await attempt()
+            except Retryable as exc:
+                last = exc
+            delay = self.jitter() * min(0.5, 0.05 * 2 ** (attempts - 1))
+            if attempts >= self.max_attempts or time.monotonic() + delay >= deadline or not self.budget.try_retry():
+                break
+            await self.sleep(delay)
+        logging.getLogger(f"cloudshop.{service}").warning(
+            f"{service} unavailable",
+            extra={"fields": {"operation": operation, **(fields or {}), "attempts": attempts, "error": str(last)}},
+        )
+        raise RetriesExhausted(attempts, last) from last
 
 
 class SigV4Signer:
@@ -351,15 +381,14 @@ class AwsJsonClient:
     (`POST /`, `x-amz-target: {target_prefix}{operation}`, a JSON body each way).
 
     A subclass names the service and says what differs: the target prefix, `service` (the signing
-    name, and the `kind` its calls are counted and traced under), which error codes are worth a
-    retry, whether answers carry DynamoDB's CRC32, signed headers of its own, its default bounds,
-    and the exceptions a refusal and an outage raise. `DynamoDB` here, `cloudshop.sqs.SqsClient`.
+    name, and the `kind` its calls are counted and traced under), whether answers carry DynamoDB's
+    CRC32, signed headers of its own, its default bounds, and the exceptions a refusal and an outage
+    raise. Which codes are retried is one set for all (`RETRYABLE_CODES`), as in botocore. `DynamoDB` here, `cloudshop.sqs.SqsClient`.
     """
 
     service: ClassVar[str]
     target_prefix: ClassVar[str]
     user_agent: ClassVar[str]
-    retryable_codes: ClassVar[frozenset[str]]
     check_crc32: ClassVar[bool] = False
     signed_headers: ClassVar[dict[str, str] | None] = None
     default_timeout: ClassVar[httpx.Timeout]
@@ -389,10 +418,7 @@ class AwsJsonClient:
         self._credentials = AwsCredentials(credentials)
         self._signer = SigV4Signer(region=region, service=self.service)
         self._deadline = self.default_deadline_seconds if deadline_seconds is None else deadline_seconds
-        self._max_attempts = max(1, max_attempts)
-        self._budget = retry_budget or RetryBudget()
-        self._sleep = sleep
-        self._jitter = jitter
+        self._retries = Retries(max_attempts=max_attempts, budget=retry_budget, jitter=jitter, sleep=sleep)
         self._clock = clock
         connections = self.default_max_connections if max_connections is None else max_connections
         # The transport itself, not an httpx.AsyncClient over it: the client's cookie jar, redirect
@@ -429,24 +455,16 @@ class AwsJsonClient:
         the read timeout of each attempt and adds to the call's deadline."""
         body = json.dumps(request, separators=(",", ":")).encode()
         target = self.target_prefix + operation
-        self._budget.record_call()
-        count_backend_call(self.service, operation)
         timeouts = self._timeouts if read_timeout is None else {**self._timeouts, "read": read_timeout}
         deadline = time.monotonic() + self._deadline + (read_timeout or 0.0)
         try:
-            return await with_retries(
+            return await self._retries.call(
                 lambda: self._attempt(target, body, deadline, timeouts),
+                service=self.service,
+                operation=operation,
                 deadline=deadline,
-                max_attempts=self._max_attempts,
-                budget=self._budget,
-                jitter=self._jitter,
-                sleep=self._sleep,
             )
         except RetriesExhausted as exc:
-            log.warning(
-                f"{self.service} unavailable",
-                extra={"fields": {"operation": operation, "attempts": exc.attempts, "error": str(exc.last)}},
-            )
             raise self._unavailable(None, exc.last.code) from exc.last
 
     async def _attempt(self, target: str, body: bytes, deadline: float, timeouts: dict[str, Any]) -> dict[str, Any]:
@@ -512,7 +530,7 @@ class AwsJsonClient:
         if len(query_error) == 2 and query_error[0]:
             code = query_error[0]
         message = str(body.get("message") or body.get("Message") or "")
-        if status >= 500 or code in self.retryable_codes or name in self.retryable_codes:
+        if status >= 500 or code in RETRYABLE_CODES or name in RETRYABLE_CODES:
             return Retryable(code, message)
         return self._refused(code, message, status, body)
 
@@ -535,7 +553,6 @@ class DynamoDB(AwsJsonClient):
     service = "dynamodb"
     target_prefix = TARGET_PREFIX
     user_agent = USER_AGENT
-    retryable_codes = RETRYABLE_CODES
     check_crc32 = True
     default_timeout = DEFAULT_TIMEOUT
     default_deadline_seconds = DEFAULT_DEADLINE_SECONDS

@@ -48,7 +48,6 @@ tagged as `cloudshop.tracing.trace_boto_calls` names boto3's (`s3.PutObject`, `r
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 import re
 import time
@@ -64,46 +63,24 @@ import httpx
 from cloudshop import tracing
 from cloudshop.clients import MAX_IDLE_CONNECTIONS, RetryBudget
 from cloudshop.dynamodb import (
+    RETRYABLE_CODES,
     AwsCredentials,
     CredentialRefreshFailed,
     CredentialSource,
     NoCredentials,
+    Retries,
     RetriesExhausted,
     Retryable,
     SigV4Signer,
     amz_date_of,
-    with_retries,
 )
 from cloudshop.errors import DependencyUnavailable
 from cloudshop.http_pool import Answer, Endpoint, PooledTransport
-from cloudshop.observability import count_backend_call
 from cloudshop.settings import Settings
-
-log = logging.getLogger("cloudshop.s3")
 
 USER_AGENT = "cloudshop-s3"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
-# botocore's "standard" retry mode retries these codes, and every 500, 502, 503 and 504 (429 too here).
-RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "LimitExceededException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "PriorRequestNotComplete",
-        "InternalError",
-        "ServiceUnavailable",
-    }
-)
 
 # An S3 PUT of a small object answers in tens of milliseconds; these bound a dependency gone slow,
 # below the order service's own budget per request (`service_timeout_seconds`, 10 s).
@@ -195,10 +172,7 @@ class S3:
         self._credentials = AwsCredentials(credentials)
         self._signer = SigV4Signer(region=region, service="s3")
         self._deadline = deadline_seconds
-        self._max_attempts = max(1, max_attempts)
-        self._budget = retry_budget or RetryBudget()
-        self._sleep = sleep
-        self._jitter = jitter
+        self._retries = Retries(max_attempts=max_attempts, budget=retry_budget, jitter=jitter, sleep=sleep)
         self._clock = clock
         # One transport for every bucket's endpoint: its pools are per origin (host and port).
         self._transport = transport or PooledTransport(
@@ -243,30 +217,16 @@ class S3:
         address = self._addresses.get(bucket) or self._address(bucket)
         target = address.prefix + encode_key(key)
         payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
-        self._budget.record_call()
-        count_backend_call("s3", operation)
         deadline = time.monotonic() + self._deadline
         try:
-            return await with_retries(
+            return await self._retries.call(
                 lambda: self._attempt(method, address, target, body, payload_hash, content_type, deadline),
+                service="s3",
+                operation=operation,
                 deadline=deadline,
-                max_attempts=self._max_attempts,
-                budget=self._budget,
-                jitter=self._jitter,
-                sleep=self._sleep,
+                fields={"bucket": bucket},
             )
         except RetriesExhausted as exc:
-            log.warning(
-                "s3 unavailable",
-                extra={
-                    "fields": {
-                        "operation": operation,
-                        "bucket": bucket,
-                        "attempts": exc.attempts,
-                        "error": str(exc.last),
-                    }
-                },
-            )
             raise S3Unavailable(code=exc.last.code) from exc.last
 
     async def _attempt(

@@ -52,23 +52,6 @@ from cloudshop.dynamodb import AwsJsonClient
 from cloudshop.errors import DependencyUnavailable
 from cloudshop.settings import Settings
 
-# botocore's "standard" retry mode retries these codes (SQS's throttling answer is `RequestThrottled`),
-# and every 5xx.
-RETRYABLE_CODES = frozenset(
-    {
-        "RequestThrottled",
-        "ThrottlingException",
-        "Throttling",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "LimitExceededException",
-        "InternalError",
-        "ServiceUnavailable",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "PriorRequestNotComplete",
-    }
-)
 # A send answers in milliseconds; these bound a dependency gone slow. Every caller is off the request
 # path (the outbox relays, the payment-events consumer).
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=2.0, pool=2.0)
@@ -104,7 +87,6 @@ class SqsClient(AwsJsonClient):
     service = "sqs"
     target_prefix = "AmazonSQS."
     user_agent = "cloudshop-sqs"
-    retryable_codes = RETRYABLE_CODES
     signed_headers = {"x-amzn-query-mode": "true"}
     default_timeout = DEFAULT_TIMEOUT
     default_deadline_seconds = DEFAULT_DEADLINE_SECONDS

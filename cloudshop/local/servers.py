@@ -327,6 +327,42 @@ def _make_traversable(path: Path) -> None:
             os.chmod(ancestor, mode | 0o001)
 
 
+def self_signed_certificate(host: str, *, days: int = 365) -> tuple[bytes, bytes]:
+    """A self-signed certificate for `host` (named as a DNS name, or an IP address when it is one) and its key,
+    both PEM: what a local TLS server needs when the client checks no chain, or trusts this one."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    try:
+        alternative: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        alternative = x509.DNSName(host)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([alternative]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem, certificate.public_bytes(serialization.Encoding.PEM)
+
+
 class PostgresServer(ManagedServer):
     """A throw-away PostgreSQL cluster on 127.0.0.1 with a `cloudshop` database.
 
@@ -458,33 +494,11 @@ class PostgresServer(ManagedServer):
     def _require_tls(self) -> None:
         """A self-signed certificate (sslmode=require checks no chain) and `hostssl` lines only, so a
         client that does not ask for TLS is refused, as by RDS with rds.force_ssl=1."""
-        import datetime
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=365))
-            .sign(key, hashes.SHA256())
-        )
+        key_pem, certificate_pem = self_signed_certificate(HOST)
         key_file, certificate_file = self.pgdata / "server.key", self.pgdata / "server.crt"
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        key_file.write_bytes(pem)
+        key_file.write_bytes(key_pem)
         key_file.chmod(0o600)  # PostgreSQL refuses a private key that others may read
-        certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        certificate_file.write_bytes(certificate_pem)
         hba = self.pgdata / "pg_hba.conf"
         lines = hba.read_text().splitlines()
         hba.write_text("".join(f"hostssl{line[4:]}\n" if line.startswith("host ") else f"{line}\n" for line in lines))

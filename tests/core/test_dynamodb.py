@@ -6,8 +6,8 @@ import json
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,14 +37,6 @@ def ddb_settings(request: pytest.FixtureRequest, make_settings: Callable[..., Se
     return make_settings(prefix="ddb-", dynamodb=request.param)
 
 
-@asynccontextmanager
-async def opened(db: DynamoDB) -> AsyncIterator[DynamoDB]:
-    try:
-        yield db
-    finally:
-        await db.aclose()
-
-
 async def no_sleep(_: float) -> None:
     return None
 
@@ -64,7 +56,7 @@ def an_order(user_id: str, n: int) -> dict[str, Any]:
 
 async def test_a_put_item_reads_back_the_same(ddb_settings: Settings) -> None:
     item = an_order("u-1", 1)
-    async with opened(dynamodb_for(ddb_settings)) as db:
+    async with aclosing(dynamodb_for(ddb_settings)) as db:
         assert await db.call("PutItem", {"TableName": ddb_settings.orders_table, "Item": item}) == {}
         answer = await db.call(
             "GetItem",
@@ -86,7 +78,7 @@ async def test_a_conditional_update_applies_once_and_the_loser_gets_the_code(ddb
         "ExpressionAttributeValues": {":paid": {"S": "PAID"}, ":next": {"N": "2"}, ":seen": {"N": "1"}},
         "ReturnValues": "ALL_NEW",
     }
-    async with opened(dynamodb_for(ddb_settings)) as db:
+    async with aclosing(dynamodb_for(ddb_settings)) as db:
         await db.call(
             "PutItem", {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(order_id)"}
         )
@@ -112,7 +104,7 @@ async def test_a_repeated_create_is_refused_by_its_condition(ddb_settings: Setti
         "Item": item,
         "ConditionExpression": "attribute_not_exists(order_id)",
     }
-    async with opened(dynamodb_for(ddb_settings)) as db:
+    async with aclosing(dynamodb_for(ddb_settings)) as db:
         await db.call("PutItem", put)
         with pytest.raises(DynamoDBError) as refused:
             await db.call("PutItem", put)
@@ -130,7 +122,7 @@ async def test_a_query_on_an_index_pages_through_every_item(ddb_settings: Settin
         "ScanIndexForward": False,
         "Limit": 2,
     }
-    async with opened(dynamodb_for(ddb_settings)) as db:
+    async with aclosing(dynamodb_for(ddb_settings)) as db:
         for item in items:
             await db.call("PutItem", {"TableName": ddb_settings.orders_table, "Item": item})
         first = await db.call("Query", query)
@@ -143,7 +135,7 @@ async def test_a_query_on_an_index_pages_through_every_item(ddb_settings: Settin
 
 
 async def test_a_bad_request_raises_the_error_code_without_retrying(ddb_settings: Settings) -> None:
-    async with opened(dynamodb_for(ddb_settings)) as db:
+    async with aclosing(dynamodb_for(ddb_settings)) as db:
         with pytest.raises(DynamoDBError) as missing_key:
             await db.call("GetItem", {"TableName": ddb_settings.orders_table, "Key": {"user_id": {"S": "x"}}})
         with pytest.raises(DynamoDBError) as missing_table:
@@ -159,7 +151,7 @@ async def test_an_unreachable_endpoint_is_unavailable_after_bounded_attempts(set
         port = probe.getsockname()[1]
     # Nothing listens on the port now: every connection is refused.
     closed = settings.model_copy(update={"dynamodb_endpoint_url": f"http://127.0.0.1:{port}"})
-    async with opened(dynamodb_for(closed, sleep=no_sleep)) as db:
+    async with aclosing(dynamodb_for(closed, sleep=no_sleep)) as db:
         with pytest.raises(DynamoDBUnavailable) as unavailable:
             await db.call("GetItem", {"TableName": "t", "Key": {"pk": {"S": "x"}}})
     assert unavailable.value.code == "ConnectionError"
@@ -184,7 +176,7 @@ async def test_throttling_is_retried_a_bounded_number_of_times_then_unavailable(
         transport=answering(400, throttled, calls),
         sleep=no_sleep,
     )
-    async with opened(db):
+    async with aclosing(db):
         with pytest.raises(DynamoDBUnavailable) as unavailable:
             await db.call("GetItem", {"TableName": "t", "Key": {"pk": {"S": "x"}}})
     assert unavailable.value.code == "ProvisionedThroughputExceededException"
@@ -204,7 +196,7 @@ async def test_a_spent_retry_budget_stops_retries_so_an_outage_is_not_multiplied
         retry_budget=budget,
         sleep=no_sleep,
     )
-    async with opened(db):
+    async with aclosing(db):
         for _ in range(20):
             with pytest.raises(DynamoDBUnavailable):
                 await db.call("GetItem", {"TableName": "t", "Key": {"pk": {"S": "x"}}})
@@ -290,7 +282,7 @@ async def test_pod_identity_container_credentials_are_used_and_refreshed(
         return httpx.Response(200, json={})
 
     try:
-        async with opened(dynamodb_for(settings, transport=httpx.MockTransport(record))) as db:
+        async with aclosing(dynamodb_for(settings, transport=httpx.MockTransport(record))) as db:
             await db.call("DescribeLimits", {})
             await db.call("DescribeLimits", {})
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,14 +47,6 @@ EXPORTED = Metrics("s3-test").registry
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@asynccontextmanager
-async def opened(s3: S3) -> AsyncIterator[S3]:
-    try:
-        yield s3
-    finally:
-        await s3.aclose()
 
 
 async def no_sleep(_: float) -> None:
@@ -134,7 +126,7 @@ async def our_request(endpoint: str | None, token: str | None, call: Callable[[S
         transport=httpx.MockTransport(record),
         clock=NOW.timestamp,
     )
-    async with opened(s3):
+    async with aclosing(s3):
         await call(s3)
     (request,) = seen
     return request
@@ -197,7 +189,7 @@ def boto3_s3(settings: Settings) -> Any:
 
 async def test_an_object_put_is_there_with_its_body_type_and_etag(settings: Settings, bucket: str) -> None:
     body = b"<html>" + "ünïcode".encode() + b"</html>"
-    async with opened(s3_for(settings)) as s3:
+    async with aclosing(s3_for(settings)) as s3:
         assert await s3.head_object(bucket, AWKWARD_KEY + "-absent") is None
         etag = await s3.put_object(bucket, AWKWARD_KEY, body, content_type="text/html; charset=utf-8")
         head = await s3.head_object(bucket, AWKWARD_KEY)
@@ -209,7 +201,7 @@ async def test_an_object_put_is_there_with_its_body_type_and_etag(settings: Sett
 
 
 async def test_a_refusal_names_s3s_code_and_is_not_retried(settings: Settings) -> None:
-    async with opened(s3_for(settings, sleep=no_sleep)) as s3:
+    async with aclosing(s3_for(settings, sleep=no_sleep)) as s3:
         with pytest.raises(S3Error) as refused:
             await s3.put_object(f"no-such-bucket-{uuid.uuid4().hex[:8]}", "k", b"x")
     assert refused.value.code == "NoSuchBucket" and refused.value.status == 404
@@ -219,7 +211,7 @@ async def test_a_refusal_names_s3s_code_and_is_not_retried(settings: Settings) -
 
 async def test_each_call_counts_once_as_s3(settings: Settings, bucket: str) -> None:
     put, head = calls("PutObject"), calls("HeadObject")
-    async with opened(s3_for(settings)) as s3:
+    async with aclosing(s3_for(settings)) as s3:
         await s3.put_object(bucket, "counted", b"x")
         await s3.head_object(bucket, "counted")
         await s3.head_object(bucket, "counted-absent")
@@ -254,7 +246,7 @@ def a_client(transport: httpx.AsyncBaseTransport, **options: Any) -> S3:
 
 async def test_a_forbidden_put_raises_s3s_error_at_once() -> None:
     seen: list[httpx.Request] = []
-    async with opened(a_client(answering(403, error_xml("AccessDenied", "Access Denied"), seen))) as s3:
+    async with aclosing(a_client(answering(403, error_xml("AccessDenied", "Access Denied"), seen))) as s3:
         with pytest.raises(S3Error, match="AccessDenied: Access Denied") as refused:
             await s3.put_object("b", "k", b"x")
     assert refused.value.status == 403 and len(seen) == 1
@@ -262,7 +254,7 @@ async def test_a_forbidden_put_raises_s3s_error_at_once() -> None:
 
 
 async def test_a_refused_head_has_no_body_and_is_named_by_its_status() -> None:
-    async with opened(a_client(answering(403, b"", []))) as s3:
+    async with aclosing(a_client(answering(403, b"", []))) as s3:
         with pytest.raises(S3Error) as refused:
             await s3.head_object("b", "k")
     assert (refused.value.code, refused.value.message) == ("403", "Forbidden")
@@ -279,7 +271,7 @@ async def test_a_refused_head_has_no_body_and_is_named_by_its_status() -> None:
 async def test_throttling_and_server_errors_are_retried_then_unavailable(status: int, body: bytes) -> None:
     seen: list[httpx.Request] = []
     put = calls("PutObject")
-    async with opened(a_client(answering(status, body, seen), max_attempts=3)) as s3:
+    async with aclosing(a_client(answering(status, body, seen), max_attempts=3)) as s3:
         with pytest.raises(S3Unavailable) as unavailable:
             await s3.put_object("b", "k", b"x")
     assert len(seen) == 3
@@ -296,7 +288,7 @@ async def test_a_retried_put_that_then_succeeds_returns() -> None:
             raise httpx.ConnectError("refused", request=request)
         return httpx.Response(200, headers={"etag": '"e"'})
 
-    async with opened(a_client(httpx.MockTransport(flaky))) as s3:
+    async with aclosing(a_client(httpx.MockTransport(flaky))) as s3:
         assert await s3.put_object("b", "k", b"x") == '"e"'
     assert len(seen) == 2
 
@@ -310,7 +302,7 @@ async def test_nothing_listening_is_dependency_unavailable(settings: Settings) -
         deadline_seconds=2.0,
     )
     invoices = S3Invoices(s3, bucket="b", presigner=boto3_s3(settings))
-    async with opened(s3):
+    async with aclosing(s3):
         with pytest.raises(DependencyUnavailable) as unavailable:
             await invoices.ensure(an_order())
         with pytest.raises(S3Unavailable):
@@ -319,7 +311,7 @@ async def test_nothing_listening_is_dependency_unavailable(settings: Settings) -
 
 
 async def test_no_credentials_is_dependency_unavailable() -> None:
-    async with opened(S3(endpoint="http://127.0.0.1:9", region="eu-west-1", credentials=lambda: None)) as s3:
+    async with aclosing(S3(endpoint="http://127.0.0.1:9", region="eu-west-1", credentials=lambda: None)) as s3:
         with pytest.raises(S3Unavailable) as unavailable:
             await s3.head_object("b", "k")
     assert unavailable.value.code == "NoCredentials"
@@ -338,7 +330,7 @@ def span_file(tmp_path: Path) -> Iterator[Path]:
 
 
 async def test_a_call_inside_a_trace_makes_a_client_span_as_a_boto3_call_does(span_file: Path) -> None:
-    async with opened(a_client(answering(200, b"", []))) as s3:
+    async with aclosing(a_client(answering(200, b"", []))) as s3:
         with tracing.span("GET /orders/{order_id}/invoice", root=True):
             await s3.put_object("b", "k", b"x")
         await s3.put_object("b", "k", b"x")  # outside a trace: no span

@@ -8,8 +8,8 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
+from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,14 +51,6 @@ ENTRIES = [{"Id": str(n), "MessageBody": json.dumps({"event_id": f"e{n}", "n": n
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@asynccontextmanager
-async def opened(sqs: SqsClient) -> AsyncIterator[SqsClient]:
-    try:
-        yield sqs
-    finally:
-        await sqs.aclose()
 
 
 async def no_sleep(_: float) -> None:
@@ -105,7 +97,7 @@ def waiting(settings: Settings, url: str) -> int:
 
 async def test_a_batch_sent_reads_back_with_boto3(settings: Settings, queue: str) -> None:
     sent = calls("SendMessageBatch")
-    async with opened(sqs_for(settings)) as sqs:
+    async with aclosing(sqs_for(settings)) as sqs:
         answer = await sqs.send_message_batch(queue, ENTRIES)
     assert sorted(s["Id"] for s in answer["Successful"]) == sorted(e["Id"] for e in ENTRIES)
     assert not answer.get("Failed")
@@ -116,7 +108,7 @@ async def test_a_batch_sent_reads_back_with_boto3(settings: Settings, queue: str
 
 
 async def test_a_long_poll_returns_what_is_sent_while_it_waits(settings: Settings, queue: str) -> None:
-    async with opened(sqs_for(settings)) as sqs:
+    async with aclosing(sqs_for(settings)) as sqs:
         started = time.monotonic()
         poll = asyncio.create_task(sqs.receive_message(queue, max_messages=10, wait_seconds=10))
         await asyncio.sleep(0.5)
@@ -128,7 +120,7 @@ async def test_a_long_poll_returns_what_is_sent_while_it_waits(settings: Setting
 
 async def test_an_empty_long_poll_outwaits_the_read_timeout_and_answers_nothing(settings: Settings, queue: str) -> None:
     """Each attempt's read timeout is the wait plus a margin, not the client's (0.5 s here)."""
-    async with opened(sqs_for(settings, timeout=httpx.Timeout(0.5))) as sqs:
+    async with aclosing(sqs_for(settings, timeout=httpx.Timeout(0.5))) as sqs:
         started = time.monotonic()
         answer = await sqs.receive_message(queue, max_messages=10, wait_seconds=2)
     assert not answer.get("Messages")
@@ -136,7 +128,7 @@ async def test_an_empty_long_poll_outwaits_the_read_timeout_and_answers_nothing(
 
 
 async def test_delete_removes_the_received_messages(settings: Settings, queue: str) -> None:
-    async with opened(sqs_for(settings)) as sqs:
+    async with aclosing(sqs_for(settings)) as sqs:
         await sqs.send_message_batch(queue, ENTRIES[:3])
         answer = await sqs.receive_message(queue, max_messages=10, wait_seconds=1)
         received = answer["Messages"]
@@ -151,7 +143,7 @@ async def test_delete_removes_the_received_messages(settings: Settings, queue: s
 async def test_a_missing_queue_raises_the_code_boto3_reports_without_retrying(settings: Settings) -> None:
     missing = f"{settings.aws_endpoint_url}/123456789012/no-such-queue-{uuid.uuid4().hex[:8]}"
     sent = calls("SendMessageBatch")
-    async with opened(sqs_for(settings)) as sqs:
+    async with aclosing(sqs_for(settings)) as sqs:
         with pytest.raises(SqsError) as refused:
             await sqs.send_message_batch(missing, ENTRIES[:1])
     with pytest.raises(ClientError) as boto3_refused:
@@ -219,7 +211,7 @@ async def test_a_request_is_what_boto3_sends_signed_byte_for_byte_as_botocore_si
         transport=httpx.MockTransport(record),
         clock=NOW.timestamp,
     )
-    async with opened(sqs):
+    async with aclosing(sqs):
         if operation == "SendMessageBatch":
             await sqs.send_message_batch(url, ENTRIES)
             reference = boto3_request(endpoint, token, lambda c: c.send_message_batch(QueueUrl=url, Entries=ENTRIES))
@@ -295,7 +287,7 @@ THROTTLED = httpx.Response(
 async def test_5xx_and_throttling_are_retried_and_a_later_success_returns(failure: httpx.Response) -> None:
     handler, seen = answers(failure, httpx.Response(200, json={"Successful": [{"Id": "0"}], "Failed": []}))
     sent = calls("SendMessageBatch")
-    async with opened(a_client(handler)) as sqs:
+    async with aclosing(a_client(handler)) as sqs:
         answer = await sqs.send_message_batch("http://q", ENTRIES[:1])
     assert answer["Successful"] == [{"Id": "0"}]
     assert len(seen) == 2
@@ -304,7 +296,7 @@ async def test_5xx_and_throttling_are_retried_and_a_later_success_returns(failur
 
 async def test_a_lasting_outage_is_unavailable_after_bounded_attempts() -> None:
     handler, seen = answers(httpx.Response(503, content=b""))
-    async with opened(a_client(handler)) as sqs:
+    async with aclosing(a_client(handler)) as sqs:
         with pytest.raises(SqsUnavailable) as unavailable:
             await sqs.send_message_batch("http://q", ENTRIES[:1])
     assert len(seen) == 3
@@ -318,7 +310,7 @@ async def test_a_refusal_is_not_retried() -> None:
         headers={"x-amzn-query-error": "AWS.SimpleQueueService.EmptyBatchRequest;Sender"},
     )
     handler, seen = answers(refusal)
-    async with opened(a_client(handler)) as sqs:
+    async with aclosing(a_client(handler)) as sqs:
         with pytest.raises(SqsError) as refused:
             await sqs.send_message_batch("http://q", [])
     assert str(refused.value) == "AWS.SimpleQueueService.EmptyBatchRequest: no entries"
@@ -333,7 +325,7 @@ async def test_nothing_listening_is_dependency_unavailable(settings: Settings) -
         sleep=no_sleep,
         deadline_seconds=2.0,
     )
-    async with opened(sqs):
+    async with aclosing(sqs):
         with pytest.raises(SqsUnavailable) as unavailable:
             await sqs.receive_message("http://q", wait_seconds=0)
     assert isinstance(unavailable.value, DependencyUnavailable) and unavailable.value.code == "ConnectionError"
@@ -353,7 +345,7 @@ def span_file(tmp_path: Path) -> Iterator[Path]:
 
 async def test_a_call_inside_a_trace_makes_a_client_span_as_a_boto3_call_does(span_file: Path) -> None:
     handler, _ = answers(httpx.Response(200, json={"Successful": [{"Id": "0"}], "Failed": []}))
-    async with opened(a_client(handler)) as sqs:
+    async with aclosing(a_client(handler)) as sqs:
         with tracing.span("outbox relay", root=True):
             await SqsEventPublisher(sqs, queue_url="http://q").publish(events(3))
         await sqs.send_message_batch("http://q", ENTRIES[:1])  # outside a trace: no span
@@ -377,7 +369,7 @@ def events(count: int) -> list[OutboxEvent]:
 
 async def test_the_order_events_publisher_sends_every_event_in_batches_of_ten(settings: Settings, queue: str) -> None:
     sent = calls("SendMessageBatch")
-    async with opened(sqs_for(settings)) as sqs:
+    async with aclosing(sqs_for(settings)) as sqs:
         await SqsEventPublisher(sqs, queue_url=queue).publish(events(23))
     assert sorted(drain(settings, queue)) == sorted(e.payload for e in events(23))
     assert calls("SendMessageBatch") - sent == 3
@@ -389,7 +381,7 @@ async def test_a_refused_entry_fails_the_publish() -> None:
         failed = [{"Id": e["Id"], "SenderFault": False, "Code": "InternalError"} for e in entries[:1]]
         return httpx.Response(200, json={"Successful": [{"Id": e["Id"]} for e in entries[1:]], "Failed": failed})
 
-    async with opened(a_client(handler)) as sqs:
+    async with aclosing(a_client(handler)) as sqs:
         with pytest.raises(PublishFailed, match="SQS refused 3 of 23 events"):
             await SqsEventPublisher(sqs, queue_url="http://q").publish(events(23))
         with pytest.raises(PublishError, match="SQS refused 1 payment events"):
@@ -399,7 +391,7 @@ async def test_a_refused_entry_fails_the_publish() -> None:
 
 
 async def test_the_payment_events_source_receives_and_deletes(settings: Settings, queue: str) -> None:
-    async with opened(sqs_for(settings)) as sqs:
+    async with aclosing(sqs_for(settings)) as sqs:
         await sqs.send_message_batch(queue, ENTRIES[:3])
         source = SqsPaymentEventSource(sqs, queue_url=queue)
         received = await source.receive(max_messages=10, wait_seconds=1)

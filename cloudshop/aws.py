@@ -35,7 +35,7 @@ _sessions: dict[str, boto3.session.Session] = {}
 
 
 def client(api: str, settings: Settings) -> Any:
-    endpoint = settings.dynamodb_endpoint if api == "dynamodb" else settings.aws_endpoint_url
+    endpoint = settings.endpoint_for(api)
     key = (api, endpoint, settings.aws_region)
     with _lock:
         if key not in _clients:

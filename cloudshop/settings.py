@@ -29,8 +29,10 @@ class Settings(BaseSettings):
     aws_region: str = "eu-west-1"
     # Endpoint for every AWS API (moto locally); unset in the cloud.
     aws_endpoint_url: str | None = None
-    # DynamoDB may live elsewhere than the other APIs locally (DynamoDB on its own server).
+    # DynamoDB and SQS may live elsewhere than the other APIs locally (each on a server of its own:
+    # dynalite, ElasticMQ); unset, they fall back to `aws_endpoint_url`.
     dynamodb_endpoint_url: str | None = None
+    sqs_endpoint_url: str | None = None
 
     # Physical resource names. Defaults are the local names (`<prefix><logical name>`); CDK sets
     # the real ones.
@@ -184,6 +186,14 @@ class Settings(BaseSettings):
     @property
     def dynamodb_endpoint(self) -> str | None:
         return self.dynamodb_endpoint_url or self.aws_endpoint_url
+
+    @property
+    def sqs_endpoint(self) -> str | None:
+        return self.sqs_endpoint_url or self.aws_endpoint_url
+
+    def endpoint_for(self, api: str) -> str | None:
+        """The endpoint of one AWS API (`dynamodb`, `sqs`, `s3`, ...); None means AWS's own."""
+        return {"dynamodb": self.dynamodb_endpoint, "sqs": self.sqs_endpoint}.get(api, self.aws_endpoint_url)
 
     def table_name(self, logical: str) -> str:
         table = ESTATE.table(logical)

@@ -123,7 +123,7 @@ def default_endpoint(region: str) -> str:
 
 
 def sqs_for(settings: Settings, **options: Any) -> SqsClient:
-    """The process's SQS client for these settings (`settings.aws_endpoint_url` locally, as
+    """The process's SQS client for these settings (`settings.sqs_endpoint` locally, as
     `cloudshop.aws.client("sqs", ...)` resolves it, the regional endpoint in the cloud). Build it once
     at start-up and `aclose()` it at shutdown; `options` are `SqsClient`'s keyword arguments."""
     import botocore.session
@@ -131,7 +131,7 @@ def sqs_for(settings: Settings, **options: Any) -> SqsClient:
     session = botocore.session.Session()
     session.set_config_variable("region", settings.aws_region)
     return SqsClient(
-        endpoint=settings.aws_endpoint_url or default_endpoint(settings.aws_region),
+        endpoint=settings.sqs_endpoint or default_endpoint(settings.aws_region),
         region=settings.aws_region,
         credentials=session.get_credentials,
         **options,

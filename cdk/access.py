@@ -164,7 +164,7 @@ def grant_service_access(
     for name in access.consume_queues:
         data.queues[name].grant_consume_messages(grantee)
     _allow(grantee, KEY_DECRYPT + (KEY_ENCRYPT if encrypts else []), [key])
-    secrets = []
+    secrets: list[str] = []
     if access.internal_token:
         secrets += internal_token_arns(service, data=data).values()
     if access.database:

@@ -42,7 +42,7 @@ from cdk.schema import SchemaMigration
 from cdk.service_ingress import PrivateIngress
 from cdk.settings_env import (
     POWERTOOLS_NAMESPACE,
-    powertools_settings,
+    runtime_settings,
     service_settings,
     shared_pod_settings,
     workload_pod_settings,
@@ -291,7 +291,7 @@ class ApiStack(Stack):
                     data=data,
                     database_url=data.database.proxy_url,
                 ),
-                **powertools_settings(service),
+                **runtime_settings(service),
             }
             for service in LAMBDA_SERVICES
         }

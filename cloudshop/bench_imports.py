@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cdk.settings_env import runtime_settings
 from cloudshop.build import PLATFORM_ASSET, ROOT, build_code
 from cloudshop.estate import ESTATE, LAMBDA_SERVICES
 from cloudshop.settings import resource_settings
@@ -92,10 +93,10 @@ def lambda_environment(service: str) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": "bench",
         # What CDK sets (cdk/settings_env.py), secrets given by value instead of by ARN.
         **resource_settings("cloudshop-bench-"),
+        **runtime_settings(service),  # type: ignore[arg-type]  # the platform functions' too
         "SERVICE_NAME": service,
         "ENVIRONMENT": "dev",
         "LOG_LEVEL": "WARNING",
-        "POWERTOOLS_SERVICE_NAME": service,
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "DATABASE_URL": "postgresql://cloudshop.proxy.invalid:5432/cloudshop",
         "JWT_PUBLIC_KEY": public,

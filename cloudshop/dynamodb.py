@@ -383,7 +383,8 @@ class AwsJsonClient:
     A subclass names the service and says what differs: the target prefix, `service` (the signing
     name, and the `kind` its calls are counted and traced under), whether answers carry DynamoDB's
     CRC32, signed headers of its own, its default bounds, and the exceptions a refusal and an outage
-    raise. Which codes are retried is one set for all (`RETRYABLE_CODES`), as in botocore. `DynamoDB` here, `cloudshop.sqs.SqsClient`.
+    raise. Which codes are retried is one set for all (`RETRYABLE_CODES`), as in botocore.
+    `DynamoDB` here, `cloudshop.sqs.SqsClient`.
     """
 
     service: ClassVar[str]

@@ -11,11 +11,13 @@ called, so that they are inside it too."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from cloudshop import tracing
@@ -29,10 +31,14 @@ Handler = Callable[[dict[str, Any], "LambdaContext"], dict[str, Any]]
 # The libraries X-Ray's `patch_all` would patch (its NO_DOUBLE_PATCH list), each with the module that
 # shows it is in use. `patch_all` imports every one it finds installed to patch it: httpx, requests
 # and SQLAlchemy for a function that uses none of them, 100-300 ms of a cold start here. Patching only
-# what the app has already imported traces the same calls for none of that cost.
+# what the app has already imported traces the same calls for none of that cost; a library imported
+# later is patched when it is (`patch_loaded_modules`).
+# botocore is in use once a client exists (`botocore.client`): Powertools imports the bare package
+# for its user agent, and patching it then imported the client machinery (~40 ms) into a function,
+# the product service, that makes a client only on its image routes.
 TRACEABLE_MODULES = {
     "aiobotocore": "aiobotocore",
-    "botocore": "botocore",
+    "botocore": "botocore.client",
     "pynamodb": "pynamodb",
     "requests": "requests",
     "sqlite3": "sqlite3",
@@ -74,16 +80,30 @@ def loaded_traceable_modules() -> list[str]:
 
 
 def patch_loaded_modules() -> None:
-    """X-Ray-patch the traceable libraries this process has imported (`loaded_traceable_modules`)."""
+    """X-Ray-patch the traceable libraries this process has imported (`loaded_traceable_modules`),
+    and each of the others if and when something imports it."""
+    import wrapt
     from aws_xray_sdk.core import patch
 
-    names = loaded_traceable_modules()
-    if "sqlalchemy_core" in names:
-        names.remove("sqlalchemy_core")
-        _patch_sqlalchemy_core()
-    # raise_errors=False as in patch_all: a library X-Ray cannot patch (psycopg without psycopg_pool)
-    # goes untraced rather than failing the cold start.
-    patch(names, raise_errors=False)
+    def patch_one(name: str) -> None:
+        # raise_errors=False as in patch_all: a library X-Ray cannot patch (psycopg without
+        # psycopg_pool) goes untraced rather than failing the cold start.
+        _patch_sqlalchemy_core() if name == "sqlalchemy_core" else patch([name], raise_errors=False)
+
+    def patch_on_import(name: str, module: ModuleType) -> None:
+        # A submodule's hook runs before the import binds it on its package (`botocore.client`),
+        # and X-Ray's patch reaches it through the package: bind it now, as the import is about to.
+        package, _, attribute = module.__name__.rpartition(".")
+        if package:
+            setattr(sys.modules[package], attribute, module)
+        patch_one(name)
+
+    loaded = loaded_traceable_modules()
+    for name in loaded:
+        patch_one(name)
+    for name, module in TRACEABLE_MODULES.items():
+        if name not in loaded:
+            wrapt.register_post_import_hook(functools.partial(patch_on_import, name), module)
 
 
 def _patch_sqlalchemy_core() -> None:

@@ -580,7 +580,7 @@ def test_every_variable_a_function_or_pod_gets_is_a_setting(cluster, environment
         if not is_our_code(function):
             continue
         for name in variables:
-            if name not in allowed and not name.startswith("POWERTOOLS_"):
+            if name not in allowed and not name.startswith(("POWERTOOLS_", "PYDANTIC_")):
                 unresolved.append(f"{name} <- {function} Environment.Variables")
     for workload, spec in view.workloads():
         if workload.applied_by_cdk:

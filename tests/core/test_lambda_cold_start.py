@@ -39,6 +39,47 @@ def test_a_cold_start_turns_the_collector_back_on_and_freezes_what_it_built() ->
         gc.unfreeze()
 
 
+def xray_on() -> dict[str, str]:
+    """This process's environment as a Lambda function's with X-Ray tracing on."""
+    return {
+        **os.environ,
+        "AWS_LAMBDA_FUNCTION_NAME": "cloudshop-test-user",
+        "LAMBDA_TASK_ROOT": str(REPO),
+        "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
+        "POWERTOOLS_TRACE_DISABLED": "false",
+    }
+
+
+def test_xray_traces_a_boto_client_made_after_the_handler_without_loading_botocore_before() -> None:
+    # Given a Lambda environment with X-Ray on and an app that makes AWS clients only on some routes
+    # (Powertools imports the bare botocore package for its user agent)
+    script = textwrap.dedent(
+        """
+        import sys
+        import botocore
+        from fastapi import FastAPI
+        from cloudshop.lambda_entry import lambda_handler
+
+        # When the handler is built, botocore's client machinery is not loaded for X-Ray
+        lambda_handler(FastAPI(), service="product")
+        assert "botocore.client" not in sys.modules
+        # Then a client made later, on a route that needs one, is traced all the same
+        from cloudshop import aws
+        from cloudshop.settings import Settings
+        aws.client("s3", Settings(aws_endpoint_url="http://127.0.0.1:9"))
+        from aws_xray_sdk.ext.botocore.patch import _xray_traced_botocore
+        from botocore.client import BaseClient
+        assert BaseClient._make_api_call._self_wrapper is _xray_traced_botocore
+        print("traced")
+        """
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", script], env=xray_on(), cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    assert answer.stdout.strip() == "traced"
+
+
 def test_a_failed_cold_start_still_turns_the_collector_back_on() -> None:
     try:
         with pytest.raises(RuntimeError), cold_start():
@@ -76,15 +117,8 @@ def test_xray_traces_sql_statements_without_importing_the_orm(tmp_path: Path) ->
         print("traced")
         """
     )
-    env = {
-        **os.environ,
-        "AWS_LAMBDA_FUNCTION_NAME": "cloudshop-test-user",
-        "LAMBDA_TASK_ROOT": str(REPO),
-        "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
-        "POWERTOOLS_TRACE_DISABLED": "false",
-    }
     answer = subprocess.run(
-        [sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], env=xray_on(), cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert answer.returncode == 0, answer.stderr[-3000:]
     assert answer.stdout.strip() == "traced"
@@ -121,16 +155,31 @@ def test_an_issuer_refuses_a_damaged_signing_key() -> None:
         TokenIssuer(pem, issuer="cloudshop", access_ttl_seconds=60)
 
 
-def test_clients_of_one_region_share_one_session_and_keep_their_own_endpoints() -> None:
+def test_clients_share_one_session_and_keep_their_own_endpoints_and_region() -> None:
     settings = Settings(
         aws_region="ap-south-1",
         aws_endpoint_url="http://127.0.0.1:1",
         dynamodb_endpoint_url="http://127.0.0.1:2",
+        sqs_endpoint_url="http://127.0.0.1:3",
     )
+    s3 = aws.client("s3", settings)
     sqs = aws.client("sqs", settings)
     dynamodb = aws.client("dynamodb", settings)
     assert aws.client("sqs", settings) is sqs
-    assert sqs.meta.endpoint_url == "http://127.0.0.1:1"
+    assert s3.meta.endpoint_url == "http://127.0.0.1:1"
     assert dynamodb.meta.endpoint_url == "http://127.0.0.1:2"
-    assert sqs.meta.region_name == dynamodb.meta.region_name == "ap-south-1"
-    assert len([region for region in aws._sessions if region == "ap-south-1"]) == 1
+    assert sqs.meta.endpoint_url == "http://127.0.0.1:3"
+    assert s3.meta.region_name == sqs.meta.region_name == dynamodb.meta.region_name == "ap-south-1"
+    other_region = aws.client("sqs", Settings(aws_region="eu-central-1", aws_endpoint_url="http://127.0.0.1:1"))
+    assert other_region.meta.region_name == "eu-central-1"
+
+
+def test_neither_settings_nor_aws_clients_import_boto3_or_pydantic_settings() -> None:
+    # Each costs a Lambda's cold start tens of milliseconds for nothing the functions use.
+    probe = (
+        "import sys; from cloudshop import aws; from cloudshop.settings import Settings; "
+        "aws.client('dynamodb', Settings(aws_endpoint_url='http://127.0.0.1:1')); "
+        "print(sorted(m for m in ('boto3', 's3transfer', 'pydantic_settings') if m in sys.modules))"
+    )
+    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert answer.stdout.strip() == "[]"

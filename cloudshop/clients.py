@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from json import dumps
@@ -40,37 +39,9 @@ from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens
 from cloudshop.errors import DependencyUnavailable, error_from_problem
 from cloudshop.http_pool import Answer, Endpoint, PooledTransport
 from cloudshop.observability import REQUEST_ID_HEADER, count_backend_call, request_id_var
+from cloudshop.retries import RetryBudget
 
 log = logging.getLogger("cloudshop.clients")
-
-
-class RetryBudget:
-    """Retries may add at most `ratio` of the calls made, plus a small burst: a token bucket.
-
-    Every call deposits `ratio` tokens (capped at `burst`); every retry withdraws one. When a
-    dependency fails outright, the calls that reach it are therefore at most `1 + ratio` times
-    the calls made (plus `burst` once), however many attempts each caller would allow: retries
-    cannot multiply the load on a dependency that is already struggling. The same idea as gRPC's
-    retry throttling and Finagle's RetryBudget. Thread-safe, so sync and async clients can share it.
-    """
-
-    def __init__(self, *, ratio: float = 0.1, burst: float = 10.0) -> None:
-        self.ratio = ratio
-        self.burst = burst
-        self._tokens = burst
-        self._lock = threading.Lock()
-
-    def record_call(self) -> None:
-        with self._lock:
-            self._tokens = min(self.burst, self._tokens + self.ratio)
-
-    def try_retry(self) -> bool:
-        """Take one retry from the budget; False when it is spent (then do not retry)."""
-        with self._lock:
-            if self._tokens < 1.0 - 1e-9:  # ten deposits of 0.1 add up to 0.999...
-                return False
-            self._tokens -= 1.0
-            return True
 
 
 class ServiceClient:

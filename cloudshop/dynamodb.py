@@ -35,7 +35,8 @@ its `Endpoint`, which also skips building an `httpx.Request` and `httpx.Response
     over `PooledTransport`, through httpx objects          0.16 ms         0.13 ms
     over `PooledTransport` with `Endpoint` (what it uses)  0.07 ms         0.04 ms
 
-`SigV4Signer` is a minimal signer for this one request shape (POST /, four to six headers), whose
+`SigV4Signer` (in `cloudshop.aws_json`, with the rest of the protocol the blocking clients of
+`cloudshop.aws_sync` share) is a minimal signer for this one request shape (POST /, four to six headers), whose
 shared part (`authorization`) the S3 client (`cloudshop.s3`) signs with too; tests check that both
 produce byte-for-byte the signatures botocore's SigV4Auth and S3SigV4Auth produce.
 
@@ -59,56 +60,31 @@ or idempotent, so a retry is safe.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import logging
 import random
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import anyio
 import httpx
 
 from cloudshop import tracing
-from cloudshop.clients import MAX_IDLE_CONNECTIONS, RetryBudget
-from cloudshop.errors import DependencyUnavailable
+from cloudshop.aws_json import (
+    DYNAMODB_TARGET_PREFIX,
+    DynamoDBError,
+    DynamoDBUnavailable,
+    SigV4Signer,
+    dynamodb_span_attributes,
+    error_answer,
+)
+from cloudshop.clients import MAX_IDLE_CONNECTIONS
 from cloudshop.http_pool import Answer, Endpoint, PooledTransport
-from cloudshop.observability import count_backend_call
+from cloudshop.retries import Retries, RetriesExhausted, Retryable, RetryBudget
 from cloudshop.settings import Settings
 
-TARGET_PREFIX = "DynamoDB_20120810."
-CONTENT_TYPE = "application/x-amz-json-1.0"
 USER_AGENT = "cloudshop-dynamodb"
-
-# What botocore's "standard" retry mode retries for every service (its throttling and transient
-# codes), with the 5xx codes services name (every 5xx answer is retried whatever its code). One set
-# for the DynamoDB, SQS and S3 clients: a code a service never sends costs nothing.
-RETRYABLE_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottledException",
-        "TooManyRequestsException",
-        "ProvisionedThroughputExceededException",
-        "TransactionInProgressException",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "LimitExceededException",
-        "RequestThrottled",
-        "SlowDown",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "PriorRequestNotComplete",
-        "InternalError",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
-)
-
 
 # A DynamoDB call answers in single-digit milliseconds; these bound a dependency gone slow. They
 # stay below the callers' own budgets (gateway -> service, service -> service) so the innermost
@@ -121,7 +97,6 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_MAX_CONNECTIONS = 100
 
 CredentialSource = Callable[[], Any]
-T = TypeVar("T")
 
 
 class NoCredentials(Exception):
@@ -157,225 +132,6 @@ class AwsCredentials:
             raise CredentialRefreshFailed(repr(exc)) from exc
 
 
-class DynamoDBError(Exception):
-    """DynamoDB refused the request (a client error): not retried, the caller decides.
-
-    `code` is the error's short name (`ConditionalCheckFailedException`, `ValidationException`,
-    `ResourceNotFoundException`, `TransactionCanceledException`, ...). `item` is the item returned
-    with a conditional failure when the request asked for it (`ReturnValuesOnConditionCheckFailure`);
-    `cancellation_reasons` is DynamoDB's list for a cancelled transaction.
-    """
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        status: int = 400,
-        item: dict[str, Any] | None = None,
-        cancellation_reasons: list[dict[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-        self.item = item
-        self.cancellation_reasons = cancellation_reasons
-
-    @property
-    def response(self) -> dict[str, Any]:
-        """botocore's `ClientError.response` shape, so `cloudshop.aws.condition_failed` reads both."""
-        answer: dict[str, Any] = {"Error": {"Code": self.code, "Message": self.message}}
-        if self.item is not None:
-            answer["Item"] = self.item
-        return answer
-
-
-class DynamoDBUnavailable(DependencyUnavailable):
-    """DynamoDB could not be reached, or kept refusing (throttling, 5xx) after bounded retries."""
-
-    def __init__(self, detail: str = "The database is unavailable; try again.", *, code: str = "Unavailable") -> None:
-        super().__init__(detail)
-        self.code = code
-
-
-class Retryable(Exception):
-    """One attempt failed in a way a retry may fix (throttling, a 5xx, a timeout, a lost connection)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-
-
-class RetriesExhausted(Exception):
-    """Every attempt `Retries.call` allowed failed; `last` is the last failure."""
-
-    def __init__(self, attempts: int, last: Retryable) -> None:
-        super().__init__(str(last))
-        self.attempts = attempts
-        self.last = last
-
-
-class Retries:
-    """botocore's "standard" retry mode, for the calls of one lean client: at most `max_attempts`
-    in all, full-jitter backoff (at most 0.05 s doubling, capped at 0.5 s), nothing started past the
-    call's deadline, and each retry drawn from `budget` so that a failing dependency gets at most
-    ~10% more calls, not three times as many."""
-
-    def __init__(
-        self,
-        *,
-        max_attempts: int,
-        budget: RetryBudget | None,
-        jitter: Callable[[], float],
-        sleep: Callable[[float], Awaitable[None]],
-    ) -> None:
-        self.max_attempts = max(1, max_attempts)
-        self.budget = budget or RetryBudget()
-        self.jitter = jitter
-        self.sleep = sleep
-
-    async def call(
-        self,
-        attempt: Callable[[], Awaitable[T]],
-        *,
-        service: str,
-        operation: str,
-        deadline: float,
-        fields: dict[str, Any] | None = None,
-    ) -> T:
-        """Run `attempt` (counted once as a `service` call, retries included) until it succeeds;
-        `deadline` is on `time.monotonic()`. Logs the outage (with `fields`) and raises
-        `RetriesExhausted` when it gives up."""
-        self.budget.record_call()
-        count_backend_call(service, operation)
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                return await attempt()
-            except Retryable as exc:
-                last = exc
-            delay = self.jitter() * min(0.5, 0.05 * 2 ** (attempts - 1))
-            if attempts >= self.max_attempts or time.monotonic() + delay >= deadline or not self.budget.try_retry():
-                break
-            await self.sleep(delay)
-        logging.getLogger(f"cloudshop.{service}").warning(
-            f"{service} unavailable",
-            extra={"fields": {"operation": operation, **(fields or {}), "attempts": attempts, "error": str(last)}},
-        )
-        raise RetriesExhausted(attempts, last) from last
-
-
-class SigV4Signer:
-    """AWS Signature Version 4, for the few request shapes cloudshop's lean clients send.
-
-    The same algorithm as botocore's SigV4Auth, without its general request model: the canonical
-    request is built from the few headers a client sends, and the derived signing key is kept per
-    (secret, day), which is what makes it cheaper. `sign` is the JSON protocol's POST to `/`
-    (DynamoDB's, SQS's); `authorization` is the shared part, for any request whose canonical parts
-    the caller has (`cloudshop.s3` signs S3's PUT and HEAD with it).
-    """
-
-    def __init__(self, *, region: str, service: str = "dynamodb") -> None:
-        self.region = region
-        self.service = service
-        self._key_cache: tuple[str, str, bytes] | None = None
-
-    def _signing_key(self, secret_key: str, day: str) -> bytes:
-        cached = self._key_cache
-        if cached is not None and cached[0] == secret_key and cached[1] == day:
-            return cached[2]
-        key = _hmac(("AWS4" + secret_key).encode(), day)
-        for part in (self.region, self.service, "aws4_request"):
-            key = _hmac(key, part)
-        self._key_cache = (secret_key, day, key)
-        return key
-
-    def authorization(
-        self,
-        *,
-        method: str,
-        path: str,
-        query: str,
-        headers: dict[str, str],
-        payload_hash: str,
-        amz_date: str,
-        access_key: str,
-        secret_key: str,
-    ) -> str:
-        """The `Authorization` header for a request whose signed `headers` are all of `headers`.
-
-        `path` is the canonical URI exactly as it goes into the canonical request (already
-        percent-encoded as the service wants it), `query` the canonical query string. The names in
-        `headers` are lower case and in sorted order, and the values are trimmed, with no runs of
-        spaces: the canonical form, which the callers build so, not normalised here.
-        """
-        day = amz_date[:8]
-        signed = ";".join(headers)
-        canonical = "{}\n{}\n{}\n{}\n{}\n{}".format(
-            method,
-            path,
-            query,
-            "".join(f"{name}:{value}\n" for name, value in headers.items()),
-            signed,
-            payload_hash,
-        )
-        scope = f"{day}/{self.region}/{self.service}/aws4_request"
-        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(self._signing_key(secret_key, day), to_sign.encode(), hashlib.sha256).hexdigest()
-        return f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
-
-    def sign(
-        self,
-        *,
-        host: str,
-        target: str,
-        body: bytes,
-        access_key: str,
-        secret_key: str,
-        token: str | None,
-        now: float,
-        extra: dict[str, str] | None = None,
-    ) -> dict[str, str]:
-        """The headers of the signed request (Host included, so the signed host is the one sent).
-        `extra` are signed headers whose names sort after `x-amz-target`, in order (SQS's
-        `x-amzn-query-mode`)."""
-        amz_date = amz_date_of(now)
-        headers = {"content-type": CONTENT_TYPE, "host": host, "x-amz-date": amz_date}
-        if token:
-            headers["x-amz-security-token"] = token
-        headers["x-amz-target"] = target
-        if extra:
-            headers.update(extra)
-        # Already in sorted order: content-type < host < x-amz-date < x-amz-security-token < x-amz-target
-        # < x-amzn-*.
-        headers["authorization"] = self.authorization(
-            method="POST",
-            path="/",
-            query="",
-            headers=headers,
-            payload_hash=hashlib.sha256(body).hexdigest(),
-            amz_date=amz_date,
-            access_key=access_key,
-            secret_key=secret_key,
-        )
-        return headers
-
-
-def amz_date_of(now: float) -> str:
-    """SigV4's timestamp (`X-Amz-Date`) for the Unix time `now`."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-
-
-def _span_attributes(operation: str) -> dict[str, str]:
-    return {"db.system.name": "aws.dynamodb", "rpc.system": "aws-api", "rpc.method": operation}
-
-
-def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode(), hashlib.sha256).digest()
-
-
 class AwsJsonClient:
     """One per process and endpoint: a pooled HTTP/1.1 keep-alive client to one AWS JSON-protocol API
     (`POST /`, `x-amz-target: {target_prefix}{operation}`, a JSON body each way).
@@ -383,7 +139,8 @@ class AwsJsonClient:
     A subclass names the service and says what differs: the target prefix, `service` (the signing
     name, and the `kind` its calls are counted and traced under), whether answers carry DynamoDB's
     CRC32, signed headers of its own, its default bounds, and the exceptions a refusal and an outage
-    raise. Which codes are retried is one set for all (`RETRYABLE_CODES`), as in botocore.
+    raise. Which codes are retried is one set for all (`cloudshop.aws_json.RETRYABLE_CODES`), as in
+    botocore.
     `DynamoDB` here, `cloudshop.sqs.SqsClient`.
     """
 
@@ -512,28 +269,11 @@ class AwsJsonClient:
             raise Retryable("CredentialRefreshFailed", str(exc)) from exc
 
     def _error(self, response: Answer) -> Exception:
-        """The exception for a non-200 answer: `Retryable` (5xx, a retryable code) or `_refused`'s.
-
-        The code is the short name of the body's `__type` (`com.amazonaws.dynamodb.v20120810#
-        ValidationException`: `ValidationException`), or, when the answer carries the
-        `x-amzn-query-error` header (SQS, an API that spoke the query protocol before JSON), its
-        first part (`AWS.SimpleQueueService.NonExistentQueue`), as botocore reports both."""
-        status, content = response.status_code, response.content
-        try:
-            body = json.loads(content) if content else {}
-        except ValueError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
-        name = str(body.get("__type", "")).rsplit("#", 1)[-1]
-        code = name or f"HTTP{status}"
-        query_error = (response.header("x-amzn-query-error") or "").split(";")
-        if len(query_error) == 2 and query_error[0]:
-            code = query_error[0]
-        message = str(body.get("message") or body.get("Message") or "")
-        if status >= 500 or code in RETRYABLE_CODES or name in RETRYABLE_CODES:
-            return Retryable(code, message)
-        return self._refused(code, message, status, body)
+        """The exception for a non-200 answer: `Retryable` (5xx, a retryable code) or `_refused`'s."""
+        error = error_answer(response.status_code, response.content, response.header("x-amzn-query-error"))
+        if error.retryable:
+            return Retryable(error.code, error.message)
+        return self._refused(error.code, error.message, error.status, error.body)
 
     def _span_attributes(self, operation: str) -> dict[str, str]:
         """As `cloudshop.tracing.trace_boto_calls` tags a boto3 call's span."""
@@ -552,7 +292,7 @@ class DynamoDB(AwsJsonClient):
     """One per process and endpoint: a pooled HTTP/1.1 keep-alive client to DynamoDB."""
 
     service = "dynamodb"
-    target_prefix = TARGET_PREFIX
+    target_prefix = DYNAMODB_TARGET_PREFIX
     user_agent = USER_AGENT
     check_crc32 = True
     default_timeout = DEFAULT_TIMEOUT
@@ -570,7 +310,7 @@ class DynamoDB(AwsJsonClient):
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _span_attributes(self, operation: str) -> dict[str, str]:
-        return _span_attributes(operation)
+        return dynamodb_span_attributes(operation)
 
     def _refused(self, code: str, message: str, status: int, body: dict[str, Any]) -> Exception:
         return DynamoDBError(

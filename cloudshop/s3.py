@@ -61,21 +61,12 @@ import anyio
 import httpx
 
 from cloudshop import tracing
-from cloudshop.clients import MAX_IDLE_CONNECTIONS, RetryBudget
-from cloudshop.dynamodb import (
-    RETRYABLE_CODES,
-    AwsCredentials,
-    CredentialRefreshFailed,
-    CredentialSource,
-    NoCredentials,
-    Retries,
-    RetriesExhausted,
-    Retryable,
-    SigV4Signer,
-    amz_date_of,
-)
+from cloudshop.aws_json import RETRYABLE_CODES, SigV4Signer, amz_date_of
+from cloudshop.clients import MAX_IDLE_CONNECTIONS
+from cloudshop.dynamodb import AwsCredentials, CredentialRefreshFailed, CredentialSource, NoCredentials
 from cloudshop.errors import DependencyUnavailable
 from cloudshop.http_pool import Answer, Endpoint, PooledTransport
+from cloudshop.retries import Retries, RetriesExhausted, Retryable, RetryBudget
 from cloudshop.settings import Settings
 
 USER_AGENT = "cloudshop-s3"

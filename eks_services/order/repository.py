@@ -29,7 +29,8 @@ from typing import Any
 
 from cloudshop import cursors
 from cloudshop.aws import from_item, to_item, to_value
-from cloudshop.dynamodb import OUTBOX_PENDING, DynamoDB, DynamoDBError, DynamoDBUnavailable, versioned_update
+from cloudshop.aws_json import DynamoDBError, DynamoDBUnavailable
+from cloudshop.dynamodb import OUTBOX_PENDING, DynamoDB, versioned_update
 from cloudshop.errors import BadRequest, Conflict
 from cloudshop.events import OrderEventV1
 from cloudshop.paths import ID_MAX

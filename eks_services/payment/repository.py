@@ -21,7 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from cloudshop.aws import from_item, to_item
-from cloudshop.dynamodb import OUTBOX_PENDING, DynamoDB, DynamoDBError, versioned_update
+from cloudshop.aws_json import DynamoDBError
+from cloudshop.dynamodb import OUTBOX_PENDING, DynamoDB, versioned_update
 from cloudshop.errors import NotFound
 from cloudshop.events import PaymentRefundedV1
 from eks_services.payment.model import Payment, PaymentStatus, Refund, RefundStatus

@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens
-from cloudshop.clients import AsyncServiceClient, RetryBudget
+from cloudshop.clients import AsyncServiceClient
 from cloudshop.errors import DependencyUnavailable, NotFound, OutOfStock, problem
 from cloudshop.estate import ESTATE
 from cloudshop.observability import REQUEST_ID_HEADER, request_id_var
+from cloudshop.retries import RetryBudget
 
 pytestmark = pytest.mark.anyio
 

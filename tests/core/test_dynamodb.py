@@ -20,8 +20,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from cloudshop.aws import condition_failed, from_item, to_item
-from cloudshop.clients import RetryBudget
-from cloudshop.dynamodb import DynamoDB, DynamoDBError, DynamoDBUnavailable, SigV4Signer, dynamodb_for
+from cloudshop.aws_json import DynamoDBError, DynamoDBUnavailable, SigV4Signer
+from cloudshop.dynamodb import DynamoDB, dynamodb_for
+from cloudshop.retries import RetryBudget
 from cloudshop.settings import Settings
 
 pytestmark = pytest.mark.anyio

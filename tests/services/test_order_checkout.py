@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 
 from cloudshop import aws
 from cloudshop.auth import Principal, TokenIssuer
-from cloudshop.dynamodb import DynamoDB, DynamoDBUnavailable, dynamodb_for
+from cloudshop.aws_json import DynamoDBUnavailable
+from cloudshop.dynamodb import DynamoDB, dynamodb_for
 from cloudshop.errors import Conflict, DependencyUnavailable, ValidationFailed
 from cloudshop.money import AMOUNT_MAX
 from cloudshop.settings import Settings

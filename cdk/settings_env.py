@@ -14,8 +14,6 @@ from cdk.config import DeploymentConfig
 from cloudshop.estate import ESTATE, ServiceName
 from cloudshop.settings import resource_settings
 
-POWERTOOLS_NAMESPACE = "cloudshop"
-
 
 def service_settings(
     service: ServiceName,
@@ -55,18 +53,6 @@ def service_settings(
         env["KAFKA_SECURITY_PROTOCOL"] = "SASL_SSL"
         env["KAFKA_SASL_MECHANISM"] = "AWS_MSK_IAM"
     return env
-
-
-def runtime_settings(service: ServiceName) -> dict[str, str]:
-    """The variables a function's libraries read (their own contracts, not Settings fields)."""
-    return {
-        "POWERTOOLS_SERVICE_NAME": service,
-        "POWERTOOLS_METRICS_NAMESPACE": POWERTOOLS_NAMESPACE,
-        "POWERTOOLS_LOG_LEVEL": "INFO",
-        # pydantic looks for plugins of its own on the first model it builds, by reading every
-        # installed package's entry points: ~12 ms of each cold start here, for none installed.
-        "PYDANTIC_DISABLE_PLUGINS": "__all__",
-    }
 
 
 # What each pod sets itself (its Deployment) or takes from git (the overlay), never from CDK.

@@ -40,19 +40,14 @@ from cdk.network import Network
 from cdk.queues import EstateQueues
 from cdk.schema import SchemaMigration
 from cdk.service_ingress import PrivateIngress
-from cdk.settings_env import (
-    POWERTOOLS_NAMESPACE,
-    runtime_settings,
-    service_settings,
-    shared_pod_settings,
-    workload_pod_settings,
-)
+from cdk.settings_env import service_settings, shared_pod_settings, workload_pod_settings
 from cdk.storefront import StorefrontSite, image_store_origins, storefront_origins
 from cdk.streaming import IAM_PORT, EventStream
 from cdk.tables import EstateTables
 from cdk.telemetry import TelemetryAccess
 from cloudshop.build import StorefrontBuild
 from cloudshop.estate import ESTATE, LAMBDA_SERVICES
+from cloudshop.lambda_entry import POWERTOOLS_NAMESPACE, runtime_settings
 from cloudshop.settings import Settings, resource_settings
 
 

@@ -39,9 +39,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cdk.settings_env import runtime_settings
 from cloudshop.build import PLATFORM_ASSET, ROOT, build_code
 from cloudshop.estate import ESTATE, LAMBDA_SERVICES
+from cloudshop.lambda_entry import runtime_settings
 from cloudshop.settings import resource_settings
 
 DEFAULT_RUNS = 5
@@ -93,7 +93,7 @@ def lambda_environment(service: str) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": "bench",
         # What CDK sets (cdk/settings_env.py), secrets given by value instead of by ARN.
         **resource_settings("cloudshop-bench-"),
-        **runtime_settings(service),  # type: ignore[arg-type]  # the platform functions' too
+        **runtime_settings(service),
         "SERVICE_NAME": service,
         "ENVIRONMENT": "dev",
         "LOG_LEVEL": "WARNING",

@@ -244,20 +244,16 @@ def secret_reader(settings: Settings) -> Callable[[str], str]:
     """`fetch(arn) -> SecretString` on Secrets Manager; any failure names the secret it could not read."""
 
     def fetch(arn: str) -> str:
-        # Imported on the first read, not when the reader is made: a process given its secrets as
-        # values (locally, in the tests) never loads botocore for it.
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        from cloudshop import aws
+        # Imported on the first read, not with the settings: a process given its secrets as values
+        # (locally, in the tests) never needs the client.
+        from cloudshop.aws_sync import SecretRefused, secrets_manager_for
+        from cloudshop.errors import DependencyUnavailable
 
         try:
-            answer = aws.client("secretsmanager", settings).get_secret_value(SecretId=arn)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise SecretUnavailable(
-                f"cannot read secret {arn}: {error.get('Code', 'error')}: {error.get('Message', exc)}"
-            ) from exc
-        except BotoCoreError as exc:
+            answer = secrets_manager_for(settings).get_secret_value(SecretId=arn)
+        except SecretRefused as exc:
+            raise SecretUnavailable(f"cannot read secret {arn}: {exc.code}: {exc.message or exc}") from exc
+        except DependencyUnavailable as exc:
             raise SecretUnavailable(f"cannot read secret {arn}: {exc}") from exc
         if "SecretString" not in answer:
             raise SecretUnavailable(f"secret {arn} holds no SecretString")

@@ -88,11 +88,11 @@ def _verifier() -> TokenVerifier:
 
 @lru_cache(maxsize=1)
 def _session_check() -> SessionCheck:
-    from cloudshop import aws
+    from cloudshop import aws_sync
     from cloudshop.sessions import session_is_active
 
     settings = _settings()
-    dynamodb = aws.client("dynamodb", settings)
+    dynamodb = aws_sync.dynamodb_for(settings)
     return lambda session_id: session_is_active(dynamodb, table=settings.sessions_table, session_id=session_id)
 
 

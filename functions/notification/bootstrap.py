@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from cloudshop import aws
+from cloudshop import aws, aws_sync
 from cloudshop.auth import TokenVerifier
 from cloudshop.settings import Settings
 from cloudshop.web import create_app
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 def build_service(settings: Settings) -> NotificationService:
     return NotificationService(
-        store=DynamoDBNotificationStore(aws.client("dynamodb", settings), table=settings.notifications_table),
+        store=DynamoDBNotificationStore(aws_sync.dynamodb_for(settings), table=settings.notifications_table),
         mailer=SesMailer(aws.ClientOnFirstUse("ses", settings), sender=settings.ses_sender),
     )
 

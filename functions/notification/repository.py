@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from cloudshop import cursors
 from cloudshop.aws import condition_failed, from_item, to_item
+from cloudshop.aws_json import DynamoDBError
 from functions.notification.model import Notification
 
 # Longer than any sort key the service writes (`<occurred_at>#<event id>`).
@@ -46,7 +45,7 @@ class DynamoDBNotificationStore:
         )
         try:
             self.client.put_item(TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(sort_key)")
-        except ClientError as exc:
+        except DynamoDBError as exc:
             if condition_failed(exc):
                 return False
             raise

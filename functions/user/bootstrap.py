@@ -10,7 +10,7 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from cloudshop import aws
+from cloudshop import aws_sync
 from cloudshop.auth import TokenIssuer, TokenVerifier
 from cloudshop.estate import ESTATE
 from cloudshop.settings import Settings
@@ -40,7 +40,7 @@ def build_service(
         if private_key
         else None
     )
-    dynamodb = aws.client("dynamodb", settings)
+    dynamodb = aws_sync.dynamodb_for(settings)
     return UserService(
         users=SqlUserRepository(engine),
         sessions=DynamoDBSessionStore(dynamodb, table=settings.sessions_table, clock=clock),

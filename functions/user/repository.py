@@ -7,11 +7,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
 from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from cloudshop.aws import condition_failed, from_item
+from cloudshop.aws_json import DynamoDBError
 from cloudshop.errors import Conflict, NotFound
 from cloudshop.sessions import session_is_active, session_key
 from cloudshop.sql import as_utc
@@ -138,7 +138,7 @@ class DynamoDBSessionStore:
                     ":retired": {"L": [{"M": {"h": {"S": r.hash}, "at": {"N": str(r.retired_at)}}} for r in retired]},
                 },
             )
-        except ClientError as exc:
+        except DynamoDBError as exc:
             if condition_failed(exc):
                 return False
             raise
@@ -153,7 +153,7 @@ class DynamoDBSessionStore:
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeValues={":t": {"BOOL": True}},
             )
-        except ClientError as exc:
+        except DynamoDBError as exc:
             if not condition_failed(exc):
                 raise
         if user_id:
@@ -200,7 +200,7 @@ class DynamoDBSessionStore:
                     ConditionExpression="attribute_exists(pk)",
                     ExpressionAttributeNames={f"#m{n}": _MEMBER + sid for n, sid in enumerate(batch)},
                 )
-            except ClientError as exc:
+            except DynamoDBError as exc:
                 if not condition_failed(exc):
                     raise
 
@@ -280,7 +280,7 @@ class DynamoDBThrottle:
                     ConditionExpression="attempts > :zero",
                     ExpressionAttributeValues={":minus": {"N": "-1"}, ":zero": {"N": "0"}},
                 )
-            except ClientError as exc:
+            except DynamoDBError as exc:
                 if not condition_failed(exc):
                     raise
 
@@ -304,7 +304,7 @@ class DynamoDBThrottle:
                     ":exp": {"N": str(expires_at)},
                 },
             )
-        except ClientError as exc:
+        except DynamoDBError as exc:
             if condition_failed(exc):
                 return False
             raise

@@ -15,7 +15,7 @@ from cloudshop.settings import Settings, resource_settings
 pytestmark = pytest.mark.infra
 
 # Library-owned variables: Powertools reads them, Settings does not.
-LIBRARY_PREFIXES = ("POWERTOOLS_", "PYDANTIC_")  # cdk.settings_env.runtime_settings
+LIBRARY_PREFIXES = ("POWERTOOLS_", "PYDANTIC_")  # cloudshop.lambda_entry.runtime_settings
 
 
 def settings_names() -> set[str]:

@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 from cdk.runtime import authorizer, jwt_keygen
-from cloudshop import aws
+from cloudshop import aws, aws_sync
 from cloudshop.auth import InternalTokens, TokenIssuer, TokenVerifier, generate_key_pair, internal_tokens_for
 from cloudshop.estate import ESTATE
 from cloudshop.settings import Settings
@@ -191,7 +191,7 @@ def cloud_env(make_settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def test_handler_refuses_the_tokens_of_a_session_once_it_is_logged_out(cloud_env) -> None:
-    sessions = DynamoDBSessionStore(aws.client("dynamodb", cloud_env), table=cloud_env.sessions_table)
+    sessions = DynamoDBSessionStore(aws_sync.dynamodb_for(cloud_env), table=cloud_env.sessions_table)
     session_id = f"s-{uuid.uuid4().hex}"
     sessions.create(session_id=session_id, user_id="u-1", secret="refresh", ttl_seconds=600)
     token = TokenIssuer(

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cloudshop import aws
 from cloudshop.auth import TokenIssuer, TokenVerifier, generate_key_pair
+from cloudshop.bench_imports import lambda_environment
+from cloudshop.estate import LAMBDA_SERVICES
 from cloudshop.lambda_entry import cold_start
 from cloudshop.settings import Settings
 
@@ -172,6 +174,22 @@ def test_clients_share_one_session_and_keep_their_own_endpoints_and_region() -> 
     assert s3.meta.region_name == sqs.meta.region_name == dynamodb.meta.region_name == "ap-south-1"
     other_region = aws.client("sqs", Settings(aws_region="eu-central-1", aws_endpoint_url="http://127.0.0.1:1"))
     assert other_region.meta.region_name == "eu-central-1"
+
+
+@pytest.mark.parametrize("service", LAMBDA_SERVICES)
+def test_a_function_imports_neither_botocore_clients_nor_boto3_nor_pydantic_settings(service: str) -> None:
+    # Each cost the cold start tens of milliseconds (botocore's client machinery and first client
+    # ~90 ms, boto3 ~55, pydantic-settings ~40): the functions' DynamoDB and Secrets Manager calls go
+    # through cloudshop.aws_sync, and what needs botocore (S3 images, SES, the idempotency table)
+    # loads it on first use.
+    probe = (
+        f"import sys; import functions.{service}.handler; "
+        "print(sorted(m for m in ('boto3', 'botocore.client', 's3transfer', 'pydantic_settings') if m in sys.modules))"
+    )
+    environment = lambda_environment(service) | {"PYTHONPATH": str(REPO)}
+    answer = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, cwd=REPO)
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    assert answer.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_neither_settings_nor_aws_clients_import_boto3_or_pydantic_settings() -> None:

@@ -29,7 +29,7 @@ $(VENV)/.dev: $(VENV)/.run
 run: $(VENV)/.run web ## start the whole platform locally (embedded profile): the shop on http://127.0.0.1:8000/
 	@$(BIN)/cloudshop up
 
-run-full: $(VENV)/.run system-deps web ## start it on real PostgreSQL, Kafka and dynalite (DynamoDB)
+run-full: $(VENV)/.run system-deps web ## start it on real PostgreSQL, Kafka, dynalite (DynamoDB) and ElasticMQ (SQS)
 	@$(BIN)/cloudshop up --profile full
 
 system-deps: ## install the system packages the real servers and the browser tests need (PostgreSQL, Java, Maven, Node.js, Chromium, Prometheus and promtool)
@@ -46,11 +46,11 @@ system-deps: ## install the system packages the real servers and the browser tes
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-tools: $(VENV)/.dev system-deps ## install test tools (kustomize, actionlint, checkov), Kafka jars and dynalite
+tools: $(VENV)/.dev system-deps ## install test tools (kustomize, actionlint, checkov), the Kafka and ElasticMQ jars, dynalite
 	@bash .ci/install-tools.sh
 	@$(BIN)/python -m cloudshop.local.servers fetch
 
-test: tools web ## run the whole suite (starts PostgreSQL, Kafka, moto itself; the browser tests drive Chromium)
+test: tools web ## run the whole suite (starts PostgreSQL, Kafka, dynalite, ElasticMQ, moto itself; the browser tests drive Chromium)
 	@$(BIN)/python -m pytest -p no:cacheprovider
 
 test-fast: $(VENV)/.dev ## the quick tier: no Spark, no infra, no end-to-end, no browser

@@ -4,9 +4,10 @@ reported as met or not, never asserted.
 `python -m cloudshop.bench --out bench-results/checkout.json [--profiles full embedded] [--seconds 60]`
 
 Each profile gets a fresh platform (the same `Platform` code as `cloudshop up`; full by default:
-PostgreSQL, dynalite, Kafka, moto), one bench product and pre-registered buyers. k6
-(`tests/load/bench-checkout.js`, its own process) then runs two closed-loop scenarios, every buyer
-putting one item in the cart and checking out with a fresh Idempotency-Key:
+PostgreSQL, dynalite, Kafka, ElasticMQ for SQS, moto for S3 and SES), one bench product and
+pre-registered buyers. k6 (`tests/load/bench-checkout.js`, its own process) then runs two
+closed-loop scenarios, every buyer putting one item in the cart and checking out with a fresh
+Idempotency-Key:
 
 - A: `--buyers` (25) for `--seconds` (60 s): checkouts/s, POST /orders latency, errors, CPU per
   checkout of every process, backend calls per checkout (`cloudshop_backend_calls_total` scraped
@@ -516,8 +517,10 @@ def scenario_b(bench: Bench, *, buyers: int, seconds: float) -> dict[str, Any]:
 
 
 def order_events_queue_depth(settings: Any) -> int:
-    """Messages in `order-events` not yet deleted by the notification poller (waiting or in flight):
-    on moto, each SendMessage costs time in proportion to it, so a deep queue slows the relay."""
+    """Messages in `order-events` not yet deleted by the notification poller (waiting or in flight),
+    read from the queue's server (`settings.sqs_endpoint`: ElasticMQ in the full profile). A queue that
+    grows means the poller falls behind the relay; on moto (the embedded profile) it also slows the
+    relay, as moto's SendMessage costs time in proportion to the queue's depth."""
     from cloudshop import aws
 
     attributes = aws.client("sqs", settings).get_queue_attributes(
@@ -634,7 +637,8 @@ def run_profile(profile: str, args: argparse.Namespace, out_dir: Path) -> dict[s
 
 # --- py-spy ------------------------------------------------------------------------------------------
 def start_profilers(bench: Bench, *, seconds: float, out_dir: Path) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
-    """py-spy on each service process and moto for the length of scenario A."""
+    """py-spy on each service process and moto for the length of scenario A (ElasticMQ, dynalite and
+    the other servers are not Python: their CPU is in the per-process totals only)."""
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if not py_spy:
         say("py-spy not found: no CPU profile")

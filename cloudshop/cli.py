@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile",
         choices=["embedded", "full"],
         default="embedded",
-        help="embedded: moto + SQLite + file log; full: PostgreSQL + Kafka + dynalite (DynamoDB)",
+        help="embedded: moto + SQLite + file log; full: PostgreSQL + Kafka + dynalite (DynamoDB) + ElasticMQ (SQS)",
     )
     up.add_argument("--state-dir", type=Path, default=Path(".cloudshop"), help="where data, keys and logs live")
     up.add_argument(

@@ -1,5 +1,8 @@
 """Build the local estate from the shared declarations: DynamoDB tables, S3 buckets, SQS queues.
 
+Each API goes to its own endpoint (`Settings.endpoint_for`): everything to moto in the embedded
+profile; the tables to dynalite and the queues to ElasticMQ in the full one.
+
 The cloud gets the same resources from CDK (`cdk/`), built from the same `ESTATE`; this module is the
 local realisation used by `cloudshop up` and by the test fixtures. It is idempotent.
 """
@@ -75,6 +78,8 @@ def provision(settings: Settings, estate: Estate = ESTATE) -> dict[str, str]:
     urls: dict[str, str] = {}
     for queue in estate.queues:
         dlq_name = settings.resource_prefix + queue.dead_letter_queue
+        # 14 days for a dead letter, as CDK sets it. ElasticMQ (the full profile's SQS) accepts the
+        # attribute but keeps every message until it is deleted: locally longer, never shorter.
         dlq_url = sqs.create_queue(QueueName=dlq_name, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         url = sqs.create_queue(

@@ -1,6 +1,7 @@
 """Shared fixtures: keys, a moto server, the provisioned estate, settings and service apps.
 
-Real servers (PostgreSQL, Kafka, moto as a separate process) come from `tests.fixtures.servers`.
+Real servers (PostgreSQL, Kafka, moto, dynalite and ElasticMQ, each a separate process) come from
+`tests.fixtures.servers`.
 """
 
 from __future__ import annotations
@@ -56,18 +57,28 @@ def make_settings(
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> Callable[..., Settings]:
-    """Settings for a test estate, provisioned once per (prefix, DynamoDB server) per session.
+    """Settings for a test estate, provisioned once per (prefix, DynamoDB server, SQS server) per session.
 
     `dynamodb="dynalite"` puts the tables on the dynalite server (the full profile's DynamoDB);
-    the default keeps everything on moto, as the embedded profile does.
+    the default keeps everything on moto, as the embedded profile does. `sqs` picks the queues'
+    server, `"moto"` or `"elasticmq"`; unset, it follows the profile `dynamodb` names: ElasticMQ
+    beside dynalite (the full profile), moto beside moto (the embedded one).
     """
-    provisioned: dict[tuple[str, str], dict[str, str]] = {}
+    provisioned: dict[tuple[str, str, str], dict[str, str]] = {}
     private, public = key_pair
     root = tmp_path_factory.mktemp("cloudshop")
 
     def factory(
-        *, prefix: str = "test-", database_url: str | None = None, dynamodb: str = "moto", **overrides: Any
+        *,
+        prefix: str = "test-",
+        database_url: str | None = None,
+        dynamodb: str = "moto",
+        sqs: str | None = None,
+        **overrides: Any,
     ) -> Settings:
+        sqs = sqs or ("elasticmq" if dynamodb == "dynalite" else "moto")
+        if sqs not in ("moto", "elasticmq"):
+            raise ValueError(f"sqs={sqs!r}: the queues live on 'moto' or 'elasticmq'")
         values: dict[str, Any] = {
             "environment": "test",
             "aws_endpoint_url": aws_endpoint,
@@ -80,13 +91,16 @@ def make_settings(
         }
         if dynamodb == "dynalite":
             values["dynamodb_endpoint_url"] = request.getfixturevalue("dynamodb_server").endpoint_url
+        if sqs == "elasticmq":
+            values["sqs_endpoint_url"] = request.getfixturevalue("sqs_server").endpoint_url
         values.update({k.lower(): v for k, v in resource_settings(prefix).items()})
         values.update(overrides)
         settings = Settings(**values)
-        if (prefix, dynamodb) not in provisioned:
-            provisioned[(prefix, dynamodb)] = provision(settings)
-        settings.order_events_queue_url = provisioned[(prefix, dynamodb)]["order-events"]
-        settings.payment_events_queue_url = provisioned[(prefix, dynamodb)]["payment-events"]
+        estate = (prefix, dynamodb, sqs)
+        if estate not in provisioned:
+            provisioned[estate] = provision(settings)
+        settings.order_events_queue_url = provisioned[estate]["order-events"]
+        settings.payment_events_queue_url = provisioned[estate]["payment-events"]
         return settings
 
     return factory

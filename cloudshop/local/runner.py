@@ -2,7 +2,8 @@
 
 Profiles change endpoints and which servers start, never service code:
 - embedded (default): moto for every AWS API, SQLite under the state dir, the file event log;
-- full: PostgreSQL, Apache Kafka (KRaft) and DynamoDB (dynalite), all started here; moto keeps S3/SQS/SES.
+- full: PostgreSQL, Apache Kafka (KRaft), DynamoDB (dynalite) and SQS (ElasticMQ), all started here;
+  moto keeps S3/SES.
 
 Every service runs as its own uvicorn process, with the environment CDK would give it in the cloud.
 
@@ -31,6 +32,7 @@ from cloudshop.auth import generate_key_pair
 from cloudshop.local.servers import (
     HOST,
     DynaliteServer,
+    ElasticMqServer,
     KafkaServer,
     ManagedServer,
     MotoServer,
@@ -57,11 +59,13 @@ SERVICES: dict[str, tuple[int, str, bool]] = {
 }
 TRACE_FILE = "traces/spans.jsonl"  # under the state dir
 MOTO_OFFSET, DYNAMODB_OFFSET, POSTGRES_OFFSET, KAFKA_OFFSET, KAFKA_CONTROLLER_OFFSET = 6, 7, 8, 9, 10
-# `--observability`: Prometheus, one past the servers.
+# `--observability`: Prometheus, one past the first servers.
 PROMETHEUS_OFFSET = 11
+# SQS (ElasticMQ, full profile) came after Prometheus, whose documented port stays where it was.
+ELASTICMQ_OFFSET = 12
 
 
-def free_port_range(span: int = 11) -> int:
+def free_port_range(span: int = ELASTICMQ_OFFSET + 1) -> int:
     """A base port whose next `span` ports are all free (tests and benchmarks run beside `make run`)."""
     import random
 
@@ -209,6 +213,7 @@ class Platform:
                 "postgres": self.port(POSTGRES_OFFSET),
                 "kafka": self.port(KAFKA_OFFSET),
                 "kafka-controller": self.port(KAFKA_CONTROLLER_OFFSET),
+                "sqs": self.port(ELASTICMQ_OFFSET),
             }
         if self.observability:
             wanted["prometheus"] = self.port(PROMETHEUS_OFFSET)
@@ -251,7 +256,7 @@ class Platform:
     def start_servers(self) -> dict[str, str]:
         env: dict[str, str] = {}
         moto = MotoServer(self.port(MOTO_OFFSET), data_dir=self.state_dir / "moto")
-        self._start(moto, "moto (S3, SQS, SES, DynamoDB)" if self.profile == "embedded" else "moto (S3, SQS, SES)")
+        self._start(moto, "moto (S3, SQS, SES, DynamoDB)" if self.profile == "embedded" else "moto (S3, SES)")
         env["AWS_ENDPOINT_URL"] = moto.endpoint_url
         if self.profile == "embedded":
             env["DATABASE_URL"] = os.environ.get("DATABASE_URL") or f"sqlite:///{self.state_dir / 'cloudshop.db'}"
@@ -259,6 +264,13 @@ class Platform:
             return env
         dynamodb = DynaliteServer(self.state_dir / "dynamodb", port=self.port(DYNAMODB_OFFSET))
         self._start(dynamodb, "DynamoDB (dynalite)")
+        # SQS on a server of its own: moto's SQS slows down with every message a queue holds.
+        sqs = ElasticMqServer(
+            self.state_dir / "elasticmq",
+            port=self.port(ELASTICMQ_OFFSET),
+            region=os.environ.get("AWS_REGION", "eu-west-1"),
+        )
+        self._start(sqs, "SQS (ElasticMQ)")
         postgres = PostgresServer(self.state_dir / "postgres", port=self.port(POSTGRES_OFFSET))
         self._start(postgres, "PostgreSQL")
         say("Apache Kafka: fetching jars on first run (cached afterwards) ...")
@@ -272,6 +284,7 @@ class Platform:
             kafka.create_topics([topic.name], partitions=topic.partitions)
         env |= {
             "DYNAMODB_ENDPOINT_URL": dynamodb.endpoint_url,
+            "SQS_ENDPOINT_URL": sqs.endpoint_url,
             "DATABASE_URL": postgres.url,
             "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         }

@@ -6,10 +6,13 @@ Each server is a separate OS process that this module starts, waits for and stop
 - `KafkaServer` -- Apache Kafka in KRaft mode (one node, broker and controller combined), run from the
   Maven Central jars `org.apache.kafka:kafka_2.13`, fetched once with Maven into the cache directory
   (`$CLOUDSHOP_CACHE_DIR`, default `~/.cache/cloudshop`).
-- `MotoServer` -- the moto server, standing in for the AWS APIs (S3, SQS, SES, ...).
-
+- `MotoServer` -- the moto server, standing in for the AWS APIs (S3, SES, ...; every API in the
+  embedded profile).
 - `DynaliteServer` -- dynalite, an open-source implementation of the DynamoDB API (Node.js, from the
   npm registry), for DynamoDB in the full profile and the tests.
+- `ElasticMqServer` -- ElasticMQ, an SQS-compatible server (JVM, from the Maven Central jars
+  `org.elasticmq:elasticmq-server_2.13`, fetched like Kafka's), for SQS in the full profile and the
+  tests: moto's SQS slows down in proportion to the queue's length.
 
 DynamoDB Local is not used: its artifacts are published under the vendor's own terms rather than an
 open-source licence. The DynamoDB adapter is the same boto3 code on moto, dynalite and AWS; only the
@@ -27,7 +30,8 @@ Common rules, so that servers never leak or collide:
   is spawned and once it has ended, so that a watchdog or the next run can stop what a killed runner
   left behind (an atexit hook does not run on SIGKILL).
 
-`python -m cloudshop.local.servers fetch` downloads the Kafka jars ahead of time (used by `make`).
+`python -m cloudshop.local.servers fetch` downloads the Kafka and ElasticMQ jars and dynalite ahead of
+time (used by `make`).
 """
 
 from __future__ import annotations
@@ -619,39 +623,43 @@ def kafka_libs_dir(version: str = KAFKA_VERSION) -> Path:
 
 
 def fetch_kafka(version: str = KAFKA_VERSION) -> Path:
-    """Download the Kafka broker jars and their runtime dependencies once; return the jar directory.
+    """Download the Kafka broker jars and their runtime dependencies once; return the jar directory."""
+    group, artifact = KAFKA_SCALA_ARTIFACT.split(":")
+    pom = _KAFKA_POM.format(
+        kafka_group=group,
+        kafka_artifact=artifact,
+        kafka_version=version,
+        log4j_version=LOG4J_VERSION,
+        slf4j_version=SLF4J_VERSION,
+        plugin_version=MAVEN_DEPENDENCY_PLUGIN_VERSION,
+    )
+    return _fetch_with_maven(kafka_libs_dir(version), pom, label=f"Apache Kafka {version}", marker="kafka_2.13-*.jar")
+
+
+def _fetch_with_maven(libs: Path, pom: str, *, label: str, marker: str) -> Path:
+    """Resolve `pom`'s runtime classpath with Maven into `libs`, once; return `libs`.
 
     Maven resolves the classpath from a generated pom (no hand-kept jar list to drift). The jars land
     in a temporary directory that is renamed into place only when complete, under a file lock, so an
-    interrupted or concurrent fetch never leaves a half-filled cache behind.
+    interrupted or concurrent fetch never leaves a half-filled cache behind. `marker` is a glob of the
+    main jar, whose presence means the fetch is done.
     """
-    libs = kafka_libs_dir(version)
-    if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
+    if libs.is_dir() and any(libs.glob(marker)):
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise ServerStartError("Maven (`mvn`) is needed to fetch the Kafka jars; apt-get install -y maven")
+        raise ServerStartError(f"Maven (`mvn`) is needed to fetch the {label} jars; apt-get install -y maven")
     version_dir = libs.parent
     version_dir.mkdir(parents=True, exist_ok=True)
     with open(version_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
+        if libs.is_dir() and any(libs.glob(marker)):
             return libs
-        group, artifact = KAFKA_SCALA_ARTIFACT.split(":")
         work = Path(tempfile.mkdtemp(prefix="fetch-", dir=version_dir))
         try:
-            (work / "pom.xml").write_text(
-                _KAFKA_POM.format(
-                    kafka_group=group,
-                    kafka_artifact=artifact,
-                    kafka_version=version,
-                    log4j_version=LOG4J_VERSION,
-                    slf4j_version=SLF4J_VERSION,
-                    plugin_version=MAVEN_DEPENDENCY_PLUGIN_VERSION,
-                )
-            )
+            (work / "pom.xml").write_text(pom)
             staged = work / "libs"
-            _progress(f"fetching Apache Kafka {version} jars with Maven into {libs} (first time only)")
+            _progress(f"fetching the {label} jars with Maven into {libs} (first time only)")
             started = time.monotonic()
             _run_maven(
                 [
@@ -664,10 +672,11 @@ def fetch_kafka(version: str = KAFKA_VERSION) -> Path:
                     f"-DoutputDirectory={staged}",
                 ],
                 log_path=work / "maven.log",
+                label=label,
             )
             jars = sorted(staged.glob("*.jar"))
-            if not any(jar.name.startswith("kafka_2.13-") for jar in jars):
-                raise ServerStartError(f"Maven finished but no kafka_2.13 jar is in {staged}")
+            if not any(staged.glob(marker)):
+                raise ServerStartError(f"Maven finished but no {marker} is in {staged}")
             staged.rename(libs)
             _progress(f"fetched {len(jars)} jars in {time.monotonic() - started:.0f}s")
         finally:
@@ -675,7 +684,7 @@ def fetch_kafka(version: str = KAFKA_VERSION) -> Path:
     return libs
 
 
-def _run_maven(argv: list[str], *, log_path: Path) -> None:
+def _run_maven(argv: list[str], *, log_path: Path, label: str) -> None:
     """Run Maven, echoing a progress line every few downloads; on failure quote its output."""
     downloads = 0
     with open(log_path, "w") as log:
@@ -696,7 +705,7 @@ def _run_maven(argv: list[str], *, log_path: Path) -> None:
         code = process.wait()
     if code != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:])
-        raise ServerStartError(f"Maven failed with code {code} fetching the Kafka jars:\n{tail}")
+        raise ServerStartError(f"Maven failed with code {code} fetching the {label} jars:\n{tail}")
 
 
 def _kafka_cluster_id() -> str:
@@ -989,7 +998,7 @@ class KafkaServer(ManagedServer):
 
 
 # ---------------------------------------------------------------------------------------------------
-# moto (AWS APIs; also DynamoDB in the full profile, see the module docstring)
+# moto (AWS APIs: S3 and SES in the full profile, every API in the embedded one)
 # ---------------------------------------------------------------------------------------------------
 
 # Run through a tiny launcher rather than `python -m moto.server` so werkzeug's one-line-per-request
@@ -1129,6 +1138,184 @@ class DynaliteServer(ManagedServer):
 
 
 # ---------------------------------------------------------------------------------------------------
+# SQS (ElasticMQ)
+# ---------------------------------------------------------------------------------------------------
+
+ELASTICMQ_VERSION = "1.7.1"
+ELASTICMQ_ARTIFACT = "org.elasticmq:elasticmq-server_2.13"
+
+_ELASTICMQ_POM = """<?xml version="1.0" encoding="UTF-8"?>
+<!-- Generated by cloudshop.local.servers: resolves the ElasticMQ server's runtime classpath. -->
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.cloudshop</groupId>
+  <artifactId>elasticmq-runtime</artifactId>
+  <version>{version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>{group}</groupId>
+      <artifactId>{artifact}</artifactId>
+      <version>{version}</version>
+    </dependency>
+  </dependencies>
+  <build>
+    <plugins>
+      <plugin>
+        <groupId>org.apache.maven.plugins</groupId>
+        <artifactId>maven-dependency-plugin</artifactId>
+        <version>{plugin_version}</version>
+      </plugin>
+    </plugins>
+  </build>
+</project>
+"""
+
+
+def elasticmq_libs_dir(version: str = ELASTICMQ_VERSION) -> Path:
+    return cache_dir() / "elasticmq" / version / "libs"
+
+
+def fetch_elasticmq(version: str = ELASTICMQ_VERSION) -> Path:
+    """Download the ElasticMQ server jar and its runtime dependencies once (~37 MB); return the jar directory."""
+    group, artifact = ELASTICMQ_ARTIFACT.split(":")
+    pom = _ELASTICMQ_POM.format(
+        group=group, artifact=artifact, version=version, plugin_version=MAVEN_DEPENDENCY_PLUGIN_VERSION
+    )
+    return _fetch_with_maven(
+        elasticmq_libs_dir(version), pom, label=f"ElasticMQ {version}", marker="elasticmq-server_2.13-*.jar"
+    )
+
+
+class ElasticMqServer(ManagedServer):
+    """SQS for the full profile and the tests: ElasticMQ (Scala on the JVM, Apache 2.0), an SQS-compatible
+    server speaking SQS's JSON and query protocols, in memory, run from the Maven Central jars
+    `org.elasticmq:elasticmq-server_2.13`.
+
+    Why not moto's SQS: moto's SendMessage walks the whole queue for every message it adds (a
+    10-message SendMessageBatch took 4 ms on an empty queue and 155 ms at 1,000 messages here), so
+    under load the order service's outbox relay fell behind by tens of seconds. ElasticMQ's send
+    stays under a millisecond at any depth (the README's ElasticMQ section has the measurements).
+
+    The server binds 127.0.0.1:<port> and hands out queue URLs on that same address
+    (`node-address`), so a URL it returns is one the clients can call. No queue is predeclared:
+    provisioning (`cloudshop.provision`) creates them, as CDK does in the cloud. Queue ARNs carry
+    `region` and the account `000000000000` (ElasticMQ's), which is what a RedrivePolicy names.
+
+    ElasticMQ accepts `MessageRetentionPeriod` but neither keeps nor reports it: messages stay until
+    deleted (or moved to a dead-letter queue), longer than SQS's retention, never shorter.
+    """
+
+    name = "elasticmq"
+    startup_timeout = 60.0
+    stop_timeout = 10.0
+    # The queues are in memory; 256 MiB holds far more messages than a local run or the bench leaves.
+    heap = "256m"
+    account_id = "000000000000"
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        port: int | None = None,
+        region: str = "eu-west-1",
+        version: str = ELASTICMQ_VERSION,
+    ) -> None:
+        super().__init__(data_dir, port=port)
+        self.region = region
+        self.version = version
+        self._libs: Path | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "elasticmq.conf"
+
+    def _config(self) -> str:
+        # HOCON. `-Dconfig.file` replaces the jar's application.conf, which holds the HTTP server's
+        # settings (a request timeout above SQS's 20 s long poll, 256 KB messages), so it is included.
+        return f"""\
+# Generated by cloudshop.local.servers: ElasticMQ on {HOST}:{self.port}, no predeclared queues.
+include classpath("application.conf")
+
+node-address {{
+  protocol = "http"
+  host = "{HOST}"
+  port = {self.port}
+  context-path = ""
+}}
+generate-node-address = false
+
+rest-sqs {{
+  enabled = true
+  bind-hostname = "{HOST}"
+  bind-port = {self.port}
+  # SQS's own limits (10 entries a batch, 256 KB, 20 s waits...): what passes here passes in AWS.
+  sqs-limits = strict
+}}
+
+# A queue that does not exist is an error, as in SQS: it is never created by a send.
+auto-create-queues {{
+  enabled = false
+}}
+
+aws {{
+  region = "{self.region}"
+  accountId = "{self.account_id}"
+}}
+
+queues {{}}
+queues-storage {{
+  enabled = false
+}}
+messages-storage {{
+  enabled = false
+}}
+"""
+
+    def _prepare(self) -> None:
+        self._libs = fetch_elasticmq(self.version)
+        # Rewritten on every start: the port is the object's, and nothing else persists.
+        self.config_path.write_text(self._config())
+
+    def _command(self) -> list[str]:
+        assert self._libs is not None
+        java = shutil.which("java")
+        if java is None:
+            raise ServerStartError("a Java 17+ runtime (`java`) is needed for ElasticMQ")
+        return [
+            java,
+            "-Xms64m",
+            f"-Xmx{self.heap}",
+            # A small heap on two cores: the serial collector's short pauses, and no concurrent GC
+            # threads taking CPU from the services beside it.
+            "-XX:+UseSerialGC",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dconfig.file={self.config_path}",
+            "-cp",
+            f"{self._libs}/*",
+            "org.elasticmq.server.Main",
+        ]
+
+    def _is_ready(self) -> bool:
+        if not _port_open(self.port):
+            return False
+        # An SQS call over the JSON protocol, as the services make them; ElasticMQ checks no signature.
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            self.endpoint_url,
+            data=b"{}",
+            method="POST",
+            headers={"X-Amz-Target": "AmazonSQS.ListQueues", "Content-Type": "application/x-amz-json-1.0"},
+        )
+        with urllib.request.urlopen(request, timeout=2) as answer:  # noqa: S310
+            return bool(answer.status == 200)
+
+
+# ---------------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------------
 
@@ -1196,20 +1383,25 @@ class PrometheusServer(ManagedServer):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m cloudshop.local.servers fetch`: prefetch the Kafka jars and dynalite (run by `make`)."""
+    """`python -m cloudshop.local.servers fetch`: prefetch the Kafka and ElasticMQ jars and dynalite (run by `make`)."""
     parser = argparse.ArgumentParser(prog="python -m cloudshop.local.servers", description=main.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser("fetch", help="download the Apache Kafka jars and dynalite into the cache")
+    fetch = commands.add_parser(
+        "fetch", help="download the Apache Kafka and ElasticMQ jars and dynalite into the cache"
+    )
     fetch.add_argument("--kafka-version", default=KAFKA_VERSION)
+    fetch.add_argument("--elasticmq-version", default=ELASTICMQ_VERSION)
     args = parser.parse_args(argv)
     if args.command == "fetch":
         try:
             libs = fetch_kafka(args.kafka_version)
+            elasticmq = fetch_elasticmq(args.elasticmq_version)
             dynalite = fetch_dynalite()
         except ServerStartError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         _progress(f"Kafka {args.kafka_version} jars ready in {libs}")
+        _progress(f"ElasticMQ {args.elasticmq_version} jars ready in {elasticmq}")
         _progress(f"dynalite ready: {dynalite}")
     return 0
 

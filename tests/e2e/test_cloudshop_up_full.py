@@ -54,7 +54,12 @@ def test_the_full_profile_starts_its_own_servers_and_sells(tmp_path: Path) -> No
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
         text = log.read_text()
-        for server in ("PostgreSQL ready", "Apache Kafka (KRaft) ready", "DynamoDB (dynalite) ready"):
+        for server in (
+            "PostgreSQL ready",
+            "Apache Kafka (KRaft) ready",
+            "DynamoDB (dynalite) ready",
+            "SQS (ElasticMQ) ready",
+        ):
             assert server in text
 
         api = httpx.Client(base_url=f"http://127.0.0.1:{base}/api/v1", timeout=30)

@@ -26,7 +26,7 @@ from tests.fixtures.platform import free_base_port
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 EMBEDDED_PORTS = range(0, 7)  # gateway, five services, moto
-FULL_PORTS = range(0, 11)  # ... and dynalite, PostgreSQL, Kafka, Kafka's controller
+FULL_PORTS = range(0, 13)  # ... and dynalite, PostgreSQL, Kafka, its controller, Prometheus, ElasticMQ
 
 
 def _descendants(root: int) -> dict[int, tuple[Identity, str]]:
@@ -258,6 +258,7 @@ def test_the_full_profile_servers_end_with_a_sigkilled_runner(tmp_path: Path, ru
     postmaster = run.pid_of("bin/postgres -D")
     dynalite = run.pid_of("dynalite/cli.js")
     kafka = run.pid_of("kafka.Kafka")
+    elasticmq = run.pid_of("org.elasticmq.server.Main")
     backends = [pid for pid, (_, cmdline) in run.started.items() if cmdline.startswith("postgres: ")]
     assert backends, "PostgreSQL's own processes are counted too"
 
@@ -265,7 +266,7 @@ def test_the_full_profile_servers_end_with_a_sigkilled_runner(tmp_path: Path, ru
     run.process.wait()
 
     assert _wait_until(lambda: not _still_running(run.started), timeout=40), _still_running(run.started)
-    assert {postmaster, dynalite, kafka, *backends}.isdisjoint(_still_running(run.started))
+    assert {postmaster, dynalite, kafka, elasticmq, *backends}.isdisjoint(_still_running(run.started))
     assert _open_ports(base, FULL_PORTS) == []
     # The postmaster got its fast shutdown (SIGINT), not a SIGKILL: the cluster was closed cleanly.
     assert "database system is shut down" in (run.state / "postgres" / "postgres.log").read_text()

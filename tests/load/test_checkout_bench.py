@@ -1,5 +1,5 @@
 """`python -m cloudshop.bench` end to end, in seconds instead of minutes: it starts its own full-profile
-platform (PostgreSQL, dynalite, Kafka, moto, every service), drives both scenarios with k6, waits for
+platform (PostgreSQL, dynalite, Kafka, ElasticMQ, moto, every service), drives both scenarios with k6, waits for
 the sweeper, and writes the JSON and the Markdown with every section. The numbers are not checked:
 a benchmark reports them, and this run is far too short to mean anything."""
 
@@ -70,7 +70,7 @@ def test_a_short_bench_run_writes_every_section_beside_the_previous_run(tmp_path
     assert a["outbox"]["lag_samples"] > 0 and a["outbox"]["lag_at_end_seconds"] is not None
     assert a["outbox"]["relay_ceiling_events_per_second"] is not None
     assert set(a["healthz"]) == SERVICES and set(b["healthz"]) == SERVICES
-    assert {"postgres", "dynalite", "kafka", "moto"} | SERVICES <= set(a["peak_rss_mib"])
+    assert {"postgres", "dynalite", "kafka", "elasticmq", "moto"} | SERVICES <= set(a["peak_rss_mib"])
     for field in ("slow_requests", "overload_503", "other_failures", "failures", "refused_by_service"):
         assert field in b
     sweep = report["results"]["full"]["after_sweeper"]

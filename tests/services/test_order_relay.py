@@ -1,5 +1,5 @@
 """The outbox relay as an asyncio task: it publishes on a wake-up, keeps events through a sink outage,
-and its ceiling in events/s is measured on real storage and real sinks (dynalite, SQS on moto, the
+and its ceiling in events/s is measured on real storage and real sinks (dynalite, SQS on ElasticMQ, the
 file log), the number printed so a run shows it."""
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ async def test_relay_ceiling_in_events_per_second(make_settings: Callable[..., S
     assert sent == 400
     published = [e for e in log.read("orders") if e["data"]["order_id"] in set(made)]  # type: ignore[index]
     assert len(published) == 400 and len({e["event_id"] for e in published}) == 400
-    print(f"\n[relay] {sent} events in {elapsed:.2f}s: {sent / elapsed:.0f} events/s (dynalite, file log, SQS on moto)")
+    rate = sent / elapsed
+    print(f"\n[relay] {sent} events in {elapsed:.2f}s: {rate:.0f} events/s (dynalite, file log, SQS on ElasticMQ)")
     await relay.publisher.aclose()
     await sqs.aclose()
     await db.aclose()

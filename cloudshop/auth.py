@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -29,6 +29,40 @@ ROLES: tuple[str, ...] = ("customer", "admin")
 # The header that carries a service token (a header name, not a secret).
 SERVICE_TOKEN_HEADER = "x-service-token"  # noqa: S105
 ACCESS_AUDIENCE = "cloudshop"
+
+
+V = TypeVar("V")
+
+
+class VerifiedTokens(Generic[V]):
+    """What verifying a token answered, kept until the token expires.
+
+    Verifying costs ~50 us of CPU each time (an RS256 signature for an access token, two HS256
+    decodes for a service token), and callers send the same token again and again: a buyer its
+    access token for 15 minutes, a service its service token for 30 s
+    (`InternalTokens.renew_within_seconds`). A token seen before is then a dict lookup. The key holds
+    the whole token, signature included, so only the exact string that verified matches; an entry
+    serves while the token's `exp` is ahead, after which the verifier answers again (and refuses it).
+    Only successes are kept, and nothing outlives its token: sessions are still checked per request
+    by the callers, so an ended session is refused at once. Bounded: when full, it starts again empty.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._clock = clock  # the wall clock, as `exp` and PyJWT's check of it
+        self._entries: dict[Hashable, tuple[V, float]] = {}
+
+    def get(self, key: Hashable) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None or self._clock() >= entry[1]:  # PyJWT: expired once `exp` <= now
+            return None
+        return entry[0]
+
+    def keep(self, key: Hashable, answer: V, *, expires: float) -> V:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (answer, expires)
+        return answer
 
 
 @dataclass(frozen=True)
@@ -115,13 +149,19 @@ def _check_key_pair(key: rsa.RSAPrivateKey) -> None:
 
 
 class TokenVerifier:
-    def __init__(self, public_key_pem: str, *, issuer: str) -> None:
+    def __init__(self, public_key_pem: str, *, issuer: str, clock: Callable[[], float] = time.time) -> None:
         if not public_key_pem:
             raise ValueError("JWT_PUBLIC_KEY is not set")
         self._key = serialization.load_pem_public_key(public_key_pem.encode())
         self.issuer = issuer
+        self._verified = VerifiedTokens[Principal](clock=clock)
 
     def verify(self, token: str) -> Principal:
+        """The principal of a valid access token; a token verified before is not verified again
+        until it expires (`VerifiedTokens`). Whether its session is still active is the caller's check."""
+        known = self._verified.get(token)
+        if known is not None:
+            return known
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -138,12 +178,13 @@ class TokenVerifier:
         role = claims.get("role")
         if role not in ROLES:
             raise Unauthorized("The access token is invalid.")
-        return Principal(
+        principal = Principal(
             user_id=str(claims["sub"]),
             role=str(role),
             email=str(claims.get("email", "")),
             session_id=str(claims.get("sid", "")),
         )
+        return self._verified.keep(token, principal, expires=float(claims["exp"]))
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -181,6 +222,7 @@ class InternalTokens:
         self.service = service
         self._clock = clock
         self._cached: dict[str, tuple[str, float]] = {}
+        self._verified = VerifiedTokens[str](clock=clock)
 
     @property
     def pairs(self) -> tuple[str, ...]:
@@ -212,6 +254,12 @@ class InternalTokens:
         long-lived, or for another callee is a 401.
         """
         audience = audience or self.service
+        known = self._verified.get((token, audience))
+        if known is not None:
+            # Verified before (`VerifiedTokens`): whether this route admits its caller is checked anew.
+            if known not in callers:
+                raise Forbidden("This caller may not call this route.")
+            return known
         try:
             claimed = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
@@ -242,7 +290,7 @@ class InternalTokens:
             raise Unauthorized("The service token lives too long.")
         if claims["sub"] != caller:
             raise Unauthorized("A valid service token is required.")
-        return caller
+        return self._verified.keep((token, audience), caller, expires=float(expires))
 
 
 def internal_tokens_for(settings: Settings, *, service: str) -> InternalTokens:

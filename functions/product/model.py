@@ -29,19 +29,6 @@ class Product:
     created_at: datetime
     updated_at: datetime
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "description": self.description,
-            "category": self.category,
-            "price": {"amount": self.price_amount, "currency": self.currency},
-            "stock": self.stock,
-            "image_key": self.image_key,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-        }
-
 
 @dataclass(frozen=True)
 class ReservationLine:

@@ -498,3 +498,29 @@ async def test_an_internal_route_admits_only_a_fresh_token_of_its_declared_calle
 
     assert answer.status_code == status
     assert len(upstream.seen) == (1 if status == 200 else 0)
+
+
+async def test_a_verified_access_token_still_has_its_session_checked_on_every_request(
+    key_pair: tuple[str, str], issuer: TokenIssuer
+) -> None:
+    """`TokenVerifier` keeps what it verified until the token expires (`cloudshop.auth.VerifiedTokens`);
+    the gateway asks about the session all the same, so a logout still stops the token."""
+    sessions, upstream = Sessions(), Upstream()
+    sessions.active["s-9"] = True
+    app = build_gateway(
+        upstreams={service: f"http://{service}.internal" for service in SERVICES},
+        verifier=TokenVerifier(key_pair[1], issuer="cloudshop"),
+        session_active=sessions,
+        internal_tokens=gateway_tokens(),
+        session_cache_seconds=0,
+        upstream_transport=httpx.MockTransport(upstream.handle),
+        log_level="WARNING",
+    )
+    auth = bearer(issuer, "s-9")
+    async with http(app) as client:
+        assert [(await client.get("/api/v1/orders", headers=auth)).status_code for _ in range(3)] == [200] * 3
+        sessions.active["s-9"] = False
+        assert_problem(await client.get("/api/v1/orders", headers=auth), 401)
+        forged = auth["Authorization"][:-4] + "AAAA"
+        assert_problem(await client.get("/api/v1/orders", headers={"Authorization": forged}), 401)
+    assert sessions.reads == 4

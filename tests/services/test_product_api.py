@@ -346,3 +346,55 @@ def test_a_first_reservation_reads_nothing_and_twins_of_one_order_take_the_stock
         thread.join()
     assert sorted(answers) == [False] * 7 + [True]
     assert catalog.products.get(product.id).stock == 10 - 1 - 2
+
+
+@pytest.mark.postgres
+def test_one_statement_work_runs_without_a_transaction_around_it_on_postgresql(
+    make_settings: Callable[..., Settings], postgres_server: Any
+) -> None:
+    """In a transaction, psycopg sends a BEGIN before the statement and a COMMIT or ROLLBACK after
+    it: three round trips for a read or a commit, which are one statement each. On PostgreSQL those
+    run in autocommit; a reservation, several statements, keeps its transaction, and a connection
+    goes back to the pool as it came."""
+    # PostgreSQL only: SQLite keeps its transactions, each taking the file's write lock up front.
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    postgres_server.create_database(name)
+    settings = make_settings(database_url=str(postgres_server.url_for(name)))
+    catalog = build_catalog(settings)
+    migrate_schema(catalog.products.engine)
+    product = catalog.create(name="Lamp", description="", category="home", price_amount=1000, currency="INR", stock=10)
+    modes: list[tuple[str, bool]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        modes.append((statement.split(None, 1)[0].upper(), conn.connection.dbapi_connection.autocommit))
+
+    event.listen(catalog.products.engine, "before_cursor_execute", record)
+    try:
+        catalog.products.get(product.id)
+        catalog.reserve("ord-modes", [ReservationLine(product.id, 1)])
+        catalog.commit_reservation("ord-modes")
+    finally:
+        event.remove(catalog.products.engine, "before_cursor_execute", record)
+    assert modes == [("SELECT", True), ("INSERT", False), ("UPDATE", False), ("INSERT", False), ("UPDATE", True)]
+    with catalog.products.engine.connect() as conn:
+        assert conn.connection.dbapi_connection.autocommit is False
+
+
+def test_answers_have_the_response_models_fields_in_their_order(
+    catalog_app: TestClient, tokens: dict[str, dict[str, str]]
+) -> None:
+    """The routes encode their answers themselves (`functions.product.api.answer`): the bytes pydantic
+    wrote from the response models before."""
+    from functions.product.api import ExpiredOut, ProductOut, ProductPage
+
+    created = catalog_app.post("/api/v1/products", json=PRODUCT, headers=tokens["admin"])
+    assert created.status_code == 201
+    product_id = created.json()["id"]
+    for answer, model in [
+        (created, ProductOut),
+        (catalog_app.get(f"/api/v1/products/{product_id}"), ProductOut),
+        (catalog_app.get("/api/v1/products", params={"limit": 2}), ProductPage),
+        (catalog_app.post("/api/v1/internal/reservations/expired", json={}, headers=tokens["service"]), ExpiredOut),
+    ]:
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.content == model.model_validate_json(answer.content).model_dump_json().encode()

@@ -649,7 +649,9 @@ def start_profilers(bench: Bench, *, seconds: float, out_dir: Path) -> dict[str,
     for name, pid in targets.items():
         raw = out_dir / f"py-spy-{bench.platform.profile}-{name}.txt"
         command = [py_spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "50", "-f", "raw"]
-        command += ["-o", str(raw), "--nonblocking"]
+        # --gil: only the thread holding the GIL is sampled, so a thread waiting on a lock, a socket or
+        # PostgreSQL (which py-spy does not always see as idle) counts nothing: the profile is CPU.
+        command += ["-o", str(raw), "--nonblocking", "--gil"]
         spies[name] = (subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), raw)  # noqa: S603
     return spies
 

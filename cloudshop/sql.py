@@ -162,6 +162,10 @@ def ping_after_idle(engine: Engine, *, seconds: float, clock: Callable[[], float
                 cursor.execute("SELECT 1")
             finally:
                 cursor.close()
+            # The driver began a transaction for the ping: end it, so the connection is handed out
+            # idle, as the pool had it (a checkout in autocommit mode cannot switch a connection
+            # that is in a transaction; a no-op when the connection is already in autocommit).
+            dbapi_connection.rollback()
         except Exception as error:
             raise exc.DisconnectionError(f"pooled connection idle {clock() - idle_since:.0f}s is gone") from error
 

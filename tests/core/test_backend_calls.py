@@ -141,6 +141,24 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced_before_anyone_uses
         admin.dispose()
 
 
+def test_a_connection_pinged_after_idling_is_handed_out_idle_even_in_autocommit(postgres_server) -> None:
+    """The ping runs in a transaction the driver opens; left open, a checkout in autocommit mode (the
+    product service's one-statement work) failed with "can't change 'autocommit' now"."""
+    engine = make_engine(postgres_server.url, ping_after_idle_seconds=0.0)
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        for _ in range(2):
+            with Counted("sql", "PING") as pings, autocommit.connect() as connection:
+                assert connection.execute(text("SELECT 1")).scalar_one() == 1
+            assert pings.made == 1
+        with engine.begin() as connection:
+            assert connection.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.anyio
 async def test_a_call_of_the_async_service_client_counts_as_http_to_its_target(http_server: str) -> None:
     client = AsyncServiceClient(

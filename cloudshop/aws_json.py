@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,29 @@ from cloudshop.errors import DependencyUnavailable
 JSON_1_0 = "application/x-amz-json-1.0"
 JSON_1_1 = "application/x-amz-json-1.1"
 DYNAMODB_TARGET_PREFIX = "DynamoDB_20120810."
+
+
+def regional_endpoint(api: str, region: str, *, host_prefix: str = "") -> str:
+    """An AWS API's regional endpoint (`https://dynamodb.eu-west-1.amazonaws.com`); `host_prefix`
+    goes before it (an S3 bucket's virtual host: `bucket.`)."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://{host_prefix}{api}.{region}.{suffix}"
+
+
+def botocore_credentials(region: str) -> Callable[[], Any]:
+    """botocore's credential chain (environment, profile, web identity, EKS Pod Identity, IMDS) as a
+    source the lean clients call on first use: botocore is imported then, not when a client is made.
+    The answer is botocore's `Credentials` (refreshable ones refresh themselves), or None."""
+
+    def resolve() -> Any:
+        import botocore.session
+
+        session = botocore.session.Session()
+        session.set_config_variable("region", region)
+        return session.get_credentials()
+
+    return resolve
+
 
 # What botocore's "standard" retry mode retries for every service (its throttling and transient
 # codes), with the 5xx codes services name (every 5xx answer is retried whatever its code). One set

@@ -39,8 +39,10 @@ from cloudshop.aws_json import (
     DynamoDBError,
     DynamoDBUnavailable,
     SigV4Signer,
+    botocore_credentials,
     dynamodb_span_attributes,
     error_answer,
+    regional_endpoint,
 )
 from cloudshop.errors import DependencyUnavailable
 from cloudshop.retries import BlockingRetries, RetriesExhausted, Retryable, RetryBudget
@@ -70,21 +72,20 @@ class Credentials(NamedTuple):
 CredentialSource = Callable[[], Credentials]
 
 
-def default_credentials() -> CredentialSource:
+def default_credentials(region: str) -> CredentialSource:
     """The environment's credentials (a Lambda function's); otherwise botocore's whole chain."""
     access_key, secret_key = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
     if access_key and secret_key:
         fixed = Credentials(access_key, secret_key, os.environ.get("AWS_SESSION_TOKEN") or None)
         return lambda: fixed
 
+    resolve = botocore_credentials(region)
     chain: Any = None
 
     def from_botocore() -> Credentials:
         nonlocal chain
         if chain is None:
-            import botocore.session
-
-            chain = botocore.session.get_session().get_credentials()
+            chain = resolve()
         if chain is None:
             raise DependencyUnavailable("No AWS credentials were found.")
         # Refreshable credentials refresh themselves here, when due (a blocking call is fine on a thread).
@@ -130,7 +131,7 @@ class BlockingAwsJsonClient:
         self._hostname = url.hostname
         self._port = url.port
         self._host = url.netloc
-        self._credentials = credentials or default_credentials()
+        self._credentials = credentials or default_credentials(region)
         self._signer = SigV4Signer(region=region, service=self.service)
         self._connect_timeout = connect_timeout_seconds
         self._read_timeout = read_timeout_seconds
@@ -317,11 +318,6 @@ class SecretsManager(BlockingAwsJsonClient):
 
     def _unavailable(self, code: str) -> Exception:
         return DependencyUnavailable(f"Secrets Manager is unavailable ({code}); try again.")
-
-
-def regional_endpoint(api: str, region: str) -> str:
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://{api}.{region}.{suffix}"
 
 
 _lock = threading.Lock()

@@ -76,8 +76,10 @@ from cloudshop.aws_json import (
     DynamoDBError,
     DynamoDBUnavailable,
     SigV4Signer,
+    botocore_credentials,
     dynamodb_span_attributes,
     error_answer,
+    regional_endpoint,
 )
 from cloudshop.clients import MAX_IDLE_CONNECTIONS
 from cloudshop.http_pool import Answer, Endpoint, PooledTransport
@@ -325,23 +327,14 @@ class DynamoDB(AwsJsonClient):
         return DynamoDBUnavailable(code=code) if detail is None else DynamoDBUnavailable(detail, code=code)
 
 
-def default_endpoint(region: str) -> str:
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://dynamodb.{region}.{suffix}"
-
-
 def dynamodb_for(settings: Settings, **options: Any) -> DynamoDB:
     """The process's DynamoDB client for these settings (`settings.dynamodb_endpoint` locally,
     the regional endpoint in the cloud). Build it once at start-up and `aclose()` it at shutdown;
     `options` are `DynamoDB`'s keyword arguments (timeouts, attempts, a test transport)."""
-    import botocore.session
-
-    session = botocore.session.Session()
-    session.set_config_variable("region", settings.aws_region)
     return DynamoDB(
-        endpoint=settings.dynamodb_endpoint or default_endpoint(settings.aws_region),
+        endpoint=settings.dynamodb_endpoint or regional_endpoint("dynamodb", settings.aws_region),
         region=settings.aws_region,
-        credentials=session.get_credentials,
+        credentials=botocore_credentials(settings.aws_region),
         **options,
     )
 

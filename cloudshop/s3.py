@@ -61,7 +61,7 @@ import anyio
 import httpx
 
 from cloudshop import tracing
-from cloudshop.aws_json import RETRYABLE_CODES, SigV4Signer, amz_date_of
+from cloudshop.aws_json import RETRYABLE_CODES, SigV4Signer, amz_date_of, botocore_credentials, regional_endpoint
 from cloudshop.clients import MAX_IDLE_CONNECTIONS
 from cloudshop.dynamodb import AwsCredentials, CredentialRefreshFailed, CredentialSource, NoCredentials
 from cloudshop.errors import DependencyUnavailable
@@ -125,12 +125,6 @@ class _Address:
     host: str
     prefix: str
     bucket: str
-
-
-def default_endpoint(region: str, bucket: str | None = None) -> str:
-    """S3's regional endpoint, or the bucket's own virtual host on it."""
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://{bucket + '.' if bucket else ''}s3.{region}.{suffix}"
 
 
 def encode_key(key: str) -> str:
@@ -273,9 +267,9 @@ class S3:
         if self.endpoint is not None:
             root, path_style = self.endpoint, True
         elif _HOST_LABEL.fullmatch(bucket):
-            root, path_style = default_endpoint(self.region, bucket), False
+            root, path_style = regional_endpoint("s3", self.region, host_prefix=f"{bucket}."), False
         else:
-            root, path_style = default_endpoint(self.region), True
+            root, path_style = regional_endpoint("s3", self.region), True
         url = httpx.URL(root)
         prefix = url.raw_path.decode("ascii").split("?", 1)[0].rstrip("/")
         if path_style:
@@ -322,13 +316,9 @@ def s3_for(settings: Settings, **options: Any) -> S3:
     """The process's S3 client for these settings (`settings.aws_endpoint_url` locally, AWS in the
     cloud). Build it once at start-up and `aclose()` it at shutdown; `options` are `S3`'s keyword
     arguments (timeouts, attempts, a test transport)."""
-    import botocore.session
-
-    session = botocore.session.Session()
-    session.set_config_variable("region", settings.aws_region)
     return S3(
         endpoint=settings.aws_endpoint_url,
         region=settings.aws_region,
-        credentials=session.get_credentials,
+        credentials=botocore_credentials(settings.aws_region),
         **options,
     )

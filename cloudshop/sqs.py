@@ -48,6 +48,7 @@ from typing import Any
 
 import httpx
 
+from cloudshop.aws_json import botocore_credentials, regional_endpoint
 from cloudshop.dynamodb import AwsJsonClient
 from cloudshop.errors import DependencyUnavailable
 from cloudshop.settings import Settings
@@ -117,22 +118,13 @@ class SqsClient(AwsJsonClient):
         return SqsUnavailable(code=code) if detail is None else SqsUnavailable(detail, code=code)
 
 
-def default_endpoint(region: str) -> str:
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://sqs.{region}.{suffix}"
-
-
 def sqs_for(settings: Settings, **options: Any) -> SqsClient:
     """The process's SQS client for these settings (`settings.sqs_endpoint` locally, as
     `cloudshop.aws.client("sqs", ...)` resolves it, the regional endpoint in the cloud). Build it once
     at start-up and `aclose()` it at shutdown; `options` are `SqsClient`'s keyword arguments."""
-    import botocore.session
-
-    session = botocore.session.Session()
-    session.set_config_variable("region", settings.aws_region)
     return SqsClient(
-        endpoint=settings.sqs_endpoint or default_endpoint(settings.aws_region),
+        endpoint=settings.sqs_endpoint or regional_endpoint("sqs", settings.aws_region),
         region=settings.aws_region,
-        credentials=session.get_credentials,
+        credentials=botocore_credentials(settings.aws_region),
         **options,
     )

@@ -23,6 +23,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from cloudshop import tracing
+from cloudshop.bench import order_events_queue_depth
 from cloudshop.errors import DependencyUnavailable
 from cloudshop.observability import Metrics
 from cloudshop.settings import Settings
@@ -62,13 +63,20 @@ def calls(operation: str) -> float:
 
 
 def boto3_sqs(settings: Settings) -> Any:
-    return boto3.client("sqs", endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region)
+    return boto3.client("sqs", endpoint_url=settings.sqs_endpoint, region_name=settings.aws_region)
+
+
+@pytest.fixture(params=["moto", "elasticmq"])
+def on_server(request: pytest.FixtureRequest, settings: Settings, make_settings: Callable[..., Settings]) -> Settings:
+    """The settings of an estate whose SQS is moto (the embedded profile's) or ElasticMQ (the full
+    profile's): the tests of the client against a server run on both."""
+    return settings if request.param == "moto" else make_settings(prefix="emq-", sqs="elasticmq")
 
 
 @pytest.fixture
-def queue(settings: Settings) -> Iterator[str]:
-    """A fresh queue of the test's own on moto."""
-    boto = boto3_sqs(settings)
+def queue(on_server: Settings) -> Iterator[str]:
+    """A fresh queue of the test's own, on the server `on_server` names."""
+    boto = boto3_sqs(on_server)
     url: str = boto.create_queue(QueueName=f"sqs-client-{uuid.uuid4().hex[:12]}")["QueueUrl"]
     yield url
     boto.delete_queue(QueueUrl=url)
@@ -86,29 +94,27 @@ def drain(settings: Settings, url: str) -> list[str]:
 
 
 def waiting(settings: Settings, url: str) -> int:
-    attributes = boto3_sqs(settings).get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+    """Messages waiting or in flight, read as the bench reads the order-events queue's depth."""
+    return order_events_queue_depth(settings.model_copy(update={"order_events_queue_url": url}))
 
 
-# --- on moto -------------------------------------------------------------------------------------------
+# --- on a server: moto and ElasticMQ ---------------------------------------------------------------
 
 
-async def test_a_batch_sent_reads_back_with_boto3(settings: Settings, queue: str) -> None:
+async def test_a_batch_sent_reads_back_with_boto3(on_server: Settings, queue: str) -> None:
     sent = calls("SendMessageBatch")
-    async with aclosing(sqs_for(settings)) as sqs:
+    async with aclosing(sqs_for(on_server)) as sqs:
         answer = await sqs.send_message_batch(queue, ENTRIES)
     assert sorted(s["Id"] for s in answer["Successful"]) == sorted(e["Id"] for e in ENTRIES)
     assert not answer.get("Failed")
     md5 = {e["Id"]: hashlib.md5(e["MessageBody"].encode()).hexdigest() for e in ENTRIES}
     assert all(s["MD5OfMessageBody"] == md5[s["Id"]] for s in answer["Successful"])
-    assert sorted(drain(settings, queue)) == sorted(e["MessageBody"] for e in ENTRIES)
+    assert sorted(drain(on_server, queue)) == sorted(e["MessageBody"] for e in ENTRIES)
     assert calls("SendMessageBatch") - sent == 1
 
 
-async def test_a_long_poll_returns_what_is_sent_while_it_waits(settings: Settings, queue: str) -> None:
-    async with aclosing(sqs_for(settings)) as sqs:
+async def test_a_long_poll_returns_what_is_sent_while_it_waits(on_server: Settings, queue: str) -> None:
+    async with aclosing(sqs_for(on_server)) as sqs:
         started = time.monotonic()
         poll = asyncio.create_task(sqs.receive_message(queue, max_messages=10, wait_seconds=10))
         await asyncio.sleep(0.5)
@@ -118,17 +124,19 @@ async def test_a_long_poll_returns_what_is_sent_while_it_waits(settings: Setting
     assert time.monotonic() - started < 8, "answered when the message came, not at the end of the wait"
 
 
-async def test_an_empty_long_poll_outwaits_the_read_timeout_and_answers_nothing(settings: Settings, queue: str) -> None:
+async def test_an_empty_long_poll_outwaits_the_read_timeout_and_answers_nothing(
+    on_server: Settings, queue: str
+) -> None:
     """Each attempt's read timeout is the wait plus a margin, not the client's (0.5 s here)."""
-    async with aclosing(sqs_for(settings, timeout=httpx.Timeout(0.5))) as sqs:
+    async with aclosing(sqs_for(on_server, timeout=httpx.Timeout(0.5))) as sqs:
         started = time.monotonic()
         answer = await sqs.receive_message(queue, max_messages=10, wait_seconds=2)
     assert not answer.get("Messages")
     assert time.monotonic() - started >= 1.9
 
 
-async def test_delete_removes_the_received_messages(settings: Settings, queue: str) -> None:
-    async with aclosing(sqs_for(settings)) as sqs:
+async def test_delete_removes_the_received_messages(on_server: Settings, queue: str) -> None:
+    async with aclosing(sqs_for(on_server)) as sqs:
         await sqs.send_message_batch(queue, ENTRIES[:3])
         answer = await sqs.receive_message(queue, max_messages=10, wait_seconds=1)
         received = answer["Messages"]
@@ -137,7 +145,7 @@ async def test_delete_removes_the_received_messages(settings: Settings, queue: s
             queue, [{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(received)]
         )
     assert len(deleted["Successful"]) == 3 and not deleted.get("Failed")
-    assert waiting(settings, queue) == 0
+    assert waiting(on_server, queue) == 0
 
 
 async def test_a_missing_queue_raises_the_code_boto3_reports_without_retrying(settings: Settings) -> None:
@@ -367,11 +375,11 @@ def events(count: int) -> list[OutboxEvent]:
     ]
 
 
-async def test_the_order_events_publisher_sends_every_event_in_batches_of_ten(settings: Settings, queue: str) -> None:
+async def test_the_order_events_publisher_sends_every_event_in_batches_of_ten(on_server: Settings, queue: str) -> None:
     sent = calls("SendMessageBatch")
-    async with aclosing(sqs_for(settings)) as sqs:
+    async with aclosing(sqs_for(on_server)) as sqs:
         await SqsEventPublisher(sqs, queue_url=queue).publish(events(23))
-    assert sorted(drain(settings, queue)) == sorted(e.payload for e in events(23))
+    assert sorted(drain(on_server, queue)) == sorted(e.payload for e in events(23))
     assert calls("SendMessageBatch") - sent == 3
 
 
@@ -390,15 +398,15 @@ async def test_a_refused_entry_fails_the_publish() -> None:
             )
 
 
-async def test_the_payment_events_source_receives_and_deletes(settings: Settings, queue: str) -> None:
-    async with aclosing(sqs_for(settings)) as sqs:
+async def test_the_payment_events_source_receives_and_deletes(on_server: Settings, queue: str) -> None:
+    async with aclosing(sqs_for(on_server)) as sqs:
         await sqs.send_message_batch(queue, ENTRIES[:3])
         source = SqsPaymentEventSource(sqs, queue_url=queue)
         received = await source.receive(max_messages=10, wait_seconds=1)
         assert sorted(m.body for m in received) == sorted(e["MessageBody"] for e in ENTRIES[:3])
         await source.delete([m.receipt for m in received])
         await source.delete([])
-    assert waiting(settings, queue) == 0
+    assert waiting(on_server, queue) == 0
 
 
 async def test_the_order_runtime_wires_one_sqs_client_and_closes_it(settings: Settings) -> None:

@@ -1,19 +1,18 @@
 """SQS on ElasticMQ, the full profile's SQS: every path cloudshop takes through SQS works there, on the
 real server (`sqs_server`, started for the session), never on a stand-in.
 
-The paths: provisioning (queues, their visibility timeout, the redrive to the dead-letter queue); the
-lean async client `cloudshop.sqs` (the order service's relay sends batches, its `payment-events`
-consumer long-polls and deletes batches); boto3 (`cloudshop.aws.client`: provisioning, the
-notification poller, the bench's queue depth); a message received `maxReceiveCount` times ending in
-the dead-letter queue, through the poller's partial-batch failures as through bare receives.
+The lean async client's sends, long polls and deletes, the relay's publisher and the
+`payment-events` source run in `tests/core/test_sqs_client.py` on moto and on ElasticMQ alike; this
+module keeps what is ElasticMQ's own: provisioning (queues, their visibility timeout, the redrive to
+the dead-letter queue), a missing queue's code, boto3 (`cloudshop.aws.client`: provisioning, the
+notification poller), a message received `maxReceiveCount` times ending in the dead-letter queue,
+through the poller's partial-batch failures as through bare receives, and the server's restart.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import Callable
 from contextlib import aclosing
@@ -30,8 +29,6 @@ from cloudshop.observability import Metrics
 from cloudshop.provision import provision
 from cloudshop.settings import Settings
 from cloudshop.sqs import SqsError, sqs_for
-from eks_services.order.messaging import SqsEventPublisher, SqsPaymentEventSource
-from eks_services.order.model import OutboxEvent
 from functions.notification.poller import build_poller
 
 pytestmark = pytest.mark.anyio
@@ -146,53 +143,6 @@ def test_a_missing_queue_is_an_error_not_created_by_a_send(settings: Settings) -
 # --- the lean async client (the order and payment services) ---------------------------------------------
 
 
-async def test_a_batch_sent_by_the_lean_client_reads_back_with_boto3(settings: Settings, queue: str) -> None:
-    sent = calls("SendMessageBatch")
-    async with aclosing(sqs_for(settings)) as sqs:
-        answer = await sqs.send_message_batch(queue, ENTRIES)
-
-    assert sorted(s["Id"] for s in answer["Successful"]) == sorted(e["Id"] for e in ENTRIES)
-    assert not answer.get("Failed")
-    md5 = {e["Id"]: hashlib.md5(e["MessageBody"].encode()).hexdigest() for e in ENTRIES}
-    assert all(s["MD5OfMessageBody"] == md5[s["Id"]] for s in answer["Successful"])
-    assert sorted(drain(settings, queue)) == sorted(e["MessageBody"] for e in ENTRIES)
-    assert calls("SendMessageBatch") - sent == 1
-
-
-async def test_a_long_poll_returns_what_is_sent_while_it_waits(settings: Settings, queue: str) -> None:
-    async with aclosing(sqs_for(settings)) as sqs:
-        started = time.monotonic()
-        poll = asyncio.create_task(sqs.receive_message(queue, max_messages=10, wait_seconds=10))
-        await asyncio.sleep(0.5)
-        await sqs.send_message_batch(queue, ENTRIES[:1])
-        answer = await poll
-
-    assert [m["Body"] for m in answer["Messages"]] == [ENTRIES[0]["MessageBody"]]
-    assert time.monotonic() - started < 8, "answered when the message came, not at the end of the wait"
-
-
-async def test_an_empty_long_poll_waits_its_time_and_answers_nothing(settings: Settings, queue: str) -> None:
-    async with aclosing(sqs_for(settings)) as sqs:
-        started = time.monotonic()
-        answer = await sqs.receive_message(queue, max_messages=10, wait_seconds=2)
-
-    assert not answer.get("Messages")
-    assert time.monotonic() - started >= 1.9
-
-
-async def test_a_delete_batch_removes_the_received_messages(settings: Settings, queue: str) -> None:
-    async with aclosing(sqs_for(settings)) as sqs:
-        await sqs.send_message_batch(queue, ENTRIES[:3])
-        received = (await sqs.receive_message(queue, max_messages=10, wait_seconds=1))["Messages"]
-        deleted = await sqs.delete_message_batch(
-            queue, [{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(received)]
-        )
-
-    assert len(received) == 3
-    assert len(deleted["Successful"]) == 3 and not deleted.get("Failed")
-    assert order_events_queue_depth(settings.model_copy(update={"order_events_queue_url": queue})) == 0
-
-
 async def test_a_missing_queue_is_refused_once_with_the_code_boto3_reports(settings: Settings) -> None:
     missing = f"{settings.endpoint_for('sqs')}/000000000000/emq-missing-{uuid.uuid4().hex[:8]}"
     sent = calls("SendMessageBatch")
@@ -209,24 +159,6 @@ async def test_a_missing_queue_is_refused_once_with_the_code_boto3_reports(setti
     assert refused.value.status == 400
     assert not isinstance(refused.value, DependencyUnavailable)
     assert lean_calls == 1, "a refusal is not retried"
-
-
-async def test_the_relay_publisher_and_the_payment_events_source_work_on_elasticmq(
-    settings: Settings, queue: str
-) -> None:
-    events = [
-        OutboxEvent(event_id=f"e{n}", order_id="ord_1", payload=json.dumps({"event_id": f"e{n}"})) for n in range(23)
-    ]
-    async with aclosing(sqs_for(settings)) as sqs:
-        await SqsEventPublisher(sqs, queue_url=queue).publish(events)
-        source = SqsPaymentEventSource(sqs, queue_url=queue)
-        bodies: list[str] = []
-        while received := await source.receive(max_messages=10, wait_seconds=1):
-            bodies += [m.body for m in received]
-            await source.delete([m.receipt for m in received])
-
-    assert sorted(bodies) == sorted(e.payload for e in events)
-    assert drain(settings, queue) == []
 
 
 # --- boto3, the redrive and the notification poller -----------------------------------------------------

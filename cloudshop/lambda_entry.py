@@ -104,7 +104,10 @@ def patch_loaded_modules() -> None:
     def patch_one(name: str) -> None:
         # raise_errors=False as in patch_all: a library X-Ray cannot patch (psycopg without
         # psycopg_pool) goes untraced rather than failing the cold start.
-        _patch_sqlalchemy_core() if name == "sqlalchemy_core" else patch([name], raise_errors=False)
+        if name == "sqlalchemy_core":
+            _patch_sqlalchemy_core()
+        else:
+            patch([name], raise_errors=False)
 
     def patch_on_import(name: str, module: ModuleType) -> None:
         # A submodule's hook runs before the import binds it on its package (`botocore.client`),

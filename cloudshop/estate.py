@@ -371,6 +371,8 @@ INTERNAL_ROUTES = (
     InternalRoute(
         "POST", f"{API_PREFIX}/internal/reservations/{{order_id}}/commit", "product", ("order",), via_gateway=True
     ),
+    # The commits of a batch of paid orders, in one call (the order service collects them for up to 0.5 s).
+    InternalRoute("POST", f"{API_PREFIX}/internal/reservations/commit", "product", ("order",), via_gateway=True),
     # The order service's sweeper: reservations past their expiry, to commit or release by their order.
     InternalRoute("POST", f"{API_PREFIX}/internal/reservations/expired", "product", ("order",), via_gateway=True),
     # Payments: order → payment inside the cluster. Payment calls nobody back (issue 9), and the

@@ -6,9 +6,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from cloudshop.estate import API_PREFIX
+from cloudshop.paths import ID_MAX, ID_PATTERN
 from cloudshop.web import AdminPrincipal, InternalCaller, ResourceId
 from functions.product.model import (
     CATEGORY,
@@ -108,6 +109,25 @@ class ExpiredOut(BaseModel):
     order_ids: list[str]
 
 
+# The order service commits its paid orders in batches it collects for up to half a second.
+COMMIT_BATCH_MAX = 100
+# An order id in a body, held to what the single commit's path admits (`ResourceId`), unstripped: a
+# padded id is another id, not this one.
+OrderId = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
+
+
+class CommitIn(Strict):
+    order_ids: list[OrderId] = Field(
+        min_length=1,
+        max_length=COMMIT_BATCH_MAX,
+        description="Orders whose reservations to commit; an id named twice counts once",
+    )
+
+
+class CommitOut(BaseModel):
+    committed: int = Field(description="Reservations this call moved from reserved to committed")
+
+
 def answer(content: Any, status_code: int = 200) -> Response:
     """A route's JSON answer, encoded by the route itself (in its worker thread).
 
@@ -200,6 +220,12 @@ def router() -> APIRouter:
     @api.post("/internal/reservations/expired", response_model=ExpiredOut, tags=["internal"])
     def expired(body: ExpiredIn, caller: InternalCaller, request: Request) -> Response:
         return answer({"order_ids": catalog(request).expired_reservations(limit=body.limit, after=body.after)})
+
+    # A batch of paid orders' commits, one statement. Ids with nothing reserved (none, committed or
+    # released already) are no error: a repeated batch answers 0.
+    @api.post("/internal/reservations/commit", response_model=CommitOut, tags=["internal"])
+    def commit_batch(body: CommitIn, caller: InternalCaller, request: Request) -> Response:
+        return answer({"committed": catalog(request).commit_reservations(body.order_ids)})
 
     @api.post("/internal/reservations/{order_id}/release", response_model=dict[str, Any], tags=["internal"])
     def release(order_id: ResourceId, caller: InternalCaller, request: Request) -> Response:

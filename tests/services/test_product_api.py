@@ -348,6 +348,155 @@ def test_a_first_reservation_reads_nothing_and_twins_of_one_order_take_the_stock
     assert catalog.products.get(product.id).stock == 10 - 1 - 2
 
 
+# --- batch commit: the order service commits its paid orders in one call ---------------------------
+
+
+def commit_batch(app: TestClient, headers: dict[str, str], body: Any) -> httpx.Response:
+    return app.post("/api/v1/internal/reservations/commit", headers=headers, json=body)
+
+
+def test_a_batch_commit_commits_the_reserved_ones_and_answers_how_many(
+    catalog_app: TestClient, tokens: dict[str, dict[str, str]]
+) -> None:
+    # Given two reserved orders, one released, and an id nobody reserved
+    product = new_product(catalog_app, tokens, 10)
+    for order_id in ("ord-b1", "ord-b2", "ord-b3"):
+        assert reserve(catalog_app, tokens, order_id, [(product, 1)]).status_code == 201
+    catalog_app.post("/api/v1/internal/reservations/ord-b3/release", headers=tokens["service"])
+    batch = {"order_ids": ["ord-b1", "ord-b2", "ord-b3", "ord-unknown", "ord-b1"]}
+
+    # When the batch is committed, and committed again
+    first = commit_batch(catalog_app, tokens["service"], batch)
+    again = commit_batch(catalog_app, tokens["service"], batch)
+
+    # Then only the reserved ones count, once, and a repeat commits none
+    assert (first.status_code, first.headers["content-type"], first.json()) == (
+        200,
+        "application/json",
+        {"committed": 2},
+    )
+    assert (again.status_code, again.json()) == (200, {"committed": 0})
+    # The released one stays released and its stock stays back; the single commit still answers.
+    assert stock_of(catalog_app, product) == 8
+    single = catalog_app.post("/api/v1/internal/reservations/ord-b1/commit", headers=tokens["service"])
+    assert single.json() == {"order_id": "ord-b1", "status": "committed"}
+    released = catalog_app.post("/api/v1/internal/reservations/ord-b3/commit", headers=tokens["service"])
+    assert released.json() == {"order_id": "ord-b3", "status": "released"}
+
+
+def test_batch_committed_reservations_never_expire(
+    make_settings: Callable[..., Settings], database_url: str, tokens: dict[str, dict[str, str]]
+) -> None:
+    # Given reservations that expire at once (a zero TTL)
+    settings = make_settings(database_url=database_url, reservation_ttl_seconds=0)
+    migrate_schema(build_catalog(settings).products.engine)
+    with TestClient(build_app(settings), raise_server_exceptions=False) as app:
+        product = new_product(app, tokens, 10)
+        for order_id in ("ord-kept-1", "ord-kept-2", "ord-lost"):
+            assert reserve(app, tokens, order_id, [(product, 1)]).status_code == 201
+
+        # When two of them are committed in a batch
+        committed = commit_batch(app, tokens["service"], {"order_ids": ["ord-kept-1", "ord-kept-2"]})
+
+        # Then only the other one is listed as expired
+        expired = app.post("/api/v1/internal/reservations/expired", json={}, headers=tokens["service"])
+    assert committed.json() == {"committed": 2}
+    assert expired.json() == {"order_ids": ["ord-lost"]}
+
+
+def test_a_batch_commit_is_one_statement(make_settings: Callable[..., Settings], database_url: str) -> None:
+    settings = make_settings(database_url=database_url)
+    catalog = build_catalog(settings)
+    migrate_schema(catalog.products.engine)
+    product = catalog.create(name="Lamp", description="", category="home", price_amount=1000, currency="INR", stock=10)
+    batch = [f"ord-s{i}" for i in range(5)]
+    for order_id in batch:
+        catalog.reserve(order_id, [ReservationLine(product.id, 1)])
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    event.listen(catalog.products.engine, "before_cursor_execute", record)
+    try:
+        assert catalog.commit_reservations([*batch, "ord-none"]) == 5
+    finally:
+        event.remove(catalog.products.engine, "before_cursor_execute", record)
+    # SQLite sends its BEGIN IMMEDIATE as a statement; on PostgreSQL it runs in autocommit.
+    assert [verb for verb in statements if verb != "BEGIN"] == ["UPDATE"]
+    assert {catalog.products.reservation_status(order_id) for order_id in batch} == {"committed"}
+    assert catalog.commit_reservations(batch) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"order_ids": []},
+        {"order_ids": [f"ord-{i}" for i in range(101)]},
+        {"order_ids": ["ord-1"] * 101},  # the bound is on the list as sent, duplicates included
+        {"order_ids": ["ord 1"]},
+        {"order_ids": [" ord-1"]},
+        {"order_ids": ["ord/1"]},
+        {"order_ids": ["x" * 65]},
+        {"order_ids": [""]},
+        {"order_ids": [1]},
+        {"order_ids": "ord-1"},
+        {"order_ids": ["ord-1"], "status": "committed"},
+        {},
+    ],
+    ids=[
+        "empty",
+        "101-ids",
+        "101-duplicates",
+        "space",
+        "padded",
+        "slash",
+        "too-long",
+        "empty-id",
+        "number",
+        "not-a-list",
+        "extra-field",
+        "no-ids",
+    ],
+)
+def test_a_batch_commit_out_of_bounds_is_a_422_problem_and_commits_nothing(
+    catalog_app: TestClient, tokens: dict[str, dict[str, str]], body: dict[str, Any]
+) -> None:
+    product = new_product(catalog_app, tokens, 5)
+    reserve(catalog_app, tokens, "ord-1", [(product, 1)])
+
+    body_problem = assert_problem(commit_batch(catalog_app, tokens["service"], body), 422)
+
+    assert body_problem["errors"]
+    assert commit_batch(catalog_app, tokens["service"], {"order_ids": ["ord-1"]}).json() == {"committed": 1}
+
+
+def test_a_batch_of_a_hundred_ids_is_accepted(catalog_app: TestClient, tokens: dict[str, dict[str, str]]) -> None:
+    answer = commit_batch(catalog_app, tokens["service"], {"order_ids": [f"ord-{i}" for i in range(100)]})
+    assert (answer.status_code, answer.json()) == (200, {"committed": 0})
+
+
+def test_only_the_order_service_may_commit_a_batch_as_it_may_commit_one(
+    catalog_app: TestClient, tokens: dict[str, dict[str, str]], internal_secrets: dict[str, str]
+) -> None:
+    product = new_product(catalog_app, tokens, 5)
+    reserve(catalog_app, tokens, "ord-1", [(product, 1)])
+    # A service token of a service the route does not admit, signed with a secret the product holds
+    payment = InternalTokens({"payment-product": internal_secrets["order-product"]}, service="payment")
+    refused = {
+        "no token": ({}, 401),
+        "a customer's access token": (tokens["customer"], 401),
+        "an admin's access token": (tokens["admin"], 401),
+        "another service's token": ({"x-service-token": payment.token("product")}, 403),
+    }
+
+    for headers, status in refused.values():
+        assert_problem(commit_batch(catalog_app, headers, {"order_ids": ["ord-1"]}), status)
+        assert_problem(catalog_app.post("/api/v1/internal/reservations/ord-1/commit", headers=headers), status)
+
+    assert commit_batch(catalog_app, tokens["service"], {"order_ids": ["ord-1"]}).json() == {"committed": 1}
+
+
 @pytest.mark.postgres
 def test_one_statement_work_runs_without_a_transaction_around_it_on_postgresql(
     make_settings: Callable[..., Settings], postgres_server: Any
@@ -385,7 +534,7 @@ def test_answers_have_the_response_models_fields_in_their_order(
 ) -> None:
     """The routes encode their answers themselves (`functions.product.api.answer`): the bytes pydantic
     wrote from the response models before."""
-    from functions.product.api import ExpiredOut, ProductOut, ProductPage
+    from functions.product.api import CommitOut, ExpiredOut, ProductOut, ProductPage
 
     created = catalog_app.post("/api/v1/products", json=PRODUCT, headers=tokens["admin"])
     assert created.status_code == 201
@@ -395,6 +544,7 @@ def test_answers_have_the_response_models_fields_in_their_order(
         (catalog_app.get(f"/api/v1/products/{product_id}"), ProductOut),
         (catalog_app.get("/api/v1/products", params={"limit": 2}), ProductPage),
         (catalog_app.post("/api/v1/internal/reservations/expired", json={}, headers=tokens["service"]), ExpiredOut),
+        (commit_batch(catalog_app, tokens["service"], {"order_ids": ["ord-none"]}), CommitOut),
     ]:
         assert answer.headers["content-type"] == "application/json"
         assert answer.content == model.model_validate_json(answer.content).model_dump_json().encode()

@@ -8,13 +8,28 @@ an out-of-stock 409 is `OutOfStock`, naming the products short.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from cloudshop.estate import API_PREFIX
-from eks_services.order.model import Charge, ChargeStatus, Line, Product, RefundReceipt, ReservationLine
+from eks_services.order.model import (
+    RESERVATIONS_PER_COMMIT_MAX,
+    Charge,
+    ChargeStatus,
+    Line,
+    Product,
+    RefundReceipt,
+    ReservationLine,
+)
 
 VERIFIED_CACHE_MAX = 1000
+# A product looked up for a cart line is used again for this long. The line's name and price are a
+# snapshot in any case: the reservation prices the checkout again, and the total is checked on that.
+# So a price change shows in new cart lines within this bound, and every checkout pays the price of
+# its reservation. Products that do not exist are not kept (a new product is seen at once).
+PRODUCT_TTL_SECONDS = 5.0
+PRODUCTS_KEPT_MAX = 1000
 
 
 class ServiceCaller(Protocol):
@@ -40,17 +55,37 @@ def charge_from(body: dict[str, Any]) -> Charge:
 
 
 class HttpCatalog:
-    def __init__(self, client: ServiceCaller) -> None:
+    def __init__(
+        self,
+        client: ServiceCaller,
+        *,
+        product_ttl_seconds: float = PRODUCT_TTL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
+        self.product_ttl_seconds = product_ttl_seconds
+        self._clock = clock
+        self._products: dict[str, tuple[float, Product]] = {}  # id -> (kept until, product)
 
     async def product(self, product_id: str) -> Product:
+        now = self._clock()
+        kept = self._products.get(product_id)
+        if kept is not None and now < kept[0]:
+            return kept[1]
         body = await self.client.request("GET", f"{API_PREFIX}/products/{product_id}")
-        return Product(
+        product = Product(
             id=str(body["id"]),
             name=str(body["name"]),
             unit_price=int(body["price"]["amount"]),
             currency=str(body["price"]["currency"]),
         )
+        if len(self._products) >= PRODUCTS_KEPT_MAX:
+            # Bounded: forget the expired ones, or all of them when none has expired yet.
+            self._products = {pid: entry for pid, entry in self._products.items() if now < entry[0]}
+            if len(self._products) >= PRODUCTS_KEPT_MAX:
+                self._products.clear()
+        self._products[product_id] = (now + self.product_ttl_seconds, product)
+        return product
 
     async def reserve(self, order_id: str, lines: Sequence[ReservationLine]) -> tuple[Line, ...]:
         body = await self.client.request(
@@ -73,8 +108,13 @@ class HttpCatalog:
     async def release(self, order_id: str) -> None:
         await self.client.request("POST", f"{API_PREFIX}/internal/reservations/{order_id}/release", retry=True)
 
-    async def commit(self, order_id: str) -> None:
-        await self.client.request("POST", f"{API_PREFIX}/internal/reservations/{order_id}/commit", retry=True)
+    async def commit(self, order_ids: Sequence[str]) -> None:
+        unique = list(dict.fromkeys(order_ids))
+        for start in range(0, len(unique), RESERVATIONS_PER_COMMIT_MAX):
+            batch = unique[start : start + RESERVATIONS_PER_COMMIT_MAX]
+            await self.client.request(
+                "POST", f"{API_PREFIX}/internal/reservations/commit", json={"order_ids": batch}, retry=True
+            )
 
     async def expired_reservations(self, *, limit: int, after: str | None = None) -> list[str]:
         # A POST: the API routes only POST to the internal reservation paths (it is a read all the same).

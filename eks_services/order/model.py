@@ -25,6 +25,9 @@ from cloudshop.money import AMOUNT_MAX
 
 QUANTITY_MIN, QUANTITY_MAX = 1, 99
 CART_LINES_MAX = 50
+# The most reservations one catalog commit carries: the product service's bound (`maxItems` of
+# `POST /internal/reservations/commit`, checked against its openapi.json in test_order_ports.py).
+RESERVATIONS_PER_COMMIT_MAX = 100
 _ORDER_NAMESPACE = uuid.UUID("0b6c7d2e-8f4a-4d4e-9a51-3c2b1a0f9e8d")
 
 

@@ -41,9 +41,10 @@ class Catalog(Protocol):
     async def release(self, order_id: str) -> None:
         """Put the reserved stock back, once (a repeat is a no-op)."""
 
-    async def commit(self, order_id: str) -> None:
-        """Mark the reservation as held by a written order: it no longer expires (a repeat is a
-        no-op; `release` still returns its stock)."""
+    async def commit(self, order_ids: Sequence[str]) -> None:
+        """Mark these orders' reservations as held by written orders, in one call however many: they
+        no longer expire (a repeat, or an id with nothing reserved, is a no-op; `release` still
+        returns their stock)."""
 
     async def expired_reservations(self, *, limit: int, after: str | None = None) -> list[str]:
         """Order ids of reservations past their expiry and neither committed nor released, in order

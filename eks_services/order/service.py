@@ -15,6 +15,7 @@ Storage, the catalog, payments and invoices are injected ports; nothing here kno
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -38,6 +39,7 @@ from cloudshop.events import Money, OrderEventDataV1, OrderEventV1, OrderLineV1
 from eks_services.order.model import (
     CART_LINES_MAX,
     EVENT_FOR_STATUS,
+    RESERVATIONS_PER_COMMIT_MAX,
     STOCK_RETURNED,
     Cart,
     CartInCheckout,
@@ -75,6 +77,9 @@ CLAIM_STALE_SECONDS = 60.0
 SWEEP_PAGE = 50
 SWEEP_CONCURRENCY = 8
 SWEEP_ORDER_SECONDS = 5.0
+# Paid orders' reservations are committed together after this long (they expire only after the
+# reservation TTL, 15 minutes by default), up to the product service's bound per call.
+COMMIT_WINDOW_SECONDS = 0.5
 CHARGE_REFUSED = "charge_refused"
 
 T = TypeVar("T")
@@ -125,6 +130,56 @@ class BackgroundWork:
     async def drain(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+class ReservationCommits:
+    """The reservations of paid orders, committed together: the first id to arrive opens a window of
+    `window_seconds`, and everything that arrived by its end (or `max_batch` ids, at once) goes to
+    the catalog in one call. In production each catalog call is a product-function invocation.
+
+    One sender at a time: ids that arrive while a call is out wait for the next window, so a slow
+    product service gets fewer, larger calls, never more of them. Losing a batch loses nothing: a
+    reservation left uncommitted expires, and the sweeper, finding its order paid, commits it
+    (`release_expired_reservations`). The window only delays that."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        background: BackgroundWork,
+        *,
+        window_seconds: float = COMMIT_WINDOW_SECONDS,
+        max_batch: int = RESERVATIONS_PER_COMMIT_MAX,
+    ) -> None:
+        self.catalog = catalog
+        self.background = background
+        self.window_seconds = window_seconds
+        self.max_batch = max_batch
+        self._waiting: list[str] = []
+        self._batch_full = asyncio.Event()
+        self._sending = False
+
+    def add(self, order_id: str) -> None:
+        self._waiting.append(order_id)
+        if len(self._waiting) >= self.max_batch:
+            self._batch_full.set()
+        if not self._sending:
+            self._sending = True
+            self.background.spawn("reservation-commits", self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self._waiting:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._batch_full.wait(), self.window_seconds)
+                batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
+                if len(self._waiting) < self.max_batch:
+                    self._batch_full.clear()
+                try:
+                    await self.catalog.commit(batch)
+                except Exception:  # an uncommitted reservation of a paid order is committed by the sweeper
+                    log.exception("reservation commit failed", extra={"fields": {"orders": len(batch)}})
+        finally:
+            self._sending = False
 
 
 class CartService:
@@ -197,6 +252,7 @@ class CheckoutService:
         self.sweep_order_seconds = sweep_order_seconds
         self._sleep = sleep
         self.background = BackgroundWork()
+        self.reservation_commits = ReservationCommits(catalog, self.background)
         # Where the sweeper's next round starts: each round takes the next page, so orders that
         # fail every time (or hang) cannot keep the ones behind them from being reached.
         self._unfinished_cursor: str | None = None
@@ -431,13 +487,10 @@ class CheckoutService:
         except Exception:
             # The claim stays with this PAID order; the next checkout of the cart finishes this.
             log.exception("post-payment cart update failed", extra={"fields": {"order_id": order.id}})
-        self.background.spawn(f"after-paid-{order.id}", self._after_paid(order))
+        self.reservation_commits.add(order.id)
+        self.background.spawn(f"invoice-{order.id}", self._write_invoice(order))
 
-    async def _after_paid(self, order: Order) -> None:
-        try:
-            await self.catalog.commit(order.id)
-        except Exception:  # an uncommitted reservation of a paid order is committed by the sweeper
-            log.exception("reservation commit failed", extra={"fields": {"order_id": order.id}})
+    async def _write_invoice(self, order: Order) -> None:
         try:
             await self.invoices.write(order)
         except Exception:  # the invoice is re-made on demand by GET /invoice; never lose the order for it
@@ -497,7 +550,7 @@ class CheckoutService:
         if order is None or order.status in STOCK_RETURNED:
             await self.catalog.release(order_id)
         else:
-            await self.catalog.commit(order_id)
+            await self.catalog.commit([order_id])
         return "settled"
 
     async def _bounded(

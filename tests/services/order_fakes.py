@@ -112,10 +112,11 @@ class InMemoryCatalog:
             for line in self.reservations[order_id]:
                 self.products[line.product_id].stock += line.quantity
 
-    async def commit(self, order_id: str) -> None:
+    async def commit(self, order_ids: Sequence[str]) -> None:
         self.calls.append("commit")
-        if self.status.get(order_id) == "reserved":
-            self.status[order_id] = "committed"
+        for order_id in order_ids:
+            if self.status.get(order_id) == "reserved":
+                self.status[order_id] = "committed"
 
     async def expired_reservations(self, *, limit: int, after: str | None = None) -> list[str]:
         self.calls.append("expired_reservations")

@@ -424,8 +424,8 @@ async def test_the_catalog_prices_and_reserves_all_lines_or_none(catalog: tuple[
     await port.release("ord_1")
     await port.release("ord_1")
     await port.reserve("ord_3", [ReservationLine(ids["tea"], 2)])
-    await port.commit("ord_3")
-    await port.commit("ord_3")
+    await port.commit(["ord_3", "ord_never_reserved"])  # an id with nothing reserved is no error
+    await port.commit(["ord_3"])  # nor is a repeat
 
 
 async def test_uncommitted_reservations_expire_and_a_released_one_asked_again_takes_the_stock_again(
@@ -434,7 +434,7 @@ async def test_uncommitted_reservations_expire_and_a_released_one_asked_again_ta
     port, ids = catalog
     for order_id in ("ord_a", "ord_b", "ord_c"):
         await port.reserve(order_id, [ReservationLine(ids["mug"], 1)])
-    await port.commit("ord_b")
+    await port.commit(["ord_b"])
     await port.release("ord_c")
 
     assert await port.expired_reservations(limit=10) == ["ord_a"], "committed and released ones never expire"

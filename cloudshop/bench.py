@@ -533,8 +533,6 @@ def order_events_queue_depth(settings: Any) -> int:
 def settled_state(settings: Any, product: str) -> dict[str, Any]:
     """Orders by status (a scan of the orders table), the bench product's reservations by status,
     and its stock."""
-    from sqlalchemy import text
-
     from cloudshop import aws
     from cloudshop.sql import engine_for
 
@@ -546,15 +544,16 @@ def settled_state(settings: Any, product: str) -> dict[str, Any]:
         statuses.update(item["status"]["S"] for item in page["Items"])
     engine = engine_for(settings)
     try:
-        with engine.connect() as connection:
-            held = connection.execute(
-                text(
-                    "SELECT r.status, COUNT(*), COALESCE(SUM(l.quantity), 0) FROM reservations r "
-                    "JOIN reservation_lines l ON l.order_id = r.order_id WHERE l.product_id = :p GROUP BY r.status"
-                ),
-                {"p": product},
-            ).all()
-            stock = connection.execute(text("SELECT stock FROM products WHERE id = :p"), {"p": product}).scalar_one()
+        with engine.single() as connection:
+            held = [
+                (row["status"], row["orders"], row["units"])
+                for row in connection.execute(
+                    "SELECT r.status, COUNT(*) AS orders, COALESCE(SUM(l.quantity), 0) AS units FROM reservations r "
+                    "JOIN reservation_lines l ON l.order_id = r.order_id WHERE l.product_id = :p GROUP BY r.status",
+                    {"p": product},
+                ).rows
+            ]
+            stock = connection.execute("SELECT stock FROM products WHERE id = :p", {"p": product}).scalar()
     finally:
         engine.dispose()
     return {

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import gc
-import logging
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -52,19 +52,20 @@ def runtime_settings(service: str) -> dict[str, str]:
 # botocore is in use once a client exists (`botocore.client`): Powertools imports the bare package
 # for its user agent, and patching it then imported the client machinery (~40 ms) into a function,
 # the product service, that makes a client only on its image routes.
+# SQL goes through `cloudshop.sql`, which traces each statement itself (`cloudshop_sql`): X-Ray's own
+# sqlite3 and psycopg patches would wrap the same connections and trace every statement twice, and
+# its SQLAlchemy one has nothing left to trace in a serving function.
 TRACEABLE_MODULES = {
     "aiobotocore": "aiobotocore",
     "botocore": "botocore.client",
     "pynamodb": "pynamodb",
     "requests": "requests",
-    "sqlite3": "sqlite3",
     "mysql": "mysql.connector",
     "pymongo": "pymongo",
     "pymysql": "pymysql",
     "psycopg2": "psycopg2",
-    "psycopg": "psycopg",
     "pg8000": "pg8000",
-    "sqlalchemy_core": "sqlalchemy",
+    "cloudshop_sql": "cloudshop.sql",
     "httpx": "httpx",
 }
 
@@ -104,8 +105,8 @@ def patch_loaded_modules() -> None:
     def patch_one(name: str) -> None:
         # raise_errors=False as in patch_all: a library X-Ray cannot patch (psycopg without
         # psycopg_pool) goes untraced rather than failing the cold start.
-        if name == "sqlalchemy_core":
-            _patch_sqlalchemy_core()
+        if name == "cloudshop_sql":
+            _trace_sql_statements()
         else:
             patch([name], raise_errors=False)
 
@@ -125,36 +126,41 @@ def patch_loaded_modules() -> None:
             wrapt.register_post_import_hook(functools.partial(patch_on_import, name), module)
 
 
-def _patch_sqlalchemy_core() -> None:
-    """X-Ray's `sqlalchemy_core` patch, without importing the ORM.
+def _trace_sql_statements() -> None:
+    """An X-Ray subsegment per SQL statement of every `cloudshop.sql` engine of the process, with the
+    SQL metadata X-Ray's own database patches record (a process-wide hook: engines are built before
+    the handler)."""
+    from aws_xray_sdk.core import patcher, xray_recorder
 
-    It wraps `Connection.execute` and the ORM's `Session.execute`, and importing `sqlalchemy.orm` to
-    wrap the latter cost 20-40 ms of a cold start here, for an ORM no cloudshop code uses. The same
-    wrappers are applied, the ORM's when (if ever) something imports it.
-    """
-    import importlib
+    from cloudshop import sql
 
-    import wrapt
-    from aws_xray_sdk.core import patcher
-
-    if "sqlalchemy_core" in patcher._PATCHED_MODULES:
+    if "cloudshop_sql" in patcher._PATCHED_MODULES:
         return
-    try:
-        # The module, not the package's `patch` function of the same name.
-        xray_sqlalchemy = importlib.import_module("aws_xray_sdk.ext.sqlalchemy_core.patch")
-        wrapt.wrap_function_wrapper(
-            "sqlalchemy.engine.base", "Connection.execute", xray_sqlalchemy._xray_traced_sqlalchemy_execute
+
+    def xray_statement(statement: sql.Statement) -> sql.StatementDone | None:
+        subsegment = xray_recorder.begin_subsegment(statement.database, namespace="remote")
+        if subsegment is None:  # no segment to attach it to (outside an invocation)
+            return None
+        subsegment.set_sql(
+            {
+                "url": statement.database,
+                "database_type": XRAY_DATABASE_TYPES[statement.system],
+                "sanitized_query": statement.sql,
+            }
         )
-        wrapt.register_post_import_hook(
-            lambda orm_session: wrapt.wrap_function_wrapper(
-                orm_session, "Session.execute", xray_sqlalchemy._xray_traced_sqlalchemy_session
-            ),
-            "sqlalchemy.orm.session",
-        )
-    except Exception:  # as `patch(..., raise_errors=False)`: untraced rather than a failed cold start
-        logging.getLogger(__name__).debug("failed to patch module sqlalchemy_core", exc_info=True)
-        return
-    patcher._PATCHED_MODULES.add("sqlalchemy_core")
+
+        def end(error: BaseException | None) -> None:
+            if error is not None:
+                subsegment.add_exception(error, traceback.extract_tb(error.__traceback__))
+            xray_recorder.end_subsegment()
+
+        return end
+
+    sql.PROCESS_HOOKS.append(xray_statement)
+    patcher._PATCHED_MODULES.add("cloudshop_sql")
+
+
+XRAY_DATABASE_TYPES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 
 def is_sqs_batch(event: Any) -> bool:

@@ -26,7 +26,7 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 # Every call a process makes to a backend, counted where each kind of call is made: the async
 # DynamoDB client (`cloudshop.dynamodb`), boto3 clients (`cloudshop.aws`, kind = the AWS service),
-# SQLAlchemy engines (`cloudshop.sql`), service-to-service and gateway HTTP (`cloudshop.clients`,
+# SQL engines (`cloudshop.sql`), service-to-service and gateway HTTP (`cloudshop.clients`,
 # `cloudshop.gateway`) and the Kafka producer (`cloudshop.stream`). One counter per process, not per
 # app: a process runs one service, and each app's registry exports it (`Metrics`), so every
 # service's `/metrics` answers what its process called. A logical call counts once, retries included.

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import Engine
-
 from cloudshop.errors import ValidationFailed
 from cloudshop.settings import Settings
+from cloudshop.sql import Engine
 
 AdminStatus = Literal["created", "exists", "invalid"]
 

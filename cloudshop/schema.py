@@ -26,9 +26,12 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy import Engine as SqlAlchemyEngine
+from sqlalchemy.pool import NullPool
 
 from cloudshop.estate import ESTATE, SqlSchema
+from cloudshop.sql import Engine
 
 # pg_advisory_xact_lock key: any constant shared by every run ("cloudshop" in ASCII).
 MIGRATION_LOCK = 0x636C6F756473686F
@@ -77,6 +80,22 @@ def upgrade(connection: Connection, schema: SqlSchema) -> str | None:
     return MigrationContext.configure(connection, opts={"version_table": schema.version_table}).get_current_revision()
 
 
+def migration_engine(engine: Engine) -> SqlAlchemyEngine:
+    """A SQLAlchemy engine (Alembic's) on the service engine's database, through its connections: the
+    same credentials (re-read on a refusal) and, on SQLite, the same pragmas and BEGIN IMMEDIATE."""
+    # The URL only chooses the dialect here: every connection comes from `engine.open_connection`.
+    dialect = "sqlite://" if engine.system == "sqlite" else "postgresql+psycopg://"
+    migrations = create_engine(dialect, creator=engine.open_connection, poolclass=NullPool)
+    if engine.system == "sqlite":
+
+        @event.listens_for(migrations, "begin")
+        def _sqlite_begin(connection: Connection) -> None:
+            # The connections begin no transaction themselves (`cloudshop.sql`): take the write lock.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return migrations
+
+
 def apply_schema(
     engine: Engine,
     *,
@@ -84,11 +103,25 @@ def apply_schema(
     schemas: tuple[SqlSchema, ...] = ESTATE.sql_schemas,
 ) -> SchemaResult:
     """Migrate every service in `schemas` and, given `role_passwords` (role -> password), set up their roles."""
-    postgres = engine.dialect.name == "postgresql"
+    postgres = engine.system == "postgresql"
     if role_passwords is not None and not postgres:
         raise ValueError("database roles exist only on PostgreSQL")
+    migrations = migration_engine(engine)
+    try:
+        return _apply(migrations, postgres=postgres, role_passwords=role_passwords, schemas=schemas)
+    finally:
+        migrations.dispose()
+
+
+def _apply(
+    migrations: SqlAlchemyEngine,
+    *,
+    postgres: bool,
+    role_passwords: Mapping[str, str] | None,
+    schemas: tuple[SqlSchema, ...],
+) -> SchemaResult:
     revisions: dict[str, str | None] = {}
-    with engine.begin() as connection:
+    with migrations.begin() as connection:
         if postgres:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         for schema in schemas:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -346,37 +346,22 @@ def trace_boto_calls(boto_client: Any) -> None:
     events.register("after-call-error", failed)
 
 
-def trace_statements(engine: Any) -> None:
-    """A CLIENT span per SQL statement of a SQLAlchemy engine (inside a trace only)."""
-    from sqlalchemy import event
+def sql_statement_span(system: str, operation: str) -> Callable[[BaseException | None], None] | None:
+    """A CLIENT span for one SQL statement (inside a trace only; `cloudshop.sql` runs it per statement):
+    the callable returned ends it, given the exception that failed the statement, if any."""
+    tracer = _tracer
+    if tracer is None or not trace.get_current_span().get_span_context().is_valid:
+        return None
+    made = tracer.start_span(
+        f"{operation} {system}",
+        kind=SpanKind.CLIENT,
+        attributes={"db.system.name": system, "db.operation.name": operation},
+    )
 
-    system = engine.dialect.name
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def _start(_conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, _many: bool) -> None:
-        if _tracer is None or not trace.get_current_span().get_span_context().is_valid:
-            return
-        verb = statement.lstrip().split(None, 1)
-        operation = verb[0].upper() if verb else "-"
-        context._cloudshop_span = _tracer.start_span(
-            f"{operation} {system}",
-            kind=SpanKind.CLIENT,
-            attributes={"db.system.name": system, "db.operation.name": operation},
-        )
-
-    @event.listens_for(engine, "after_cursor_execute")
-    def _end(_conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any, _many: bool) -> None:
-        made = getattr(context, "_cloudshop_span", None)
-        if made is not None:
-            context._cloudshop_span = None
-            made.end()
-
-    @event.listens_for(engine, "handle_error")
-    def _error(exception_context: Any) -> None:
-        context = exception_context.execution_context
-        made = getattr(context, "_cloudshop_span", None) if context is not None else None
-        if made is not None:
-            context._cloudshop_span = None
+    def end(error: BaseException | None) -> None:
+        if error is not None:
             made.set_status(StatusCode.ERROR)
-            made.set_attribute("error.type", type(exception_context.original_exception).__qualname__)
-            made.end()
+            made.set_attribute("error.type", type(error).__qualname__)
+        made.end()
+
+    return end

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from sqlalchemy import Engine
 
 from cloudshop import aws
 from cloudshop.auth import TokenVerifier, internal_tokens_for
 from cloudshop.estate import ESTATE
 from cloudshop.settings import Settings
-from cloudshop.sql import engine_for, ping
+from cloudshop.sql import Engine, engine_for, ping
 from cloudshop.web import create_app
 from functions.product.api import router
 from functions.product.repository import SqlProductRepository

@@ -18,90 +18,37 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    Engine,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    and_,
-    bindparam,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.exc import IntegrityError
-
 from cloudshop import cursors
 from cloudshop.errors import Conflict, NotFound, OutOfStock, ValidationFailed
 from cloudshop.paths import ID_MAX
-from cloudshop.sql import as_utc
+from cloudshop.sql import Connection, Engine, IntegrityError, Row, as_utc, in_list
 from functions.product.model import NAME_MAX, PRICE_MAX, Product, ReservationLine, ReservedLine
 
-metadata = MetaData()
-products = Table(
-    "products",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("description", Text, nullable=False),
-    Column("category", String(40), nullable=False, index=True),
-    Column("price_amount", BigInteger, nullable=False),
-    Column("currency", String(3), nullable=False),
-    Column("stock", Integer, nullable=False),
-    Column("image_key", String(300)),
-    Column("deleted_at", DateTime(timezone=True)),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-reservations = Table(
-    "reservations",
-    metadata,
-    Column("order_id", String(64), primary_key=True),
-    Column("status", String(16), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True)),
-)
+# A reservation's statuses, as the statements below write them.
 RESERVED, COMMITTED, RELEASED = "reserved", "committed", "released"
-reservation_lines = Table(
-    "reservation_lines",
-    metadata,
-    Column("order_id", String(64), ForeignKey("reservations.order_id"), primary_key=True),
-    Column("product_id", String(36), ForeignKey("products.id"), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("quantity", Integer, nullable=False),
-    Column("unit_price_amount", BigInteger, nullable=False),
-    Column("currency", String(3), nullable=False),
-)
 
-SORTS: dict[str, tuple[Any, bool]] = {
-    "newest": (products.c.created_at, True),
-    "price_asc": (products.c.price_amount, False),
-    "price_desc": (products.c.price_amount, True),
-    "name": (products.c.name, False),
+# The sort orders a search may ask for: the column and direction of each, the only text a request
+# chooses in a statement (ties go by id, in the same direction).
+SORTS: dict[str, tuple[str, bool]] = {
+    "newest": ("created_at", True),
+    "price_asc": ("price_amount", False),
+    "price_desc": ("price_amount", True),
+    "name": ("name", False),
 }
 
 
-def _product(row: Any) -> Product:
+def _product(row: Row) -> Product:
     return Product(
-        id=row.id,
-        name=row.name,
-        description=row.description,
-        category=row.category,
-        price_amount=row.price_amount,
-        currency=row.currency,
-        stock=row.stock,
-        image_key=row.image_key,
-        created_at=as_utc(row.created_at),
-        updated_at=as_utc(row.updated_at),
+        id=row["id"],
+        name=row["name"],
+        description=row["description"],
+        category=row["category"],
+        price_amount=row["price_amount"],
+        currency=row["currency"],
+        stock=row["stock"],
+        image_key=row["image_key"],
+        created_at=as_utc(row["created_at"]),
+        updated_at=as_utc(row["updated_at"]),
     )
 
 
@@ -127,90 +74,103 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
     return data["v"], data["id"]
 
 
-# The statements of the checkout's calls (a product read, a reservation, its commit or release), built
-# once. Building a Core statement and deriving its cache key cost more CPU than running it through
-# SQLAlchemy's compiled cache does (~50 us of ~100-150 us per statement here); a statement built once
-# keeps its cache key. Values come as parameters, named `b_*`: SQLAlchemy reserves the columns' names
-# for the values of an INSERT or UPDATE.
-GET_PRODUCT = select(products).where(products.c.id == bindparam("b_product_id"), products.c.deleted_at.is_(None))
-# Takes `b_quantity` of a product when it has that much; no row when it has not (or is deleted).
+# What `update` may set: the fields the service changes (the SET clause is built from these names only).
+UPDATABLE_COLUMNS = frozenset({"name", "description", "category", "price_amount", "image_key", "updated_at"})
+
+INSERT_PRODUCT = (
+    "INSERT INTO products (id, name, description, category, price_amount, currency, stock, image_key, created_at,"
+    " updated_at) VALUES (:id, :name, :description, :category, :price_amount, :currency, :stock, :image_key,"
+    " :created_at, :updated_at)"
+)
+COUNT_PRODUCTS = "SELECT count(*) FROM products"
+GET_PRODUCT = (
+    "SELECT id, name, description, category, price_amount, currency, stock, image_key, created_at, updated_at"
+    " FROM products WHERE id = :product_id AND deleted_at IS NULL"
+)
+# `{assignments}`: `column = :column` for each of UPDATABLE_COLUMNS the call sets.
+UPDATE_PRODUCT = "UPDATE products SET {assignments} WHERE id = :product_id AND deleted_at IS NULL"
+# Relative, so it never overwrites concurrent reservations; no row when it would go below zero.
+ADJUST_STOCK = (
+    "UPDATE products SET stock = stock + :delta, updated_at = :now"
+    " WHERE id = :product_id AND deleted_at IS NULL AND stock + :delta >= 0"
+)
+DELETE_PRODUCT = (
+    "UPDATE products SET deleted_at = :now, updated_at = :now WHERE id = :product_id AND deleted_at IS NULL"
+)
+# A search: `{filters}` from `search` (each one of the fixed conditions there), `{order}` from SORTS.
+SEARCH_PRODUCTS = (
+    "SELECT id, name, description, category, price_amount, currency, stock, image_key, created_at, updated_at"
+    " FROM products WHERE deleted_at IS NULL{filters} ORDER BY {order} LIMIT :limit"
+)
+# Backslash escapes the pattern's own % and _ (`search`), on both databases.
+MATCHES_TEXT = " AND (lower(name) LIKE :pattern ESCAPE '\\' OR lower(description) LIKE :pattern ESCAPE '\\')"
+# Takes `quantity` of a product when it has that much; no row when it has not (or is deleted).
 TAKE_STOCK = (
-    update(products)
-    .where(
-        products.c.id == bindparam("b_product_id"),
-        products.c.deleted_at.is_(None),
-        products.c.stock >= bindparam("b_quantity"),
-    )
-    .values(stock=products.c.stock - bindparam("b_quantity"))
-    .returning(products.c.name, products.c.price_amount, products.c.currency)
+    "UPDATE products SET stock = stock - :quantity"
+    " WHERE id = :product_id AND deleted_at IS NULL AND stock >= :quantity"
+    " RETURNING name, price_amount, currency"
 )
-PUT_BACK_STOCK = (
-    update(products)
-    .where(products.c.id == bindparam("b_product_id"))
-    .values(stock=products.c.stock + bindparam("b_quantity"))
+PUT_BACK_STOCK = "UPDATE products SET stock = stock + :quantity WHERE id = :product_id"
+# `{product_ids}`: generated placeholders (`in_list`).
+KNOWN_PRODUCTS = "SELECT id FROM products WHERE id IN ({product_ids}) AND deleted_at IS NULL"
+INSERT_RESERVATION = (
+    "INSERT INTO reservations (order_id, status, created_at, updated_at, expires_at)"
+    " VALUES (:order_id, 'reserved', :created_at, :updated_at, :expires_at)"
 )
-INSERT_RESERVATION = insert(reservations)
-INSERT_RESERVATION_LINES = insert(reservation_lines)
-RESERVATION_STATUS = select(reservations.c.status).where(reservations.c.order_id == bindparam("b_order_id"))
+INSERT_RESERVATION_LINE = (
+    "INSERT INTO reservation_lines (order_id, product_id, name, quantity, unit_price_amount, currency)"
+    " VALUES (:order_id, :product_id, :name, :quantity, :unit_price_amount, :currency)"
+)
+RESERVATION_STATUS = "SELECT status FROM reservations WHERE order_id = :order_id"
 RESERVATION_LINES = (
-    select(reservation_lines)
-    .where(reservation_lines.c.order_id == bindparam("b_order_id"))
-    .order_by(reservation_lines.c.product_id)
+    "SELECT product_id, name, quantity, unit_price_amount, currency FROM reservation_lines"
+    " WHERE order_id = :order_id ORDER BY product_id"
 )
 COMMIT_RESERVATION = (
-    update(reservations)
-    .where(reservations.c.order_id == bindparam("b_order_id"), reservations.c.status == RESERVED)
-    .values(status=COMMITTED, updated_at=bindparam("b_now"))
+    "UPDATE reservations SET status = 'committed', updated_at = :now WHERE order_id = :order_id AND status = 'reserved'"
 )
-# A batch of orders' commits in one statement: `b_order_ids` expands to the call's ids when it runs, so
-# the statement (and its cache key) is still built once.
+# A batch of orders' commits in one statement; `{order_ids}`: generated placeholders (`in_list`).
 COMMIT_RESERVATIONS = (
-    update(reservations)
-    .where(
-        reservations.c.order_id.in_(bindparam("b_order_ids", expanding=True)),
-        reservations.c.status == RESERVED,
-    )
-    .values(status=COMMITTED, updated_at=bindparam("b_now"))
+    "UPDATE reservations SET status = 'committed', updated_at = :now"
+    " WHERE order_id IN ({order_ids}) AND status = 'reserved'"
 )
 RELEASE_RESERVATION = (
-    update(reservations)
-    .where(reservations.c.order_id == bindparam("b_order_id"), reservations.c.status.in_((RESERVED, COMMITTED)))
-    .values(status=RELEASED, updated_at=bindparam("b_now"))
+    "UPDATE reservations SET status = 'released', updated_at = :now"
+    " WHERE order_id = :order_id AND status IN ('reserved', 'committed')"
 )
 RESERVE_AGAIN = (
-    update(reservations)
-    .where(reservations.c.order_id == bindparam("b_order_id"), reservations.c.status == RELEASED)
-    .values(status=RESERVED, updated_at=bindparam("b_now"), expires_at=bindparam("b_expires_at"))
+    "UPDATE reservations SET status = 'reserved', updated_at = :now, expires_at = :expires_at"
+    " WHERE order_id = :order_id AND status = 'released'"
+)
+EXPIRED = (
+    "SELECT order_id FROM reservations WHERE status = 'reserved' AND expires_at <= :now ORDER BY order_id LIMIT :limit"
+)
+EXPIRED_AFTER = (
+    "SELECT order_id FROM reservations WHERE status = 'reserved' AND expires_at <= :now AND order_id > :after"
+    " ORDER BY order_id LIMIT :limit"
 )
 
 
 class SqlProductRepository:
     def __init__(self, engine: Engine, *, reservation_ttl_seconds: float = 900) -> None:
+        # `engine.single()` for the work that is one statement (every read, a commit, the admin writes:
+        # autocommit on PostgreSQL), `engine.transaction()` for a reservation or a release, several
+        # statements. SQLite keeps its transactions for both: each takes the file's write lock up front.
         self.engine = engine
-        # For the work that is one statement (every read, a commit, the admin writes): a statement is
-        # atomic on its own, and in a transaction of its own psycopg sends a BEGIN before it and a
-        # COMMIT or ROLLBACK after it, three round trips for one. On PostgreSQL these run in autocommit
-        # (the same pool; the connection's mode is set for the checkout and reset on return). A
-        # reservation or a release, several statements, takes `self.engine.begin()`. SQLite keeps its
-        # transactions: each takes the file's write lock up front (`cloudshop.sql`).
-        self.single = (
-            engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else engine
-        )
         self.reservation_ttl = timedelta(seconds=reservation_ttl_seconds)
 
     # --- catalog -------------------------------------------------------------------------------
     def add(self, product: Product) -> None:
-        values = {k: v for k, v in product.__dict__.items()}
-        with self.single.begin() as conn:
-            conn.execute(insert(products).values(**values))
+        with self.engine.single() as conn:
+            conn.execute(INSERT_PRODUCT, product.__dict__)
 
     def count(self) -> int:
-        with self.single.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(products)).scalar_one())
+        with self.engine.single() as conn:
+            return int(conn.execute(COUNT_PRODUCTS).scalar())
 
     def get(self, product_id: str) -> Product:
-        with self.single.connect() as conn:
-            row = conn.execute(GET_PRODUCT, {"b_product_id": product_id}).first()
+        with self.engine.single() as conn:
+            row = conn.execute(GET_PRODUCT, {"product_id": product_id}).first()
         if row is None:
             raise NotFound(f"No product {product_id}.")
         return _product(row)
@@ -219,52 +179,47 @@ class SqlProductRepository:
         self, *, q: str | None, category: str | None, sort: str, limit: int, cursor: str | None
     ) -> tuple[list[Product], str | None]:
         column, descending = SORTS[sort]
-        query = select(products).where(products.c.deleted_at.is_(None))
+        filters: list[str] = []
+        parameters: dict[str, Any] = {"limit": limit + 1}
         if category:
-            query = query.where(products.c.category == category)
+            filters.append(" AND category = :category")
+            parameters["category"] = category
         if q:
-            pattern = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            query = query.where(
-                or_(
-                    func.lower(products.c.name).like(pattern, escape="\\"),
-                    func.lower(products.c.description).like(pattern, escape="\\"),
-                )
-            )
+            filters.append(MATCHES_TEXT)
+            parameters["pattern"] = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         if cursor:
-            value, last_id = decode_cursor(cursor, sort)
-            if descending:
-                query = query.where(or_(column < value, and_(column == value, products.c.id < last_id)))
-            else:
-                query = query.where(or_(column > value, and_(column == value, products.c.id > last_id)))
-        order = (column.desc(), products.c.id.desc()) if descending else (column.asc(), products.c.id.asc())
-        query = query.order_by(*order).limit(limit + 1)
-        with self.single.connect() as conn:
-            rows = conn.execute(query).all()
+            parameters["after_value"], parameters["after_id"] = decode_cursor(cursor, sort)
+            beyond = "<" if descending else ">"
+            filters.append(
+                f" AND ({column} {beyond} :after_value OR ({column} = :after_value AND id {beyond} :after_id))"
+            )
+        direction = "DESC" if descending else "ASC"
+        query = SEARCH_PRODUCTS.format(filters="".join(filters), order=f"{column} {direction}, id {direction}")
+        with self.engine.single() as conn:
+            rows = conn.execute(query, parameters).rows
         items = [_product(r) for r in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
-            last = rows[limit - 1]
-            next_cursor = encode_cursor(sort, getattr(last, column.name), last.id)
+            last = items[-1]
+            next_cursor = encode_cursor(sort, getattr(last, column), last.id)
         return items, next_cursor
 
     def update(self, product_id: str, values: dict[str, Any]) -> Product:
         values = {**values, "updated_at": datetime.now(UTC)}
-        with self.single.begin() as conn:
-            result = conn.execute(
-                update(products).where(products.c.id == product_id, products.c.deleted_at.is_(None)).values(**values)
-            )
+        unknown = set(values) - UPDATABLE_COLUMNS
+        if unknown:
+            raise ValueError(f"not an updatable product field: {', '.join(sorted(unknown))}")
+        assignments = ", ".join(f"{column} = :{column}" for column in values)
+        with self.engine.single() as conn:
+            result = conn.execute(UPDATE_PRODUCT.format(assignments=assignments), {**values, "product_id": product_id})
         if result.rowcount == 0:
             raise NotFound(f"No product {product_id}.")
         return self.get(product_id)
 
     def adjust_stock(self, product_id: str, delta: int) -> Product:
         """Admin restock or write-off, relative so it never overwrites concurrent reservations."""
-        with self.single.begin() as conn:
-            result = conn.execute(
-                update(products)
-                .where(products.c.id == product_id, products.c.deleted_at.is_(None), products.c.stock + delta >= 0)
-                .values(stock=products.c.stock + delta, updated_at=datetime.now(UTC))
-            )
+        with self.engine.single() as conn:
+            result = conn.execute(ADJUST_STOCK, {"product_id": product_id, "delta": delta, "now": datetime.now(UTC)})
         if result.rowcount == 0:
             self.get(product_id)
             raise Conflict("Stock cannot go below zero.")
@@ -272,13 +227,8 @@ class SqlProductRepository:
 
     def delete(self, product_id: str) -> None:
         # Soft delete: reservations and orders keep pointing at the product.
-        now = datetime.now(UTC)
-        with self.single.begin() as conn:
-            result = conn.execute(
-                update(products)
-                .where(products.c.id == product_id, products.c.deleted_at.is_(None))
-                .values(deleted_at=now, updated_at=now)
-            )
+        with self.engine.single() as conn:
+            result = conn.execute(DELETE_PRODUCT, {"product_id": product_id, "now": datetime.now(UTC)})
         if result.rowcount == 0:
             raise NotFound(f"No product {product_id}.")
 
@@ -306,12 +256,11 @@ class SqlProductRepository:
         """Insert the reservation and take its stock in one transaction; IntegrityError when the order
         id already has a reservation (nothing is taken then: the transaction rolls back)."""
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
+        with self.engine.transaction() as conn:
             conn.execute(
                 INSERT_RESERVATION,
                 {
                     "order_id": order_id,
-                    "status": RESERVED,
                     "created_at": now,
                     "updated_at": now,
                     "expires_at": now + self.reservation_ttl,
@@ -319,15 +268,17 @@ class SqlProductRepository:
             )
             reserved, short = [], []
             for line in lines:
-                row = conn.execute(TAKE_STOCK, {"b_product_id": line.product_id, "b_quantity": line.quantity}).first()
+                row = conn.execute(TAKE_STOCK, {"product_id": line.product_id, "quantity": line.quantity}).first()
                 if row is None:
                     short.append(line.product_id)
                     continue
-                reserved.append(ReservedLine(line.product_id, row.name, line.quantity, row.price_amount, row.currency))
+                reserved.append(
+                    ReservedLine(line.product_id, row["name"], line.quantity, row["price_amount"], row["currency"])
+                )
             if short:
                 raise self._shortage(conn, short)
-            conn.execute(
-                INSERT_RESERVATION_LINES,
+            conn.execute_many(
+                INSERT_RESERVATION_LINE,
                 [
                     {
                         "order_id": order_id,
@@ -345,16 +296,16 @@ class SqlProductRepository:
     def _reserve_again(self, order_id: str, lines: list[ReservedLine]) -> list[ReservedLine]:
         """Take a released reservation's stock again (same lines, same prices), all or nothing."""
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
+        with self.engine.transaction() as conn:
             claimed = conn.execute(
-                RESERVE_AGAIN, {"b_order_id": order_id, "b_now": now, "b_expires_at": now + self.reservation_ttl}
+                RESERVE_AGAIN, {"order_id": order_id, "now": now, "expires_at": now + self.reservation_ttl}
             ).rowcount
             if not claimed:
                 # A concurrent repeat took it again first: its lines are the answer.
                 return lines
             short = []
             for line in lines:
-                taken = conn.execute(TAKE_STOCK, {"b_product_id": line.product_id, "b_quantity": line.quantity}).first()
+                taken = conn.execute(TAKE_STOCK, {"product_id": line.product_id, "quantity": line.quantity}).first()
                 if taken is None:
                     short.append(line.product_id)
             if short:
@@ -364,20 +315,16 @@ class SqlProductRepository:
     def expired(self, *, now: datetime, limit: int, after: str | None = None) -> list[str]:
         """Order ids of reservations at or past their expiry (a zero TTL expires at once, whatever the clock
         resolution), neither committed nor released, by order id."""
-        query = select(reservations.c.order_id).where(
-            reservations.c.status == RESERVED, reservations.c.expires_at <= now
-        )
+        parameters: dict[str, Any] = {"now": now, "limit": limit}
         if after:
-            query = query.where(reservations.c.order_id > after)
-        with self.single.connect() as conn:
-            return list(conn.execute(query.order_by(reservations.c.order_id).limit(limit)).scalars())
+            parameters["after"] = after
+        with self.engine.single() as conn:
+            order_ids = conn.execute(EXPIRED_AFTER if after else EXPIRED, parameters).scalars()
+        return [str(order_id) for order_id in order_ids]
 
-    def _shortage(self, conn: Any, short: list[str]) -> Exception:
-        known = set(
-            conn.execute(
-                select(products.c.id).where(products.c.id.in_(short), products.c.deleted_at.is_(None))
-            ).scalars()
-        )
+    def _shortage(self, conn: Connection, short: list[str]) -> Exception:
+        placeholders, parameters = in_list("product_id", short)
+        known = set(conn.execute(KNOWN_PRODUCTS.format(product_ids=placeholders), parameters).scalars())
         unknown = [pid for pid in short if pid not in known]
         if unknown:
             return ValidationFailed("Unknown products: " + ", ".join(unknown), extra={"products": unknown})
@@ -391,32 +338,33 @@ class SqlProductRepository:
         return existing
 
     def reservation(self, order_id: str) -> list[ReservedLine] | None:
-        with self.single.connect() as conn:
-            status = conn.execute(RESERVATION_STATUS, {"b_order_id": order_id}).scalar_one_or_none()
+        with self.engine.single() as conn:
+            status = conn.execute(RESERVATION_STATUS, {"order_id": order_id}).scalar()
             if status is None:
                 return None
-            rows = conn.execute(RESERVATION_LINES, {"b_order_id": order_id}).all()
-        return [ReservedLine(r.product_id, r.name, r.quantity, r.unit_price_amount, r.currency) for r in rows]
+            rows = conn.execute(RESERVATION_LINES, {"order_id": order_id}).rows
+        return [_reserved_line(r) for r in rows]
 
     def reservation_status(self, order_id: str) -> str | None:
-        with self.single.connect() as conn:
-            return conn.execute(RESERVATION_STATUS, {"b_order_id": order_id}).scalar_one_or_none()
+        with self.engine.single() as conn:
+            status = conn.execute(RESERVATION_STATUS, {"order_id": order_id}).scalar()
+        return None if status is None else str(status)
 
     def release(self, order_id: str) -> bool:
         """Put reserved stock back, once. True when this call released it."""
-        with self.engine.begin() as conn:
-            claimed = conn.execute(RELEASE_RESERVATION, {"b_order_id": order_id, "b_now": datetime.now(UTC)}).rowcount
+        with self.engine.transaction() as conn:
+            claimed = conn.execute(RELEASE_RESERVATION, {"order_id": order_id, "now": datetime.now(UTC)}).rowcount
             if not claimed:
                 return False
-            rows = conn.execute(RESERVATION_LINES, {"b_order_id": order_id}).all()
+            rows = conn.execute(RESERVATION_LINES, {"order_id": order_id}).rows
             for row in rows:
-                conn.execute(PUT_BACK_STOCK, {"b_product_id": row.product_id, "b_quantity": row.quantity})
+                conn.execute(PUT_BACK_STOCK, {"product_id": row["product_id"], "quantity": row["quantity"]})
         return True
 
     def commit(self, order_id: str) -> bool:
         """The reservation is held by a written order: it no longer expires (release still works)."""
-        with self.single.begin() as conn:
-            done = conn.execute(COMMIT_RESERVATION, {"b_order_id": order_id, "b_now": datetime.now(UTC)}).rowcount
+        with self.engine.single() as conn:
+            done = conn.execute(COMMIT_RESERVATION, {"order_id": order_id, "now": datetime.now(UTC)}).rowcount
         return bool(done)
 
     def commit_many(self, order_ids: Sequence[str]) -> int:
@@ -424,8 +372,13 @@ class SqlProductRepository:
         this call committed (ids with no reservation, or committed or released already, count none)."""
         if not order_ids:
             return 0
-        with self.single.begin() as conn:
+        placeholders, parameters = in_list("order_id", order_ids)
+        with self.engine.single() as conn:
             done = conn.execute(
-                COMMIT_RESERVATIONS, {"b_order_ids": list(order_ids), "b_now": datetime.now(UTC)}
+                COMMIT_RESERVATIONS.format(order_ids=placeholders), {**parameters, "now": datetime.now(UTC)}
             ).rowcount
         return int(done)
+
+
+def _reserved_line(row: Row) -> ReservedLine:
+    return ReservedLine(row["product_id"], row["name"], row["quantity"], row["unit_price_amount"], row["currency"])

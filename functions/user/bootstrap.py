@@ -8,13 +8,12 @@ from collections.abc import Callable
 
 from argon2 import PasswordHasher
 from fastapi import FastAPI
-from sqlalchemy import Engine
 
 from cloudshop import aws_sync
 from cloudshop.auth import TokenIssuer, TokenVerifier
 from cloudshop.estate import ESTATE
 from cloudshop.settings import Settings
-from cloudshop.sql import engine_for, ping
+from cloudshop.sql import Engine, engine_for, ping
 from cloudshop.web import create_app
 from functions.user.api import install_rate_limit_answer, router
 from functions.user.model import Limit

@@ -7,69 +7,71 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, insert, select, update
-from sqlalchemy.exc import IntegrityError
-
 from cloudshop.aws import condition_failed, from_item
 from cloudshop.aws_json import DynamoDBError
 from cloudshop.errors import Conflict, NotFound
 from cloudshop.sessions import session_is_active, session_key
-from cloudshop.sql import as_utc
+from cloudshop.sql import Engine, IntegrityError, Row, as_utc
 from functions.user.model import Claim, Limit, RetiredSecret, Session, User, hash_secret
 
-metadata = MetaData()
-users = Table(
-    "users",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("email", String(254), nullable=False, unique=True),
-    Column("name", String(100), nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("password_hash", String(200), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+# What `update` may set (the SET clause is built from these names only).
+UPDATABLE_COLUMNS = frozenset({"email", "name", "role", "password_hash", "updated_at"})
+
+INSERT_USER = (
+    "INSERT INTO users (id, email, name, role, password_hash, created_at, updated_at)"
+    " VALUES (:id, :email, :name, :role, :password_hash, :created_at, :updated_at)"
 )
+USER_BY_EMAIL = "SELECT id, email, name, role, password_hash, created_at, updated_at FROM users WHERE email = :email"
+USER_BY_ID = "SELECT id, email, name, role, password_hash, created_at, updated_at FROM users WHERE id = :user_id"
+# `{assignments}`: `column = :column` for each of UPDATABLE_COLUMNS the call sets.
+UPDATE_USER = "UPDATE users SET {assignments} WHERE id = :user_id"
 
 
-def _user(row: Any) -> User:
+def _user(row: Row) -> User:
     return User(
-        id=row.id,
-        email=row.email,
-        name=row.name,
-        role=row.role,
-        password_hash=row.password_hash,
-        created_at=as_utc(row.created_at),
-        updated_at=as_utc(row.updated_at),
+        id=row["id"],
+        email=row["email"],
+        name=row["name"],
+        role=row["role"],
+        password_hash=row["password_hash"],
+        created_at=as_utc(row["created_at"]),
+        updated_at=as_utc(row["updated_at"]),
     )
 
 
 class SqlUserRepository:
+    # Every call is one statement, so each runs as one (`engine.single()`: autocommit on PostgreSQL,
+    # one round trip instead of BEGIN, the statement and COMMIT).
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     def add(self, user: User) -> None:
         try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(users).values(**user.__dict__))
+            with self.engine.single() as conn:
+                conn.execute(INSERT_USER, user.__dict__)
         except IntegrityError as exc:
             raise Conflict("An account with this email already exists.") from exc
 
     def by_email(self, email: str) -> User | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(users).where(users.c.email == email)).first()
+        with self.engine.single() as conn:
+            row = conn.execute(USER_BY_EMAIL, {"email": email}).first()
         return _user(row) if row else None
 
     def get(self, user_id: str) -> User:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(users).where(users.c.id == user_id)).first()
+        with self.engine.single() as conn:
+            row = conn.execute(USER_BY_ID, {"user_id": user_id}).first()
         if row is None:
             raise NotFound("No such user.")
         return _user(row)
 
     def update(self, user_id: str, **values: Any) -> User:
         values["updated_at"] = datetime.now(UTC)
-        with self.engine.begin() as conn:
-            conn.execute(update(users).where(users.c.id == user_id).values(**values))
+        unknown = set(values) - UPDATABLE_COLUMNS
+        if unknown:
+            raise ValueError(f"not an updatable user field: {', '.join(sorted(unknown))}")
+        assignments = ", ".join(f"{column} = :{column}" for column in values)
+        with self.engine.single() as conn:
+            conn.execute(UPDATE_USER.format(assignments=assignments), {**values, "user_id": user_id})
         return self.get(user_id)
 
 

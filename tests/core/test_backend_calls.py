@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from cloudshop import aws
 from cloudshop.auth import InternalTokens, TokenVerifier
@@ -110,13 +109,13 @@ def test_each_sql_statement_counts_as_sql_and_a_connection_reused_at_once_is_not
     try:
         with Counted("sql", "SELECT") as selects, Counted("sql", "PING") as pings:
             for _ in range(2):
-                with engine.connect() as connection:
-                    connection.execute(text("SELECT 1"))
+                with engine.single() as connection:
+                    connection.execute("SELECT 1")
     finally:
         engine.dispose()
 
     assert selects.made == 2
-    # Only a connection idle past PING_AFTER_IDLE_SECONDS costs a ping (cloudshop.sql.ping_after_idle).
+    # Only a connection idle past PING_AFTER_IDLE_SECONDS costs a ping (cloudshop.sql._Pool).
     assert pings.made == 0
 
 
@@ -126,13 +125,13 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced_before_anyone_uses
     engine = make_engine(postgres_server.url, ping_after_idle_seconds=0.0)
     admin = make_engine(postgres_server.url)
     try:
-        with engine.connect() as connection:
-            backend = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        with admin.connect() as connection:
-            assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend}).scalar_one()
+        with engine.transaction() as connection:
+            backend = connection.execute("SELECT pg_backend_pid()").scalar()
+        with admin.single() as connection:
+            assert connection.execute("SELECT pg_terminate_backend(:pid)", {"pid": backend}).scalar()
 
-        with Counted("sql", "PING") as pings, engine.connect() as connection:
-            replacement = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with Counted("sql", "PING") as pings, engine.transaction() as connection:
+            replacement = connection.execute("SELECT pg_backend_pid()").scalar()
 
         assert pings.made == 1
         assert replacement != backend
@@ -145,16 +144,15 @@ def test_a_connection_pinged_after_idling_is_handed_out_idle_even_in_autocommit(
     """The ping runs in a transaction the driver opens; left open, a checkout in autocommit mode (the
     product service's one-statement work) failed with "can't change 'autocommit' now"."""
     engine = make_engine(postgres_server.url, ping_after_idle_seconds=0.0)
-    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        with engine.transaction() as connection:
+            connection.execute("SELECT 1")
         for _ in range(2):
-            with Counted("sql", "PING") as pings, autocommit.connect() as connection:
-                assert connection.execute(text("SELECT 1")).scalar_one() == 1
+            with Counted("sql", "PING") as pings, engine.single() as connection:
+                assert connection.execute("SELECT 1").scalar() == 1
             assert pings.made == 1
-        with engine.begin() as connection:
-            assert connection.execute(text("SELECT 1")).scalar_one() == 1
+        with engine.transaction() as connection:
+            assert connection.execute("SELECT 1").scalar() == 1
     finally:
         engine.dispose()
 

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 
 from cloudshop.auth import InternalTokens, TokenIssuer
 from cloudshop.settings import Settings
+from cloudshop.sql import Engine, Statement
 from functions.product.bootstrap import build_app, build_catalog, migrate_schema
 from functions.product.model import ReservationLine
 from functions.product.seed import seed_catalog
@@ -281,18 +281,19 @@ def test_a_patch_cannot_null_a_field(catalog_app: TestClient, tokens: dict[str, 
 
 
 @contextmanager
-def statement_verbs(engine: Any) -> Iterator[list[str]]:
-    """The first word of every statement the engine sends inside the block (BEGIN included)."""
+def statement_verbs(engine: Engine) -> Iterator[list[str]]:
+    """The first word of every statement the engine sends inside the block (BEGIN included), as the
+    engine's hooks see it."""
     verbs: list[str] = []
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        verbs.append(statement.split(None, 1)[0].upper())
+    def record(statement: Statement) -> None:
+        verbs.append(statement.sql.split(None, 1)[0].upper())
 
-    event.listen(engine, "before_cursor_execute", record)
+    engine.hooks.append(record)
     try:
         yield verbs
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        engine.hooks.remove(record)
 
 
 def test_a_commit_that_commits_is_one_statement_and_a_repeat_or_a_release_answers_the_status(
@@ -506,19 +507,20 @@ def test_one_statement_work_runs_without_a_transaction_around_it_on_postgresql(
     product = catalog.create(name="Lamp", description="", category="home", price_amount=1000, currency="INR", stock=10)
     modes: list[tuple[str, bool]] = []
 
-    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        modes.append((statement.split(None, 1)[0].upper(), conn.connection.dbapi_connection.autocommit))
+    def record(statement: Statement) -> None:
+        modes.append((statement.operation, statement.connection.autocommit))
 
-    event.listen(catalog.products.engine, "before_cursor_execute", record)
+    catalog.products.engine.hooks.append(record)
     try:
         catalog.products.get(product.id)
         catalog.reserve("ord-modes", [ReservationLine(product.id, 1)])
         catalog.commit_reservation("ord-modes")
     finally:
-        event.remove(catalog.products.engine, "before_cursor_execute", record)
+        catalog.products.engine.hooks.remove(record)
     assert modes == [("SELECT", True), ("INSERT", False), ("UPDATE", False), ("INSERT", False), ("UPDATE", True)]
-    with catalog.products.engine.connect() as conn:
-        assert conn.connection.dbapi_connection.autocommit is False
+    # A transaction takes its connection from the pool as the pool holds it: in transaction mode.
+    with catalog.products.engine.transaction() as conn:
+        assert conn.raw.autocommit is False
 
 
 def test_answers_have_the_response_models_fields_in_their_order(

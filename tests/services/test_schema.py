@@ -17,10 +17,9 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import OperationalError
 
 from cloudshop.estate import ESTATE, SqlSchema
-from cloudshop.schema import MigrationFailed, apply_schema, migrations_dir
+from cloudshop.schema import MigrationFailed, apply_schema, migration_engine, migrations_dir
 from cloudshop.settings import SecretUnavailable, Settings
 from cloudshop.sql import SecretCredentials, engine_for, make_engine
 
@@ -29,7 +28,7 @@ pytestmark = pytest.mark.postgres
 
 def snapshot(url: str) -> dict[str, Any]:
     """Every table with its columns, and each service's Alembic revision."""
-    engine = make_engine(url)
+    engine = migration_engine(make_engine(url))
     try:
         schema = inspect(engine)
         tables = {t: sorted(c["name"] for c in schema.get_columns(t)) for t in sorted(schema.get_table_names())}
@@ -113,9 +112,9 @@ def test_a_rerun_takes_back_what_was_granted_by_hand_and_resets_the_password(
 ) -> None:
     engine = make_engine(master_url)
     apply_schema(engine, role_passwords=passwords)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("GRANT SELECT ON products TO cloudshop_user")
-        connection.exec_driver_sql("ALTER ROLE cloudshop_user PASSWORD 'drifted-by-hand'")
+    with engine.transaction() as connection:
+        connection.execute("GRANT SELECT ON products TO cloudshop_user")
+        connection.execute("ALTER ROLE cloudshop_user PASSWORD 'drifted-by-hand'")
 
     apply_schema(engine, role_passwords=passwords)
     engine.dispose()
@@ -193,19 +192,19 @@ def test_a_rotated_password_is_read_again_by_a_running_service_without_a_restart
     )
     host_only = role_url(master_url, "x", "x").replace("x:x@", "")
     service = engine_for(Settings(database_url=host_only, database_secret_arn="arn:user"), fetch=fetch)
-    with service.connect() as connection:
-        assert connection.execute(text("SELECT current_user")).scalar_one() == "cloudshop_user"
+    with service.single() as connection:
+        assert connection.execute("SELECT current_user").scalar() == "cloudshop_user"
 
     # What the single-user rotation function does: a new password in the database and in the secret.
     rotated = f"rotated-{uuid.uuid4().hex}"
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"ALTER ROLE cloudshop_user PASSWORD '{rotated}'")
+    with admin.transaction() as connection:
+        connection.execute(f"ALTER ROLE cloudshop_user PASSWORD '{rotated}'")
     admin.dispose()
     store["arn:user"] = json.dumps({"username": "cloudshop_user", "password": rotated})
     service.dispose()  # the pool's connections end (recycling); the next one logs in anew
 
-    with service.connect() as connection:
-        assert connection.execute(text("SELECT count(*) FROM users")).scalar_one() == 0
+    with service.single() as connection:
+        assert connection.execute("SELECT count(*) FROM users").scalar() == 0
     service.dispose()
     assert reads == ["arn:user", "arn:user"], "read once at start-up, once more after the refusal"
 
@@ -217,8 +216,8 @@ def test_a_refusal_with_an_unchanged_secret_is_reported_not_retried(master_url: 
     host_only = role_url(master_url, "x", "x").replace("x:x@", "")
     service = engine_for(Settings(database_url=host_only, database_secret_arn="arn:user"), fetch=fetch)
 
-    with pytest.raises(OperationalError, match="password authentication failed"):
-        with service.connect():
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        with service.single():
             pass
     assert reads == ["arn:user", "arn:user"]
 

@@ -54,6 +54,10 @@ _ISOLATE = (
 _IMPORTTIME = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
+class UnknownHandler(ValueError):
+    """A module asked for is not one of the Lambda handlers (`handler_modules`)."""
+
+
 @dataclass(frozen=True)
 class HandlerImport:
     module: str
@@ -171,6 +175,9 @@ def measure_all(*, runs: int = DEFAULT_RUNS, modules: list[str] | None = None, s
     """Every handler's import, from code assets freshly built from `source`; the JSON `make bench` writes."""
     wanted = handler_modules()
     if modules:
+        unknown = [module for module in modules if module not in wanted]
+        if unknown:
+            raise UnknownHandler(f"not a Lambda handler module: {', '.join(unknown)}; one of: {', '.join(wanted)}")
         wanted = {module: wanted[module] for module in modules}
     with tempfile.TemporaryDirectory(prefix="bench-assets-") as build_root:
         build_code(Path(build_root), source)
@@ -193,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=ROOT, help="build the assets from this tree (to compare)")
     parser.add_argument("modules", nargs="*", help="handler modules (default: every Lambda handler)")
     args = parser.parse_args(argv)
-    report = measure_all(runs=args.runs, modules=args.modules or None, source=args.source)
+    try:
+        report = measure_all(runs=args.runs, modules=args.modules or None, source=args.source)
+    except UnknownHandler as exc:
+        parser.error(str(exc))
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -251,3 +251,17 @@ def test_the_import_bench_reports_every_lambda_handler(tmp_path: Path) -> None:
     assert {f"functions.{service}.handler" for service in LAMBDA_SERVICES} <= set(report["handlers"])
     for result in report["handlers"].values():
         assert result["importtime_ms"] > 0 and result["top"]
+
+
+def test_the_import_bench_names_the_handlers_when_asked_for_another_module(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cloudshop.bench_imports import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["product"])
+
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "not a Lambda handler module: product" in error
+    assert "functions.product.handler" in error

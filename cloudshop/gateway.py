@@ -44,6 +44,7 @@ from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, TokenVerifier, 
 from cloudshop.errors import CloudshopError, PayloadTooLarge, Unauthorized, problem
 from cloudshop.estate import ESTATE, GATEWAY_HEALTH, GATEWAY_HEALTH_PATHS, Route
 from cloudshop.http_pool import PooledTransport
+from cloudshop.liveness import Liveness, liveness_options
 from cloudshop.observability import (
     REQUEST_ID_HEADER,
     Metrics,
@@ -130,6 +131,9 @@ def build_gateway(
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     storefront: Storefront | None = None,
+    health_port: int | None = None,
+    health_host: str = "127.0.0.1",
+    liveness_max_loop_lag: float = 10.0,
 ) -> Starlette:
     """The gateway app.
 
@@ -140,7 +144,8 @@ def build_gateway(
     budgets for their own calls). At most `max_in_flight_requests` requests are proxied at once;
     the next is refused at once (503, `Retry-After`, `retry-after-ms`). `on_shutdown` closes what
     the caller built for the gateway (its DynamoDB client). `storefront` answers GET and HEAD outside
-    the API prefix (`cloudshop.storefront`); without it those are 404 problems too.
+    the API prefix (`cloudshop.storefront`); without it those are 404 problems too. Given
+    `health_port`, `/healthz` is also answered there by a thread of its own (`cloudshop.liveness`).
     """
     configure_logging("gateway", log_level)
     routes = compile_routes(ESTATE.routes)
@@ -268,6 +273,12 @@ def build_gateway(
         exception_handlers={HTTPException: _starlette_problem},
         middleware=[
             Middleware(
+                Liveness,
+                **liveness_options(
+                    metrics.registry, host=health_host, port=health_port, max_loop_lag=liveness_max_loop_lag
+                ),
+            ),
+            Middleware(
                 tracing.ServerSpanMiddleware, exempt=frozenset({*GATEWAY_HEALTH_PATHS, "/metrics"}), respond=True
             ),
             Middleware(PathGuard),
@@ -347,4 +358,7 @@ def build_gateway_from_settings() -> Starlette:
         log_level=settings.log_level,
         on_shutdown=dynamodb.aclose,
         storefront=Storefront.local(settings.aws_endpoint_url),
+        health_port=settings.health_port,
+        health_host=settings.health_host,
+        liveness_max_loop_lag=settings.liveness_max_loop_lag_seconds,
     )

@@ -133,6 +133,12 @@ class Settings(BaseModel):
     # 64: an async request mostly waits on the network, so 64 keep a core busy while the work queued
     # behind the limit stays small (64 x ~5 ms of CPU per request: about 0.3 s of queueing at worst).
     max_in_flight_requests: int = Field(default=64, ge=1, le=10_000)
+    # The liveness probe's own port (`cloudshop.liveness`): `/healthz` answered by a thread, never
+    # behind the event loop's work. Unset: no such port (a Lambda function, tests).
+    health_port: int | None = Field(default=None, ge=1, le=65_535)
+    health_host: str = "127.0.0.1"
+    # A loop later than this is stuck, not busy: the probe then fails and the pod is restarted.
+    liveness_max_loop_lag_seconds: float = Field(default=10.0, gt=0, le=300)
     # What a refused caller is told to wait (`retry-after-ms`; `Retry-After` rounds it up to seconds).
     overload_retry_after_ms: int = Field(default=200, ge=1, le=60_000)
     # Each readiness check's own limit; /readyz answers within 0.1 s whatever it (see web.Readiness).

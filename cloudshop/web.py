@@ -12,7 +12,9 @@ standard header every HTTP client knows) and `retry-after-ms` (the same hint at 
 matters when a slot frees up in milliseconds; also in the body as `retry_after_ms`). A refused
 request costs microseconds; a queued one would cost its caller a timeout. `/healthz`, `/readyz` and
 `/metrics` bypass the limit and never wait behind work: they are `async def` on the event loop, and
-`/readyz` answers within 0.1 s (see `Readiness`).
+`/readyz` answers within 0.1 s (see `Readiness`). Given `HEALTH_PORT`, `/healthz` is also answered
+on that port by a thread of its own, whatever the loop is doing (`cloudshop.liveness`): what the
+liveness probe of a pod asks.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, Principal, TokenVerifier, bearer_token
 from cloudshop.errors import PROBLEM_CONTENT_TYPE, CloudshopError, Forbidden, Unauthorized, problem
 from cloudshop.estate import ESTATE
+from cloudshop.liveness import Liveness, liveness_options
 from cloudshop.observability import Metrics, RequestContextMiddleware, configure_logging
 from cloudshop.paths import ID_MAX, ID_PATTERN, BadPath, request_path
 from cloudshop.settings import Settings
@@ -299,6 +302,15 @@ def create_app(
     )
     app.add_middleware(PathGuard)
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        Liveness,
+        **liveness_options(
+            metrics.registry,
+            host=settings.health_host,
+            port=settings.health_port,
+            max_loop_lag=settings.liveness_max_loop_lag_seconds,
+        ),
+    )
     if tracing_on:
         # Outermost: the access log line and a refused request are inside the request's span.
         app.add_middleware(ServerSpanMiddleware, exempt=OPERATIONS_PATHS)

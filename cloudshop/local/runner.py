@@ -63,9 +63,13 @@ MOTO_OFFSET, DYNAMODB_OFFSET, POSTGRES_OFFSET, KAFKA_OFFSET, KAFKA_CONTROLLER_OF
 PROMETHEUS_OFFSET = 11
 # SQS (ElasticMQ, full profile) came after Prometheus, whose documented port stays where it was.
 ELASTICMQ_OFFSET = 12
+# Each server's liveness port (`cloudshop.liveness`, HEALTH_PORT): its own port + 20 (8020-8025 for
+# the default base), clear of the stores' offsets.
+HEALTH_PORT_OFFSET = 20
+PORT_SPAN = HEALTH_PORT_OFFSET + max(offset for offset, _, _ in SERVICES.values()) + 1
 
 
-def free_port_range(span: int = ELASTICMQ_OFFSET + 1) -> int:
+def free_port_range(span: int = PORT_SPAN) -> int:
     """A base port whose next `span` ports are all free (tests and benchmarks run beside `make run`)."""
     import random
 
@@ -206,6 +210,9 @@ class Platform:
 
     def check_ports(self) -> None:
         wanted = {name: self.port(offset) for name, (offset, _, _) in SERVICES.items()}
+        wanted |= {
+            f"{name} liveness": self.port(offset + HEALTH_PORT_OFFSET) for name, (offset, _, _) in SERVICES.items()
+        }
         wanted["moto"] = self.port(MOTO_OFFSET)
         if self.profile == "full":
             wanted |= {
@@ -363,7 +370,14 @@ class Platform:
     def start_services(self, env: dict[str, str]) -> None:
         logs = self.state_dir / "logs"
         processes: list[ManagedServer] = [
-            ServiceProcess(name, target=target, factory=factory, port=self.port(offset), env=env, logs=logs)
+            ServiceProcess(
+                name,
+                target=target,
+                factory=factory,
+                port=self.port(offset),
+                env=env | {"HEALTH_PORT": str(self.port(offset + HEALTH_PORT_OFFSET))},
+                logs=logs,
+            )
             for name, (offset, target, factory) in SERVICES.items()
         ]
         processes.append(PollerProcess(env=env, logs=logs))

@@ -75,7 +75,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
     if not Path(PROMETHEUS_BIN).is_file():
         pytest.fail(f"{PROMETHEUS_BIN} missing: `make system-deps` installs Debian's prometheus package")
     state = tmp_path_factory.mktemp("observability")
-    base = free_port_range(span=PROMETHEUS_OFFSET + 1)
+    base = free_port_range()
     with cloudshop_up(state, "--observability", base_port=base, wait_seconds=120):
         prometheus = f"http://127.0.0.1:{base + PROMETHEUS_OFFSET}"
         assert f"prometheus    {prometheus}" in (state / "up.log").read_text()

@@ -225,7 +225,7 @@ class Cluster:
         for variable in pod.container.get("env") or []:
             name = variable["name"]
             if "value" in variable:
-                env[name] = _expand(str(variable["value"]), env)
+                env[name] = self._on_loopback(pod, _expand(str(variable["value"]), env))
                 continue
             source = variable.get("valueFrom") or {}
             if "configMapKeyRef" in source or "secretKeyRef" in source:
@@ -243,6 +243,19 @@ class Cluster:
             else:
                 raise RehearsalError(f"{where}: {name} has a valueFrom the rehearsal does not know: {source}")
         return env
+
+    @staticmethod
+    def _on_loopback(pod: Pod, value: str) -> str:
+        """A literal the pod listens by, as `command` rewrites `--host` and `--port`: every address
+        (0.0.0.0) is loopback, and the number of one of its container ports is the port standing in
+        for it (HEALTH_PORT, the liveness port)."""
+        if value == "0.0.0.0":
+            return HOST
+        if value.isdigit() and any(
+            str(port.get("containerPort")) == value for port in pod.container.get("ports") or []
+        ):
+            return str(pod.local_port(value))
+        return value
 
     def command(self, pod: Pod, image: Image) -> list[str]:
         entrypoint = list(pod.container.get("command") or image.entrypoint)
@@ -300,6 +313,12 @@ class Cluster:
         pod.child.wait_http(
             f"http://{HOST}:{pod.local_port(probe['port'])}{probe.get('path', '/')}", timeout=READY_TIMEOUT
         )
+        # Then what the kubelet probes for liveness answers too, on the port the manifest names.
+        liveness = (pod.container.get("livenessProbe") or {}).get("httpGet")
+        if liveness is not None:
+            pod.child.wait_http(
+                f"http://{HOST}:{pod.local_port(liveness['port'])}{liveness.get('path', '/')}", timeout=READY_TIMEOUT
+            )
 
     def evidence(self) -> str:
         return "\n".join(pod.child.evidence() for pod in self.pods if pod.child is not None)

@@ -1,0 +1,166 @@
+"""Liveness on a port of its own (`cloudshop.liveness`): answered by a thread while the event loop is
+busy, failed once the loop is stuck, and started and stopped with the server's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cloudshop.liveness import HealthListener, LoopLag
+from cloudshop.settings import Settings
+from cloudshop.web import create_app
+
+
+def probe(port: int, path: str = "/healthz", method: str = "GET") -> tuple[int, bytes]:
+    """What a kubelet's HTTP probe sees: a new connection, one request."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request(method, path)
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
+class LoopThread:
+    """An event loop on a thread of its own, as uvicorn's, whose lag a `LoopLag` samples; `stall()`
+    blocks it until released, as a wedged handler would."""
+
+    def __init__(self, lag: LoopLag) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.lag = lag
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> LoopThread:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=5)
+        return self
+
+    async def _start(self) -> None:
+        self.lag.start()
+
+    @contextmanager
+    def stalled(self) -> Iterator[threading.Event]:
+        """The loop blocked (not merely busy) until the block ends or the event is set."""
+        release, blocked = threading.Event(), threading.Event()
+
+        def block() -> None:
+            blocked.set()
+            release.wait(30)
+
+        self.loop.call_soon_threadsafe(block)
+        assert blocked.wait(5)
+        try:
+            yield release
+        finally:
+            release.set()
+
+    def __exit__(self, *_: object) -> None:
+        self.loop.call_soon_threadsafe(self.lag.stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
+
+
+@contextmanager
+def listening(max_loop_lag: float) -> Iterator[tuple[HealthListener, LoopLag]]:
+    lag = LoopLag(interval=0.01)
+    health = HealthListener(host="127.0.0.1", port=0, loop_lag=lag, max_loop_lag=max_loop_lag)
+    health.port = health.start()
+    try:
+        yield health, lag
+    finally:
+        health.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[HealthListener, LoopLag]]:
+    with listening(max_loop_lag=0.5) as health_and_lag:
+        yield health_and_lag
+
+
+def test_a_probe_is_answered_while_the_loop_is_stuck_short_of_the_bound() -> None:
+    with listening(max_loop_lag=60) as (health, lag), LoopThread(lag) as loop, loop.stalled():
+        # Given the loop blocked, not turning at all (short of the 60 s bound),
+        # when the kubelet probes, the answer comes while the loop is still blocked: no turn was needed.
+        status, body = probe(health.port)
+    assert status == 200 and body == b'{"status": "ok"}'
+
+
+def test_a_loop_stuck_beyond_the_bound_fails_the_probe_and_passes_again_once_it_turns(
+    listener: tuple[HealthListener, LoopLag],
+) -> None:
+    health, lag = listener
+    with LoopThread(lag) as loop:
+        with loop.stalled():
+            # Given the loop stuck for longer than the 0.5 s bound,
+            deadline = time.monotonic() + 10
+            while lag.seconds() <= 0.5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # then the probe fails and says why;
+            status, body = probe(health.port)
+            assert status == 503, body
+            assert b'"status": "stalled"' in body and b"loop_lag_seconds" in body
+        # once the loop turns again, it passes.
+        deadline = time.monotonic() + 10
+        while probe(health.port)[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert probe(health.port)[0] == 200
+
+
+def test_the_listener_answers_only_healthz_and_only_to_reads(listener: tuple[HealthListener, LoopLag]) -> None:
+    health, _ = listener
+    assert probe(health.port, "/healthz?probe=kubelet")[0] == 200
+    assert probe(health.port, "/healthz", method="HEAD") == (200, b"")
+    assert probe(health.port, "/readyz")[0] == 404
+    assert probe(health.port, "/metrics")[0] == 404
+    assert probe(health.port, "/healthz", method="POST")[0] == 405
+
+
+def test_a_silent_or_garbled_client_does_not_hold_the_listener(listener: tuple[HealthListener, LoopLag]) -> None:
+    health, _ = listener
+    # Given one client that connects and says nothing, and one that sends noise,
+    silent = socket.create_connection(("127.0.0.1", health.port))
+    noisy = socket.create_connection(("127.0.0.1", health.port))
+    try:
+        noisy.sendall(b"\x00\xff garbage\r\n\r\n")
+        # then a probe behind them is still answered (the silent one is dropped after its timeout).
+        assert probe(health.port)[0] == 200
+        assert noisy.recv(64).startswith(b"HTTP/1.1 404")
+    finally:
+        silent.close()
+        noisy.close()
+
+
+def test_a_service_app_serves_liveness_on_its_port_for_as_long_as_it_runs() -> None:
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+    settings = Settings(environment="test", log_level="WARNING", health_port=port)  # type: ignore[call-arg]
+    app = create_app(service="test", settings=settings, routers=[])
+
+    # Given the app started by its server (the lifespan runs),
+    with TestClient(app) as client:
+        # the liveness port answers, and the loop's lag is measured;
+        assert probe(port)[0] == 200
+        deadline = time.monotonic() + 5
+        while "event_loop_lag_seconds_count 0.0" in client.get("/metrics").text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "event_loop_lag_seconds_count 0.0" not in client.get("/metrics").text
+    # once the server stops, the port is closed.
+    with pytest.raises(ConnectionRefusedError):
+        probe(port)
+
+
+def test_without_a_port_nothing_listens_and_the_app_serves_as_before() -> None:
+    app = create_app(service="test", settings=Settings(environment="test", log_level="WARNING"), routers=[])
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200

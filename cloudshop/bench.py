@@ -23,7 +23,8 @@ Idempotency-Key:
 
 During both, every 500 ms: `/healthz` of every service on its liveness port, what the kubelet probes
 (`cloudshop.liveness`; a new connection each time, as a probe makes), the same on the service's own
-port (shown, not a target: its answer waits for turns of the event loop), and the resident memory of
+port (shown, not a target: its answer waits for turns of the event loop; named by the service alone,
+as before the liveness ports existed), and the resident memory of
 every process. `--warmup-seconds` of load before A are not
 measured. With `--profile-cpu`, py-spy samples every service during A (top frames in the results).
 
@@ -202,13 +203,14 @@ def loop_lag(before: dict[str, Samples], after: dict[str, Samples]) -> dict[str,
     return lag
 
 
-# The suffix of a probe sampled on a service's own port rather than its liveness port.
-SERVICE_PORT = " (service port)"
+# The suffix of a probe sampled on a service's liveness port; a plain name is its own port, as in the
+# runs before the liveness ports existed (so the table compares like with like).
+LIVENESS_PORT = " (liveness port)"
 
 
 def liveness_probes(healthz: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The summaries of the liveness ports' probes: what the `/healthz` target is about."""
-    return [summary for name, summary in healthz.items() if not name.endswith(SERVICE_PORT)]
+    return [summary for name, summary in healthz.items() if name.endswith(LIVENESS_PORT)]
 
 
 def healthz_ms(url: str, timeout: float = 5.0) -> float | str:
@@ -306,12 +308,12 @@ class Bench:
 
     @property
     def probe_urls(self) -> dict[str, str]:
-        """Where `/healthz` is sampled: each service's liveness port, and its own port (`SERVICE_PORT`)."""
+        """Where `/healthz` is sampled: each service's liveness port (`LIVENESS_PORT`), and its own port."""
         liveness = {
-            name: f"http://127.0.0.1:{self.platform.port(offset + HEALTH_PORT_OFFSET)}"
+            f"{name}{LIVENESS_PORT}": f"http://127.0.0.1:{self.platform.port(offset + HEALTH_PORT_OFFSET)}"
             for name, (offset, _, _) in SERVICES.items()
         }
-        return liveness | {f"{name}{SERVICE_PORT}": url for name, url in self.service_urls.items()}
+        return liveness | self.service_urls
 
     @property
     def processes(self) -> dict[str, int]:

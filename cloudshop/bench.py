@@ -154,6 +154,11 @@ def sample_value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def increase(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    """How much a counter (or a histogram's count or bucket) grew between two scrapes."""
+    return sample_value(after, name, **labels) - sample_value(before, name, **labels)
+
+
 def backend_calls(before: dict[str, Samples], after: dict[str, Samples]) -> dict[str, dict[tuple[str, str], float]]:
     """Service -> (kind, operation) -> calls made between the two scrapes."""
     made: dict[str, dict[tuple[str, str], float]] = {}
@@ -190,15 +195,12 @@ def loop_lag(before: dict[str, Samples], after: dict[str, Samples]) -> dict[str,
     lag: dict[str, dict[str, Any]] = {}
     for service, now in after.items():
         then = before.get(service, {})
-        samples = sample_value(now, "event_loop_lag_seconds_count") - sample_value(then, "event_loop_lag_seconds_count")
+        samples = increase(then, now, "event_loop_lag_seconds_count")
         if samples <= 0:
             continue
         lag[service] = {"samples": int(samples)}
         for threshold in LAG_THRESHOLDS_SECONDS:
-            bucket = {"le": str(threshold)}
-            on_time = sample_value(now, "event_loop_lag_seconds_bucket", **bucket) - sample_value(
-                then, "event_loop_lag_seconds_bucket", **bucket
-            )
+            on_time = increase(then, now, "event_loop_lag_seconds_bucket", le=str(threshold))
             lag[service][f"over_{threshold * 1000:.0f}ms_share"] = round(1 - on_time / samples, 3)
     return lag
 
@@ -496,12 +498,8 @@ def scenario_a(bench: Bench, *, buyers: int, seconds: float, profile_cpu: bool, 
     result["cpu_ms_per_checkout"] = cpu_per_checkout(cpu_before, cpu_after, done)
     result["cpu_ms_per_checkout"]["by_process_ms"]["k6 (load generator)"] = round(k6_cpu / max(done, 1) * 1000, 2)
     result["backend_calls_per_checkout"] = calls_per_checkout(backend_calls(before, after), done)
-    published = sample_value(after["order"], "order_outbox_events_published_total") - sample_value(
-        before["order"], "order_outbox_events_published_total"
-    )
-    busy = sample_value(after["order"], "order_outbox_busy_seconds_total") - sample_value(
-        before["order"], "order_outbox_busy_seconds_total"
-    )
+    published = increase(before["order"], after["order"], "order_outbox_events_published_total")
+    busy = increase(before["order"], after["order"], "order_outbox_busy_seconds_total")
     result["outbox"] = {
         "lag_at_end_seconds": round(lag_at_end, 3) if lag_at_end is not None else None,
         "lag_max_seconds": round(max(sampler.lag), 3) if sampler.lag else None,
@@ -545,11 +543,7 @@ def scenario_b(bench: Bench, *, buyers: int, seconds: float) -> dict[str, Any]:
     result = load_summary(summary, vus=buyers)
     result["other_failures"] = sum(result["failures"].values())
     result["refused_by_service"] = {
-        service: int(
-            sample_value(after[service], "http_requests_refused_total")
-            - sample_value(before[service], "http_requests_refused_total")
-        )
-        for service in urls
+        service: int(increase(before[service], after[service], "http_requests_refused_total")) for service in urls
     }
     result["cpu_ms_per_checkout"] = cpu_per_checkout(cpu_before, cpu_after, result["checkouts"])
     result["healthz"] = sampler.health_summary()

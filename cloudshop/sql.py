@@ -351,6 +351,15 @@ def _pyformat(sql: str) -> str:
     return _TOKENS.sub(rewrite, sql)
 
 
+def set_clause(values: Mapping[str, Any], *, allowed: frozenset[str], what: str) -> str:
+    """`column = :column, ...` for an UPDATE of `values`, every column one of `allowed` (the only
+    names ever written into the SQL text); ValueError naming `what` for any other."""
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValueError(f"not an updatable {what} field: {', '.join(sorted(unknown))}")
+    return ", ".join(f"{column} = :{column}" for column in values)
+
+
 def in_list(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """Placeholders for an `IN (...)` of `values` (`:name_0, :name_1, ...`) and their parameters:
     generated, so no value is ever written into the SQL text. `values` must not be empty."""

@@ -21,7 +21,7 @@ from typing import Any
 from cloudshop import cursors
 from cloudshop.errors import Conflict, NotFound, OutOfStock, ValidationFailed
 from cloudshop.paths import ID_MAX
-from cloudshop.sql import Connection, Engine, IntegrityError, Row, as_utc, in_list
+from cloudshop.sql import Connection, Engine, IntegrityError, Row, as_utc, in_list, set_clause
 from functions.product.model import NAME_MAX, PRICE_MAX, Product, ReservationLine, ReservedLine
 
 # A reservation's statuses, as the statements below write them.
@@ -206,10 +206,7 @@ class SqlProductRepository:
 
     def update(self, product_id: str, values: dict[str, Any]) -> Product:
         values = {**values, "updated_at": datetime.now(UTC)}
-        unknown = set(values) - UPDATABLE_COLUMNS
-        if unknown:
-            raise ValueError(f"not an updatable product field: {', '.join(sorted(unknown))}")
-        assignments = ", ".join(f"{column} = :{column}" for column in values)
+        assignments = set_clause(values, allowed=UPDATABLE_COLUMNS, what="product")
         with self.engine.single() as conn:
             result = conn.execute(UPDATE_PRODUCT.format(assignments=assignments), {**values, "product_id": product_id})
         if result.rowcount == 0:

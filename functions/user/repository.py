@@ -11,7 +11,7 @@ from cloudshop.aws import condition_failed, from_item
 from cloudshop.aws_json import DynamoDBError
 from cloudshop.errors import Conflict, NotFound
 from cloudshop.sessions import session_is_active, session_key
-from cloudshop.sql import Engine, IntegrityError, Row, as_utc
+from cloudshop.sql import Engine, IntegrityError, Row, as_utc, set_clause
 from functions.user.model import Claim, Limit, RetiredSecret, Session, User, hash_secret
 
 # What `update` may set (the SET clause is built from these names only).
@@ -66,10 +66,7 @@ class SqlUserRepository:
 
     def update(self, user_id: str, **values: Any) -> User:
         values["updated_at"] = datetime.now(UTC)
-        unknown = set(values) - UPDATABLE_COLUMNS
-        if unknown:
-            raise ValueError(f"not an updatable user field: {', '.join(sorted(unknown))}")
-        assignments = ", ".join(f"{column} = :{column}" for column in values)
+        assignments = set_clause(values, allowed=UPDATABLE_COLUMNS, what="user")
         with self.engine.single() as conn:
             conn.execute(UPDATE_USER.format(assignments=assignments), {**values, "user_id": user_id})
         return self.get(user_id)

@@ -145,7 +145,7 @@ def build_gateway(
     the next is refused at once (503, `Retry-After`, `retry-after-ms`). `on_shutdown` closes what
     the caller built for the gateway (its DynamoDB client). `storefront` answers GET and HEAD outside
     the API prefix (`cloudshop.storefront`); without it those are 404 problems too. Given
-    `health_port`, `/healthz` is also answered there by a thread of its own (`cloudshop.liveness`).
+    `health_port`, `/healthz` is also answered there by a process of its own (`cloudshop.liveness`).
     """
     configure_logging("gateway", log_level)
     routes = compile_routes(ESTATE.routes)

@@ -5,35 +5,37 @@ a few turns of it, each behind every callback that is ready. Under a load that k
 bench's 200 buyers on two cores), the order service's `/healthz` took up to 2 s there, and the liveness
 probe (2 s timeout, 3 failures) would restart a pod that is only busy, in the middle of its checkouts.
 
-`HealthListener` answers on one thread of its own with blocking sockets: it needs the process to run
-and the GIL for a moment (CPython hands it over within its 5 ms switch interval), never a turn of the
-loop. It still tells a wedged process from a busy one: `LoopLag` times the loop's turns, and a loop
-later than `max_loop_lag` (10 s by default: nothing it serves can answer in time) fails the probe, so
-Kubernetes restarts what is stuck and leaves alone what is working. Readiness (`/readyz`, whether the
-dependencies answer) stays on the service's port.
+Why a process of its own (`HealthProcess`, `cloudshop.liveness_process`): a thread of the service
+answered there first, but it needs the service's GIL, and on a saturated node the service often waits
+for a core while another of its threads holds it; the thread's answers still took up to 0.4 s. The
+probe's process sleeps until a probe connects and shares no lock with the service.
+
+It still tells a wedged service from a busy one: `LoopLag` times the loop's turns and publishes them
+on a `LagBoard` (shared memory), and a loop later than `max_loop_lag` (10 s by default: nothing it
+serves can answer in time) fails the probe, so Kubernetes restarts what is stuck and leaves alone what
+is working. Readiness (`/readyz`, whether the dependencies answer) stays on the service's port.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import socket
-import threading
+import select
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
 
+from cloudshop import liveness_process
+from cloudshop.liveness_process import LagBoard
+
 log = logging.getLogger("cloudshop.liveness")
 
-# A probe's request is a line and a few headers; anything longer is not a probe.
-MAX_REQUEST_BYTES = 8192
-# A client that connects and says nothing is dropped after this: one thread answers, in turn, and a
-# probe sends its request at once. Only the kubelet reaches this port (no NetworkPolicy admits it).
-CLIENT_TIMEOUT_SECONDS = 0.5
+# The probe's process starts in tens of milliseconds; this is for a machine far slower than that.
+START_TIMEOUT_SECONDS = 10.0
 
 
 class LoopLag:
@@ -59,6 +61,17 @@ class LoopLag:
         self._last = 0.0
         self._due: float | None = None  # when the next sample is due; None until started
         self._task: asyncio.Task[None] | None = None
+        self._board: LagBoard | None = None
+
+    def publish_to(self, board: LagBoard | None) -> None:
+        """Writes every sample on `board` too (None: no more), for a process that cannot ask.
+        The board's reader times with `time.monotonic`: so must this sampler's clock."""
+        self._board = board
+        self._publish()
+
+    def _publish(self) -> None:
+        if self._board is not None:
+            self._board.write(last=self._last, due=self._due or 0.0)
 
     def start(self) -> None:
         """Samples the running loop (again if the loop it sampled has gone)."""
@@ -66,6 +79,7 @@ class LoopLag:
         if self._task is not None and not self._task.done() and self._task.get_loop() is loop:
             return
         self._due = due = self._clock() + self.interval
+        self._publish()
         self._task = loop.create_task(self._sample(due), name="event-loop-lag")
 
     def stop(self) -> None:
@@ -73,6 +87,7 @@ class LoopLag:
             self._task.cancel()
             self._task = None
         self._due = None
+        self._publish()
 
     def seconds(self) -> float:
         """The loop's lag now: the last sample's, or how overdue the next one is, whichever is more."""
@@ -87,6 +102,7 @@ class LoopLag:
             now = self._clock()
             self._last = max(0.0, now - due)
             self._due = due = now + self.interval
+            self._publish()
             if self._histogram is not None:
                 self._histogram.observe(self._last)
 
@@ -112,92 +128,74 @@ def liveness_options(
     }
 
 
-class HealthListener:
-    """`GET /healthz` (and HEAD) on `host:port`, answered by one daemon thread: 200 while the event
-    loop's lag is at most `max_loop_lag` seconds, 503 once it is later (the loop is stuck)."""
+class HealthProcess:
+    """`GET /healthz` (and HEAD) on `host:port`, answered by a process of its own
+    (`cloudshop.liveness_process`): 200 while the event loop's lag is at most `max_loop_lag`
+    seconds, 503 once it is later (the loop is stuck). `loop_lag` publishes its samples on the
+    process's board for as long as it runs."""
 
     def __init__(self, *, host: str, port: int, loop_lag: LoopLag, max_loop_lag: float) -> None:
         self.host = host
         self.port = port
         self.loop_lag = loop_lag
         self.max_loop_lag = max_loop_lag
-        self._socket: socket.socket | None = None
-        self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._board: LagBoard | None = None
 
     def start(self) -> int:
-        """Binds and starts answering; the bound port (the one asked for, or the system's choice for 0)."""
-        listener = socket.create_server((self.host, self.port), backlog=64, reuse_port=False)
-        self._socket = listener
-        self._thread = threading.Thread(target=self._serve, args=(listener,), name="health-listener", daemon=True)
-        self._thread.start()
-        bound = int(listener.getsockname()[1])
-        log.info("liveness: /healthz on %s:%d", self.host, bound)
+        """Starts the process and waits until it listens; the bound port (the one asked for, or the
+        system's choice for 0)."""
+        board = LagBoard.create()
+        command = [
+            sys.executable,
+            "-S",  # standard library only: no site-packages to scan at start
+            liveness_process.__file__,
+            f"--host={self.host}",
+            f"--port={self.port}",
+            f"--board-fd={board.fd}",
+            f"--max-loop-lag={self.max_loop_lag}",
+        ]
+        # The command is this interpreter and this package's own file, no outside input.
+        process = subprocess.Popen(  # noqa: S603
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(board.fd,), close_fds=True
+        )
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT_SECONDS)
+        line = process.stdout.readline() if ready else b""
+        if not line.strip().isdigit():
+            process.kill()
+            process.wait()
+            board.close()
+            raise RuntimeError(
+                f"the liveness process did not listen on {self.host}:{self.port} within "
+                f"{START_TIMEOUT_SECONDS:.0f} s (exit code {process.returncode})"
+            )
+        self._process, self._board = process, board
+        self.loop_lag.publish_to(board)
+        bound = int(line)
+        log.info("liveness: /healthz on %s:%d (process %d)", self.host, bound, process.pid)
         return bound
 
     def close(self) -> None:
-        listener, self._socket = self._socket, None
-        if listener is not None:
-            # shutdown() wakes the thread blocked in accept(); close() alone would not on Linux.
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _serve(self, listener: socket.socket) -> None:
-        while True:
+        process, self._process = self._process, None
+        if process is not None:
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.close()  # its signal to end
             try:
-                connection, _ = listener.accept()
-            except OSError:
-                return  # closed
-            with connection:
-                try:
-                    connection.settimeout(CLIENT_TIMEOUT_SECONDS)
-                    connection.sendall(self.answer(_read_head(connection)))
-                except OSError:
-                    continue  # the client went away or said nothing in time: the next one
-
-    def answer(self, head: bytes) -> bytes:
-        """The whole HTTP/1.1 response to a request whose head (request line and headers) is `head`."""
-        method, _, rest = head.partition(b" ")
-        path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
-        if path != b"/healthz":
-            return _response(404, {"status": "not found", "detail": "Only /healthz is served on this port."})
-        if method not in (b"GET", b"HEAD"):
-            return _response(405, {"status": "method not allowed"}, extra=b"allow: GET, HEAD\r\n")
-        lag = self.loop_lag.seconds()
-        if lag > self.max_loop_lag:
-            body = {"status": "stalled", "loop_lag_seconds": round(lag, 3)}
-            return _response(503, body, head_only=method == b"HEAD")
-        return _response(200, {"status": "ok"}, head_only=method == b"HEAD")
-
-
-def _read_head(connection: socket.socket) -> bytes:
-    head = b""
-    while b"\r\n\r\n" not in head and len(head) < MAX_REQUEST_BYTES:
-        chunk = connection.recv(MAX_REQUEST_BYTES - len(head))
-        if not chunk:
-            break
-        head += chunk
-    return head
-
-
-_REASONS = {200: b"OK", 404: b"Not Found", 405: b"Method Not Allowed", 503: b"Service Unavailable"}
-
-
-def _response(status: int, body: dict[str, Any], *, head_only: bool = False, extra: bytes = b"") -> bytes:
-    payload = json.dumps(body).encode()
-    head = (
-        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\ncache-control: no-store\r\n"
-        b"connection: close\r\n%s\r\n" % (status, _REASONS[status], len(payload), extra)
-    )
-    return head if head_only else head + payload
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            process.stdout.close()
+        self.loop_lag.publish_to(None)
+        if self._board is not None:
+            self._board.close()
+            self._board = None
 
 
 class Liveness:
     """Pure ASGI middleware: when the server starts the app (its lifespan), the loop's lag is sampled
-    and, given `port`, `HealthListener` answers on it until the server stops. Without a lifespan (a
+    and, given `port`, `HealthProcess` answers on it until the server stops. Without a lifespan (a
     Lambda function, `lifespan="off"`) nothing starts: a function is not probed."""
 
     def __init__(
@@ -212,7 +210,7 @@ class Liveness:
         self.app = app
         self.loop_lag = loop_lag
         self.listener = (
-            HealthListener(host=host, port=port, loop_lag=loop_lag, max_loop_lag=max_loop_lag)
+            HealthProcess(host=host, port=port, loop_lag=loop_lag, max_loop_lag=max_loop_lag)
             if port is not None
             else None
         )

@@ -133,7 +133,7 @@ class Settings(BaseModel):
     # 64: an async request mostly waits on the network, so 64 keep a core busy while the work queued
     # behind the limit stays small (64 x ~5 ms of CPU per request: about 0.3 s of queueing at worst).
     max_in_flight_requests: int = Field(default=64, ge=1, le=10_000)
-    # The liveness probe's own port (`cloudshop.liveness`): `/healthz` answered by a thread, never
+    # The liveness probe's own port (`cloudshop.liveness`): `/healthz` answered by a process of its own, never
     # behind the event loop's work. Unset: no such port (a Lambda function, tests).
     health_port: int | None = Field(default=None, ge=1, le=65_535)
     health_host: str = "127.0.0.1"

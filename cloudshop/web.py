@@ -13,7 +13,7 @@ matters when a slot frees up in milliseconds; also in the body as `retry_after_m
 request costs microseconds; a queued one would cost its caller a timeout. `/healthz`, `/readyz` and
 `/metrics` bypass the limit and never wait behind work: they are `async def` on the event loop, and
 `/readyz` answers within 0.1 s (see `Readiness`). Given `HEALTH_PORT`, `/healthz` is also answered
-on that port by a thread of its own, whatever the loop is doing (`cloudshop.liveness`): what the
+on that port by a process of its own, whatever the loop is doing (`cloudshop.liveness`): what the
 liveness probe of a pod asks.
 """
 

@@ -1,11 +1,18 @@
-"""Liveness on a port of its own (`cloudshop.liveness`): answered by a thread while the event loop is
-busy, failed once the loop is stuck, and started and stopped with the server's lifespan."""
+"""Liveness on a port of its own (`cloudshop.liveness`): answered by a process of its own while the
+event loop is busy and while the service holds its GIL, failed once the loop is stuck, started and
+stopped with the server's lifespan, and never outliving the service."""
 
 from __future__ import annotations
 
 import asyncio
 import http.client
+import os
+import select
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +21,7 @@ from contextlib import contextmanager
 import pytest
 from fastapi.testclient import TestClient
 
-from cloudshop.liveness import HealthListener, LoopLag
+from cloudshop.liveness import HealthProcess, LoopLag
 from cloudshop.settings import Settings
 from cloudshop.web import create_app
 
@@ -71,9 +78,9 @@ class LoopThread:
 
 
 @contextmanager
-def listening(max_loop_lag: float) -> Iterator[tuple[HealthListener, LoopLag]]:
+def listening(max_loop_lag: float) -> Iterator[tuple[HealthProcess, LoopLag]]:
     lag = LoopLag(interval=0.01)
-    health = HealthListener(host="127.0.0.1", port=0, loop_lag=lag, max_loop_lag=max_loop_lag)
+    health = HealthProcess(host="127.0.0.1", port=0, loop_lag=lag, max_loop_lag=max_loop_lag)
     health.port = health.start()
     try:
         yield health, lag
@@ -82,7 +89,7 @@ def listening(max_loop_lag: float) -> Iterator[tuple[HealthListener, LoopLag]]:
 
 
 @pytest.fixture
-def listener() -> Iterator[tuple[HealthListener, LoopLag]]:
+def listener() -> Iterator[tuple[HealthProcess, LoopLag]]:
     with listening(max_loop_lag=0.5) as health_and_lag:
         yield health_and_lag
 
@@ -96,7 +103,7 @@ def test_a_probe_is_answered_while_the_loop_is_stuck_short_of_the_bound() -> Non
 
 
 def test_a_loop_stuck_beyond_the_bound_fails_the_probe_and_passes_again_once_it_turns(
-    listener: tuple[HealthListener, LoopLag],
+    listener: tuple[HealthProcess, LoopLag],
 ) -> None:
     health, lag = listener
     with LoopThread(lag) as loop:
@@ -116,7 +123,7 @@ def test_a_loop_stuck_beyond_the_bound_fails_the_probe_and_passes_again_once_it_
         assert probe(health.port)[0] == 200
 
 
-def test_the_listener_answers_only_healthz_and_only_to_reads(listener: tuple[HealthListener, LoopLag]) -> None:
+def test_the_listener_answers_only_healthz_and_only_to_reads(listener: tuple[HealthProcess, LoopLag]) -> None:
     health, _ = listener
     assert probe(health.port, "/healthz?probe=kubelet")[0] == 200
     assert probe(health.port, "/healthz", method="HEAD") == (200, b"")
@@ -125,7 +132,7 @@ def test_the_listener_answers_only_healthz_and_only_to_reads(listener: tuple[Hea
     assert probe(health.port, "/healthz", method="POST")[0] == 405
 
 
-def test_a_silent_or_garbled_client_does_not_hold_the_listener(listener: tuple[HealthListener, LoopLag]) -> None:
+def test_a_silent_or_garbled_client_does_not_hold_the_listener(listener: tuple[HealthProcess, LoopLag]) -> None:
     health, _ = listener
     # Given one client that connects and says nothing, and one that sends noise,
     silent = socket.create_connection(("127.0.0.1", health.port))
@@ -164,3 +171,100 @@ def test_without_a_port_nothing_listens_and_the_app_serves_as_before() -> None:
     app = create_app(service="test", settings=Settings(environment="test", log_level="WARNING"), routers=[])
     with TestClient(app) as client:
         assert client.get("/healthz").status_code == 200
+
+
+# A service process that starts its liveness process, reports both ports' owner, then does what it is
+# told on stdin: "hold" holds its GIL in one C call (a regular expression that backtracks for
+# seconds: no thread of the process runs meanwhile), "quit" stops the liveness process and ends.
+SERVICE = textwrap.dedent(
+    """
+    import asyncio, os, re, sys, threading
+    from cloudshop.liveness import HealthProcess, LoopLag
+
+    lag = LoopLag(interval=0.01)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result()
+    loop.call_soon_threadsafe(lag.start)
+    health = HealthProcess(host="127.0.0.1", port=0, loop_lag=lag, max_loop_lag=60)
+    port = health.start()
+    print(port, health._process.pid, flush=True)
+    for line in sys.stdin:
+        if line.strip() == "hold":
+            print("holding", flush=True)
+            re.match(r"(a+)+b", "a" * 25)  # about 1.5 s here
+            print("released", flush=True)
+        elif line.strip() == "quit":
+            health.close()
+            print("closed", flush=True)
+            break
+    """
+)
+
+
+@contextmanager
+def service_process() -> Iterator[tuple[subprocess.Popen[str], int, int]]:
+    service = subprocess.Popen(
+        [sys.executable, "-c", SERVICE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert service.stdin is not None and service.stdout is not None
+    try:
+        port, liveness_pid = (int(word) for word in service.stdout.readline().split())
+        yield service, port, liveness_pid
+    finally:
+        service.kill()
+        service.wait()
+
+
+def process_gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if zombie(pid):  # ended; reaping it is its parent's (or, once orphaned, init's) business
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_a_probe_is_answered_while_the_service_holds_its_gil() -> None:
+    with service_process() as (service, port, _):
+        assert service.stdin is not None and service.stdout is not None
+        # Given the service holding its GIL in one long C call (no thread of it can run),
+        service.stdin.write("hold\n")
+        service.stdin.flush()
+        assert service.stdout.readline().strip() == "holding"
+        # when the kubelet probes, the answer comes while the service still holds it (a thread of
+        # the service could only answer once the call ended, after "released").
+        assert probe(port)[0] == 200
+        still_holding = not select.select([service.stdout], [], [], 0)[0]
+        assert service.stdout.readline().strip() == "released"
+        assert still_holding
+
+
+def test_the_liveness_process_ends_with_the_server_and_with_the_service_if_it_dies() -> None:
+    with service_process() as (service, port, liveness_pid):
+        assert service.stdin is not None and service.stdout is not None
+        assert probe(port)[0] == 200
+        service.stdin.write("quit\n")
+        service.stdin.flush()
+        assert service.stdout.readline().strip() == "closed"
+        assert process_gone(liveness_pid)
+    with service_process() as (service, port, liveness_pid):
+        assert probe(port)[0] == 200
+        # Killed outright, the service closes nothing itself: the kernel closes its pipe.
+        service.send_signal(signal.SIGKILL)
+        service.wait()
+        assert process_gone(liveness_pid)
+    with pytest.raises(ConnectionRefusedError):
+        probe(port)

@@ -166,7 +166,7 @@ def test_pods_probe_readiness_on_the_service_port_and_liveness_on_their_own(over
         {"name": "http", "containerPort": workload.port, "protocol": "TCP"},
         {"name": "health", "containerPort": 8081, "protocol": "TCP"},
     ]
-    # Liveness on the port the app's liveness thread listens on (cloudshop.liveness), on every address.
+    # Liveness on the port the app's liveness process listens on (cloudshop.liveness), on every address.
     env = {variable["name"]: variable.get("value") for variable in c["env"]}
     assert env["HEALTH_PORT"] == "8081" and env["HEALTH_HOST"] == "0.0.0.0"
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}

@@ -4,6 +4,11 @@ The user service alone holds the private key and issues access tokens; every ser
 with the public key. Service-to-service calls carry a token that lives a minute, names its caller and
 its callee, and is signed with the secret of that one pair (`InternalTokens`), so a customer's token
 never reaches an internal endpoint and a service reaches only the internal routes that admit it.
+
+PyJWT is imported by the first token signed or verified, not with this module: with the
+`cryptography.x509` its algorithms import, it was ~20 ms of the product and notification functions'
+cold start here, and their busiest paths (the catalog's reads, the SQS batches) verify no token. The
+keys are still loaded, and so checked, when a verifier or an issuer is built.
 """
 
 from __future__ import annotations
@@ -14,14 +19,14 @@ from collections.abc import Callable, Collection, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cloudshop.errors import Forbidden, Unauthorized
 from cloudshop.estate import ESTATE, token_pair
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     from cloudshop.settings import Settings
 
 Role = Literal["customer", "admin"]
@@ -90,6 +95,8 @@ class Principal:
 
 def generate_key_pair() -> tuple[str, str]:
     """A fresh RSA key pair as (private PEM, public PEM); the local runner and tests use it."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -104,6 +111,11 @@ def generate_key_pair() -> tuple[str, str]:
 
 class TokenIssuer:
     def __init__(self, private_key_pem: str, *, issuer: str, access_ttl_seconds: int) -> None:
+        # Imported now, not by the first login: the service that issues tokens signs or verifies one
+        # on nearly every route, so PyJWT belongs in its cold start rather than its first request.
+        import jwt  # noqa: F401
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
         # OpenSSL's full check of an RSA private key (primality of its factors) took 30-70 ms of the
         # user Lambda's cold start here. The key is our own (`cdk/runtime/jwt_keygen.py`, or the local
         # runner's), so that check is skipped; one signature verified with the key's own public half
@@ -119,6 +131,8 @@ class TokenIssuer:
         self.access_ttl_seconds = access_ttl_seconds
 
     def access_token(self, *, user_id: str, role: str, email: str, session_id: str) -> str:
+        import jwt  # loaded by __init__ already: a dict lookup
+
         now = int(time.time())
         claims = {
             "iss": self.issuer,
@@ -162,6 +176,8 @@ class TokenVerifier:
         known = self._verified.get(token)
         if known is not None:
             return known
+        import jwt  # on the first token verified (see the module's docstring)
+
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -238,6 +254,8 @@ class InternalTokens:
         cached = self._cached.get(audience)
         if cached and cached[1] - now > self.renew_within_seconds:
             return cached[0]
+        import jwt  # on the first token signed (see the module's docstring)
+
         exp = int(now) + self.ttl_seconds
         token = jwt.encode(
             {"sub": self.service, "aud": audience, "iat": int(now), "exp": exp, "jti": uuid.uuid4().hex},
@@ -260,6 +278,8 @@ class InternalTokens:
             if known not in callers:
                 raise Forbidden("This caller may not call this route.")
             return known
+        import jwt  # on the first token verified (see the module's docstring)
+
         try:
             claimed = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:

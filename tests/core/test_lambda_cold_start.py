@@ -194,6 +194,89 @@ def test_a_function_imports_neither_botocore_clients_nor_boto3_nor_pydantic_sett
     assert answer.stdout.strip().splitlines()[-1] == "[]"
 
 
+# PyJWT, with the `cryptography.x509` its algorithms import, was ~20 ms of these functions' cold start,
+# though their busiest paths check no token: the catalog's reads, the notification function's SQS
+# batches. `cloudshop.auth` imports it with the first token signed or verified; the user function,
+# which signs or verifies one on nearly every route, still imports it with its issuer.
+TOKENLESS_STARTS = ("product", "notification")
+PYJWT_MODULES = ("jwt", "cryptography.x509")
+
+
+@pytest.mark.parametrize("service", TOKENLESS_STARTS)
+def test_a_function_whose_busiest_path_checks_no_token_starts_without_pyjwt(service: str) -> None:
+    probe = (
+        f"import sys; import functions.{service}.handler; "
+        f"print(sorted(m for m in {PYJWT_MODULES!r} if m in sys.modules))"
+    )
+    environment = lambda_environment(service) | {"PYTHONPATH": str(REPO)}
+    answer = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, cwd=REPO)
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    assert answer.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_product_function_serves_its_catalog_without_pyjwt_and_still_checks_an_admins_token(
+    tmp_path: Path,
+) -> None:
+    # Given the product function on a migrated database, and an admin's token signed with the key
+    # pair of its environment
+    from cloudshop.schema import apply_schema
+    from cloudshop.sql import make_engine
+
+    database = f"sqlite:///{tmp_path / 'catalog.db'}"
+    schema = make_engine(database)
+    apply_schema(schema)
+    schema.dispose()
+    environment = lambda_environment("product") | {"PYTHONPATH": str(REPO), "DATABASE_URL": database}
+    admin = TokenIssuer(environment["JWT_PRIVATE_KEY"], issuer="cloudshop", access_ttl_seconds=300).access_token(
+        user_id="admin-1", role="admin", email="admin@example.com", session_id="s-1"
+    )
+    listing = json.loads((REPO / "tests" / "events" / "apigw_v2_list_products.json").read_text())
+    deletion = json.loads(json.dumps(listing))
+    deletion["routeKey"] = deletion["requestContext"]["routeKey"] = "DELETE /api/v1/products/{id}"
+    deletion["rawPath"] = deletion["requestContext"]["http"]["path"] = "/api/v1/products/no-such-product"
+    deletion["requestContext"]["http"]["method"] = "DELETE"
+    deletion["rawQueryString"], deletion["queryStringParameters"] = "", {}
+    probe = textwrap.dedent(
+        f"""
+        import json, sys
+        from functions.product.handler import handler
+
+        class Context:
+            function_name = "cloudshop-bench-product"
+            memory_limit_in_mb = 512
+            invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:cloudshop-bench-product"
+            aws_request_id = "c0ffee00-0000-4000-8000-000000000000"
+
+            def get_remaining_time_in_millis(self):
+                return 30_000
+
+        def loaded():
+            return sorted(m for m in {PYJWT_MODULES!r} if m in sys.modules)
+
+        listing, deletion = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+        answers = {{"listing": handler(listing, Context())["statusCode"], "after_listing": loaded()}}
+        for name, token in (("forged", "Bearer not.a.token"), ("admin", "Bearer " + sys.argv[3])):
+            deletion["headers"]["authorization"] = token
+            answers[name] = handler(deletion, Context())["statusCode"]
+        print(json.dumps(answers))
+        """
+    )
+    # When it serves a catalog read, then a deletion with a forged token and with the admin's token
+    answer = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(listing), json.dumps(deletion), admin],
+        env=environment,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    outcome = json.loads(answer.stdout.strip().splitlines()[-1])
+    # Then the read loaded no PyJWT, the forged token is refused, and the admin's is verified (the
+    # product it names does not exist)
+    assert outcome == {"listing": 200, "after_listing": [], "forged": 401, "admin": 404}, outcome
+
+
 # A request of each function that reaches the database: the product list, and the user service's
 # readiness check (its routes that read users also call DynamoDB, which this environment cannot reach).
 SQL_REQUESTS = {"product": "/api/v1/products", "user": "/readyz"}

@@ -208,6 +208,9 @@ def loop_lag(before: dict[str, Samples], after: dict[str, Samples]) -> dict[str,
 # The suffix of a probe sampled on a service's liveness port; a plain name is its own port, as in the
 # runs before the liveness ports existed (so the table compares like with like).
 LIVENESS_PORT = " (liveness port)"
+# The same port answers `/readyz` for every service built by `cloudshop.web.create_app` (all but the
+# gateway, which has no readiness of its own): the kubelet's readiness probe.
+READINESS_PORT = " /readyz (probe port)"
 
 
 def liveness_probes(healthz: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -215,13 +218,13 @@ def liveness_probes(healthz: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [summary for name, summary in healthz.items() if name.endswith(LIVENESS_PORT)]
 
 
-def healthz_ms(url: str, timeout: float = 5.0) -> float | str:
+def probe_ms(url: str, timeout: float = 5.0) -> float | str:
     """One probe, on a new connection as a kubelet makes it: milliseconds, or what went wrong."""
     parsed = httpx.URL(url)
     started = time.perf_counter()
     connection = http.client.HTTPConnection(parsed.host, parsed.port, timeout=timeout)
     try:
-        connection.request("GET", "/healthz")
+        connection.request("GET", parsed.raw_path.decode())
         answer = connection.getresponse()
         answer.read()
         if answer.status != 200:
@@ -235,7 +238,7 @@ def healthz_ms(url: str, timeout: float = 5.0) -> float | str:
 
 @dataclass
 class Sampler:
-    """Samples every `SAMPLE_SECONDS` while a scenario runs: /healthz of every service (one thread
+    """Samples every `SAMPLE_SECONDS` while a scenario runs: the probes of every service (one thread
     each, so a slow one delays no other), resident memory of every process, and the outbox lag."""
 
     health_urls: dict[str, str]
@@ -255,7 +258,7 @@ class Sampler:
             self._stop.wait(max(0.0, tick - time.monotonic()))
 
     def _probe(self, name: str, url: str) -> Any:
-        return lambda: self.healthz[name].append(healthz_ms(url))
+        return lambda: self.healthz[name].append(probe_ms(url))
 
     def _memory(self) -> None:
         for name, pid in self.processes.items():
@@ -277,7 +280,16 @@ class Sampler:
         for thread in self._threads:
             thread.join()
 
-    def health_summary(self) -> dict[str, dict[str, Any]]:
+    def probe_summaries(self) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """The `/healthz` probes' summaries, and the `/readyz` ones' (by service)."""
+        summaries = self._summaries()
+        healthz = {name: s for name, s in summaries.items() if not name.endswith(READINESS_PORT)}
+        readyz = {
+            name.removesuffix(READINESS_PORT): s for name, s in summaries.items() if name.endswith(READINESS_PORT)
+        }
+        return healthz, readyz
+
+    def _summaries(self) -> dict[str, dict[str, Any]]:
         summary = {}
         for name, seen in self.healthz.items():
             times = [s for s in seen if isinstance(s, float)]
@@ -310,12 +322,18 @@ class Bench:
 
     @property
     def probe_urls(self) -> dict[str, str]:
-        """Where `/healthz` is sampled: each service's liveness port (`LIVENESS_PORT`), and its own port."""
-        liveness = {
-            f"{name}{LIVENESS_PORT}": f"http://127.0.0.1:{self.platform.port(offset + HEALTH_PORT_OFFSET)}"
+        """What is sampled: `/healthz` on each service's liveness port (`LIVENESS_PORT`) and on its own
+        port, and `/readyz` on the liveness port (`READINESS_PORT`), as the kubelet probes them."""
+        probe_ports = {
+            name: f"http://127.0.0.1:{self.platform.port(offset + HEALTH_PORT_OFFSET)}"
             for name, (offset, _, _) in SERVICES.items()
         }
-        return liveness | self.service_urls
+        liveness = {f"{name}{LIVENESS_PORT}": f"{url}/healthz" for name, url in probe_ports.items()}
+        readiness = {
+            f"{name}{READINESS_PORT}": f"{url}/readyz" for name, url in probe_ports.items() if name != "gateway"
+        }
+        own_port = {name: f"{url}/healthz" for name, url in self.service_urls.items()}
+        return liveness | own_port | readiness
 
     @property
     def processes(self) -> dict[str, int]:
@@ -510,7 +528,7 @@ def scenario_a(bench: Bench, *, buyers: int, seconds: float, profile_cpu: bool, 
         "relay_ceiling_events_per_second": round(published / busy, 1) if busy > 0 else None,
         "order_events_queue_depth_at_end": queue_depth,
     }
-    result["healthz"] = sampler.health_summary()
+    result["healthz"], result["readyz"] = sampler.probe_summaries()
     result["event_loop_lag"] = loop_lag(before, after)
     result["peak_rss_mib"] = sampler.rss_mib()
     cpu: dict[str, Any] = {}
@@ -546,14 +564,15 @@ def scenario_b(bench: Bench, *, buyers: int, seconds: float) -> dict[str, Any]:
         service: int(increase(before[service], after[service], "http_requests_refused_total")) for service in urls
     }
     result["cpu_ms_per_checkout"] = cpu_per_checkout(cpu_before, cpu_after, result["checkouts"])
-    result["healthz"] = sampler.health_summary()
+    result["healthz"], result["readyz"] = sampler.probe_summaries()
     result["event_loop_lag"] = loop_lag(before, after)
     result["peak_rss_mib"] = sampler.rss_mib()
     say(
         f"B: {result['checkouts_per_second']} checkouts/s, {result['slow_requests']} requests over 5 s, "
         f"{result['overload_503']} overload 503s (p99 {result['overload_503_ms']['p99']} ms), "
         f"{result['other_failures']} other failures, healthz max "
-        f"{max((h['max_ms'] or 0) for h in liveness_probes(result['healthz'])):.0f} ms on the liveness ports"
+        f"{max((h['max_ms'] or 0) for h in liveness_probes(result['healthz'])):.0f} ms on the liveness ports, "
+        f"readyz max {max((h['max_ms'] or 0) for h in result['readyz'].values()):.0f} ms"
     )
     return result
 
@@ -790,6 +809,8 @@ def rows_for(result: dict[str, Any], lambda_imports: dict[str, Any] | None) -> l
     section = "A: /healthz, every 500 ms (max ms)"
     for name, health in a["healthz"].items():
         add(f"a.healthz_max_ms.{name}", name, health["max_ms"])
+    for name, health in a["readyz"].items():
+        add(f"a.readyz_max_ms.{name}", f"{name}{READINESS_PORT}", health["max_ms"])
 
     if b is not None:
         section = f"B: {b['buyers']} buyers, closed loop, {b['seconds']:g} s"
@@ -833,6 +854,17 @@ def rows_for(result: dict[str, Any], lambda_imports: dict[str, Any] | None) -> l
         )
         for name, health in b["healthz"].items():
             add(f"b.healthz_max_ms.{name}", f"/healthz {name} max (ms)", health["max_ms"])
+        readiness = list(b["readyz"].values())
+        worst = max(((h["max_ms"] or 0.0) for h in readiness), default=None)
+        slow_probes = sum(h["over_100ms"] + sum(h["failed"].values()) for h in readiness)
+        add(
+            "b.readyz_max_ms",
+            "/readyz max, every service's probe port (ms)",
+            worst,
+            "< 100",
+            None if worst is None else worst < HEALTHZ_BUDGET_MS,
+        )
+        add("b.readyz_over_100ms", "/readyz samples over 100 ms or failed", slow_probes, "0", slow_probes == 0)
         for name, mib in b["peak_rss_mib"].items():
             add(f"b.rss.{name}", f"peak RSS {name} (MiB)", mib)
 

@@ -1,5 +1,5 @@
-"""The liveness probe's own process: `/healthz` answered by a small process that the service's load
-never delays, from the event loop's lag that the service publishes on a shared board.
+"""The probes' own process: `/healthz` (and `/readyz`) answered by a small process that the service's
+load never delays, from what the service publishes on a shared board.
 
 Why a process, not a thread of the service: a thread needs the service's GIL to answer, and on a
 saturated node the service process is itself waiting for a core while another of its threads holds
@@ -8,9 +8,11 @@ process sleeps in `select()` until a probe connects, holds no lock the service h
 runs a task that wakes from sleep ahead of the busy ones: the answer is a matter of microseconds of
 CPU, never of the service's queue.
 
-It reads, never writes, the service's state: `LagBoard` is 16 bytes of shared memory where the
+It reads, never writes, the service's state: `HealthBoard` is a few KB of shared memory where the
 service's loop-lag sampler (`cloudshop.liveness.LoopLag`) writes its last lag and when its next
-sample is due. A loop later than `--max-loop-lag` seconds is stuck, not busy: the probe then fails.
+sample is due, and, with `--readiness`, where the service publishes its readiness answer after each
+round of dependency checks (`cloudshop.liveness.Liveness`). A loop later than `--max-loop-lag`
+seconds is stuck, not busy: both probes then fail.
 
 Lifecycle: the service starts it with a pipe on its stdin and ends it by closing the pipe; if the
 service dies, however, the kernel closes the pipe and this process exits too (it never outlives
@@ -40,74 +42,124 @@ MAX_REQUEST_BYTES = 8192
 # probe sends its request at once. Only the kubelet reaches this port (no NetworkPolicy admits it).
 CLIENT_TIMEOUT_SECONDS = 0.5
 
-_BOARD = struct.Struct("=dd")  # the last sample's lag; when the next sample is due (time.monotonic)
+# The loop's lag: the last sample's lag, and when the next sample is due (time.monotonic). Then the
+# last readiness answer: a sequence number (odd while it is being written), its HTTP status (0: none
+# yet) and its body's length, followed by the body.
+_LAG = struct.Struct("=dd")
+_READINESS = struct.Struct("=QHH")
+READINESS_BODY_MAX = 2048
+_BOARD_SIZE = _LAG.size + _READINESS.size + READINESS_BODY_MAX
 
 
-class LagBoard:
-    """The event loop's lag, shared between processes: 16 bytes of memory behind a file descriptor.
+class HealthBoard:
+    """What the probe's process answers from, shared between processes: a few KB of memory behind a
+    file descriptor, written by the service and read by the probe's process.
 
-    The writer (the service) publishes after each sample; a reader computes the lag now as LoopLag
+    The loop's lag: the service publishes after each sample; a reader computes the lag now as LoopLag
     does: the last sample's lag, or how overdue the next sample is, whichever is more. `time.monotonic`
     is the system's monotonic clock, the same in both processes. A read that overlaps a write can mix
     two samples' fields: both are recent, and the next probe reads again.
+
+    Readiness: the service's last answer to `/readyz` (status and body), written under a sequence
+    number (a seqlock: odd while a write is under way), so a reader never returns half of one answer
+    and half of another.
     """
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        os.ftruncate(fd, _BOARD.size)
-        self._memory = mmap.mmap(fd, _BOARD.size)
+        os.ftruncate(fd, _BOARD_SIZE)
+        self._memory = mmap.mmap(fd, _BOARD_SIZE)
+        self._sequence = 0
 
     @classmethod
-    def create(cls) -> LagBoard:
+    def create(cls) -> HealthBoard:
         """A new board on an anonymous file (memfd on Linux, an unlinked temporary file elsewhere)."""
         if hasattr(os, "memfd_create"):
-            fd = os.memfd_create("cloudshop-loop-lag", 0)
+            fd = os.memfd_create("cloudshop-health", 0)
         else:  # macOS: no memfd
             import tempfile
 
             with tempfile.TemporaryFile() as file:
                 fd = os.dup(file.fileno())
-        board = cls(fd)
-        board.write(last=0.0, due=0.0)
-        return board
+        return cls(fd)
 
-    def write(self, *, last: float, due: float) -> None:
-        _BOARD.pack_into(self._memory, 0, last, due)
+    def write_lag(self, *, last: float, due: float) -> None:
+        _LAG.pack_into(self._memory, 0, last, due)
 
     def lag(self, now: float | None = None) -> float:
-        last, due = _BOARD.unpack_from(self._memory, 0)
+        last, due = _LAG.unpack_from(self._memory, 0)
         if due == 0.0:  # not sampling (yet, or any more)
             return last
         return max(last, (time.monotonic() if now is None else now) - due)
+
+    def write_readiness(self, status: int, body: bytes) -> None:
+        """Publishes a readiness answer (one writer: the service's event loop)."""
+        if len(body) > READINESS_BODY_MAX:
+            raise ValueError(f"a readiness answer is at most {READINESS_BODY_MAX} bytes, not {len(body)}")
+        self._sequence += 1  # odd: a write is under way
+        _READINESS.pack_into(self._memory, _LAG.size, self._sequence, 0, 0)
+        self._memory[_LAG.size + _READINESS.size : _LAG.size + _READINESS.size + len(body)] = body
+        self._sequence += 1
+        _READINESS.pack_into(self._memory, _LAG.size, self._sequence, status, len(body))
+
+    def readiness(self) -> tuple[int, bytes] | None:
+        """The last readiness answer published, or None if there is none yet."""
+        for _ in range(100):
+            sequence, status, length = _READINESS.unpack_from(self._memory, _LAG.size)
+            if sequence % 2:
+                time.sleep(0.0005)  # the writer is mid-write: microseconds
+                continue
+            start = _LAG.size + _READINESS.size
+            body = bytes(self._memory[start : start + length])
+            if _READINESS.unpack_from(self._memory, _LAG.size)[0] == sequence:
+                return (status, body) if status else None
+        return None
 
     def close(self) -> None:
         self._memory.close()
         os.close(self.fd)
 
 
-def answer(head: bytes, lag: float, max_loop_lag: float) -> bytes:
-    """The whole HTTP/1.1 response to a request whose head (request line and headers) is `head`,
-    given the service's loop lag now."""
+def answer(head: bytes, board: HealthBoard, *, max_loop_lag: float, readiness: bool) -> bytes:
+    """The whole HTTP/1.1 response to a request whose head (request line and headers) is `head`.
+
+    `/healthz`: 200 while the service's loop lag is at most `max_loop_lag`, else 503 (stuck). With
+    `readiness`, `/readyz` too: the service's last published answer (503 until there is one), and a
+    503 as well while the loop is stuck, since a stuck service serves nothing."""
     method, _, rest = head.partition(b" ")
     path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
-    if path != b"/healthz":
-        return _response(404, {"status": "not found", "detail": "Only /healthz is served on this port."})
+    if path != b"/healthz" and not (readiness and path == b"/readyz"):
+        served = "/healthz and /readyz are" if readiness else "Only /healthz is"
+        return _response(404, {"status": "not found", "detail": f"{served} served on this port."})
     if method not in (b"GET", b"HEAD"):
         return _response(405, {"status": "method not allowed"}, extra=b"allow: GET, HEAD\r\n")
+    head_only = method == b"HEAD"
+    lag = board.lag()
     if lag > max_loop_lag:
-        body = {"status": "stalled", "loop_lag_seconds": round(lag, 3)}
-        return _response(503, body, head_only=method == b"HEAD")
-    return _response(200, {"status": "ok"}, head_only=method == b"HEAD")
+        return _response(503, {"status": "stalled", "loop_lag_seconds": round(lag, 3)}, head_only=head_only)
+    if path == b"/healthz":
+        return _response(200, {"status": "ok"}, head_only=head_only)
+    published = board.readiness()
+    if published is None:
+        return _response(503, {"status": "starting"}, head_only=head_only)
+    status, body = published
+    content_type = b"application/problem+json" if status >= 400 else b"application/json"
+    return _raw_response(status, body, content_type, head_only=head_only)
 
 
 _REASONS = {200: b"OK", 404: b"Not Found", 405: b"Method Not Allowed", 503: b"Service Unavailable"}
 
 
 def _response(status: int, body: dict[str, Any], *, head_only: bool = False, extra: bytes = b"") -> bytes:
-    payload = json.dumps(body).encode()
+    return _raw_response(status, json.dumps(body).encode(), b"application/json", head_only=head_only, extra=extra)
+
+
+def _raw_response(
+    status: int, payload: bytes, content_type: bytes, *, head_only: bool = False, extra: bytes = b""
+) -> bytes:
     head = (
-        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\ncache-control: no-store\r\n"
-        b"connection: close\r\n%s\r\n" % (status, _REASONS[status], len(payload), extra)
+        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\ncache-control: no-store\r\n"
+        b"connection: close\r\n%s\r\n" % (status, _REASONS.get(status, b""), content_type, len(payload), extra)
     )
     return head if head_only else head + payload
 
@@ -122,7 +174,7 @@ def _read_head(connection: socket.socket) -> bytes:
     return head
 
 
-def serve(listener: socket.socket, board: LagBoard, max_loop_lag: float, parent: int) -> None:
+def serve(listener: socket.socket, board: HealthBoard, *, max_loop_lag: float, readiness: bool, parent: int) -> None:
     """Answers probes until `parent` (a readable fd: the service's end of the pipe) closes."""
     while True:
         readable, _, _ = select.select([listener.fileno(), parent], [], [])
@@ -137,7 +189,8 @@ def serve(listener: socket.socket, board: LagBoard, max_loop_lag: float, parent:
         with connection:
             try:
                 connection.settimeout(CLIENT_TIMEOUT_SECONDS)
-                connection.sendall(answer(_read_head(connection), board.lag(), max_loop_lag))
+                head = _read_head(connection)
+                connection.sendall(answer(head, board, max_loop_lag=max_loop_lag, readiness=readiness))
             except OSError:
                 continue  # the client went away or said nothing in time: the next one
 
@@ -146,16 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True, help="0: the system's choice (printed)")
-    parser.add_argument("--board-fd", type=int, required=True, help="the LagBoard's file descriptor")
+    parser.add_argument("--board-fd", type=int, required=True, help="the HealthBoard's file descriptor")
     parser.add_argument("--max-loop-lag", type=float, required=True, help="seconds; later is stuck")
+    parser.add_argument("--readiness", action="store_true", help="serve /readyz, as the service publishes it")
     args = parser.parse_args(argv)
     # Ctrl-C in the terminal that runs the platform reaches the whole process group: the service
     # shuts down and closes the pipe; this process ends then, not first with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    board = LagBoard(args.board_fd)
+    board = HealthBoard(args.board_fd)
     listener = socket.create_server((args.host, args.port), backlog=64)
     print(listener.getsockname()[1], flush=True)
-    serve(listener, board, args.max_loop_lag, parent=sys.stdin.fileno())
+    serve(listener, board, max_loop_lag=args.max_loop_lag, readiness=args.readiness, parent=sys.stdin.fileno())
     return 0
 
 

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio.from_thread
 from fastapi import FastAPI
 
 from cloudshop import aws
@@ -204,8 +203,7 @@ def app_for(runtime: OrderRuntime) -> FastAPI:
         service="order",
         settings=settings,
         routers=[router(runtime.services)],
-        # /readyz is a sync route (run in a worker thread): hop back onto the loop for the async check.
-        readiness={"orders": lambda: anyio.from_thread.run(runtime.ready)},
+        readiness={"orders": runtime.ready},  # async: checked on the loop, no thread hop
         verifier=TokenVerifier(settings.jwt_public_key, issuer=settings.jwt_issuer),
         internal_tokens=runtime.tokens,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import os
 import select
 import signal
@@ -20,8 +21,10 @@ from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.applications import Starlette
 
-from cloudshop.liveness import HealthProcess, LoopLag
+from cloudshop.liveness import HealthProcess, Liveness, LoopLag
+from cloudshop.liveness_process import HealthBoard
 from cloudshop.settings import Settings
 from cloudshop.web import create_app
 
@@ -186,8 +189,9 @@ SERVICE = textwrap.dedent(
     threading.Thread(target=loop.run_forever, daemon=True).start()
     asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result()
     loop.call_soon_threadsafe(lag.start)
-    health = HealthProcess(host="127.0.0.1", port=0, loop_lag=lag, max_loop_lag=60)
+    health = HealthProcess(host="127.0.0.1", port=0, loop_lag=lag, max_loop_lag=60, readiness=True)
     port = health.start()
+    health.publish_readiness(200, b'{"status": "ready", "checks": ["database"]}')
     print(port, health._process.pid, flush=True)
     for line in sys.stdin:
         if line.strip() == "hold":
@@ -244,9 +248,10 @@ def test_a_probe_is_answered_while_the_service_holds_its_gil() -> None:
         service.stdin.write("hold\n")
         service.stdin.flush()
         assert service.stdout.readline().strip() == "holding"
-        # when the kubelet probes, the answer comes while the service still holds it (a thread of
+        # when the kubelet probes, the answers come while the service still holds it (a thread of
         # the service could only answer once the call ended, after "released").
         assert probe(port)[0] == 200
+        assert probe(port, "/readyz") == (200, b'{"status": "ready", "checks": ["database"]}')
         still_holding = not select.select([service.stdout], [], [], 0)[0]
         assert service.stdout.readline().strip() == "released"
         assert still_holding
@@ -268,3 +273,89 @@ def test_the_liveness_process_ends_with_the_server_and_with_the_service_if_it_di
         assert process_gone(liveness_pid)
     with pytest.raises(ConnectionRefusedError):
         probe(port)
+
+
+def test_readiness_is_the_last_published_round_and_never_half_of_two() -> None:
+    board = HealthBoard.create()
+    try:
+        assert board.readiness() is None
+        answers = [(200, b'{"status": "ready"}' * 50), (503, b'{"title": "Not ready"}')]
+        done = threading.Event()
+
+        def publish() -> None:
+            while not done.is_set():
+                for status, body in answers:
+                    board.write_readiness(status, body)
+
+        writer = threading.Thread(target=publish)
+        writer.start()
+        try:
+            reads = [board.readiness() for _ in range(20_000)]
+        finally:
+            done.set()
+            writer.join()
+        # Every read is one whole answer, though the writer switched between them all along.
+        assert set(reads) == set(answers)
+        with pytest.raises(ValueError):
+            board.write_readiness(200, b"x" * 4096)
+    finally:
+        board.close()
+
+
+class Dependency:
+    """A readiness check that fails while `down` is set."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    async def __call__(self) -> None:
+        if self.down:
+            raise ConnectionRefusedError("the dependency is down")
+
+
+def test_readiness_on_the_probe_port_follows_each_round_of_checks() -> None:
+    dependency = Dependency()
+
+    async def readiness_round() -> tuple[int, bytes]:
+        try:
+            await dependency()
+        except ConnectionRefusedError:
+            return 503, b'{"title": "Not ready", "failing": {"database": "ConnectionRefusedError"}}'
+        return 200, b'{"status": "ready", "checks": ["database"]}'
+
+    options = {"host": "127.0.0.1", "port": 0, "max_loop_lag": 60, "readiness_interval": 0.05}
+    app = Liveness(Starlette(), loop_lag=LoopLag(interval=0.01), readiness=readiness_round, **options)  # type: ignore[arg-type]
+    assert app.listener is not None
+
+    def readyz_becomes(status: int) -> tuple[int, bytes]:
+        deadline = time.monotonic() + 10
+        answer = probe(app.listener.port, "/readyz")  # type: ignore[union-attr]
+        while answer[0] != status and time.monotonic() < deadline:
+            time.sleep(0.02)
+            answer = probe(app.listener.port, "/readyz")  # type: ignore[union-attr]
+        return answer
+
+    # Given the server started (its lifespan runs the rounds),
+    with TestClient(app):
+        # each round's answer is what the probe port gives, as the dependency comes and goes.
+        assert readyz_becomes(200) == (200, b'{"status": "ready", "checks": ["database"]}')
+        dependency.down = True
+        status, body = readyz_becomes(503)
+        assert status == 503 and b"ConnectionRefusedError" in body
+        dependency.down = False
+        assert readyz_becomes(200)[0] == 200
+
+
+def test_a_service_app_publishes_its_readiness_on_the_probe_port() -> None:
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+    settings = Settings(environment="test", log_level="WARNING", health_port=port)  # type: ignore[call-arg]
+    app = create_app(service="test", settings=settings, routers=[], readiness={"dependency": Dependency()})
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 10
+        while probe(port, "/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # The same answer as the service's own port gives.
+        status, body = probe(port, "/readyz")
+        assert (status, json.loads(body)) == (200, client.get("/readyz").json())

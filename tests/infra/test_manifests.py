@@ -159,18 +159,19 @@ def test_deployments_leave_the_replica_count_to_the_autoscaler(overlay: str) -> 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("workload", WORKLOADS, ids=workload_ids)
-def test_pods_probe_readiness_on_the_service_port_and_liveness_on_their_own(overlay: str, workload: Workload) -> None:
+def test_pods_probe_start_up_on_the_service_port_and_liveness_and_readiness_on_their_own(overlay: str, workload: Workload) -> None:
     c = container(render(overlay), workload)
 
     assert c["ports"] == [
         {"name": "http", "containerPort": workload.port, "protocol": "TCP"},
         {"name": "health", "containerPort": 8081, "protocol": "TCP"},
     ]
-    # Liveness on the port the app's liveness process listens on (cloudshop.liveness), on every address.
+    # Liveness and readiness on the port the app's probe process listens on (cloudshop.liveness), on
+    # every address.
     env = {variable["name"]: variable.get("value") for variable in c["env"]}
     assert env["HEALTH_PORT"] == "8081" and env["HEALTH_HOST"] == "0.0.0.0"
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     startup_budget = c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
     assert 30 <= startup_budget <= 120

@@ -69,11 +69,14 @@ def test_a_short_bench_run_writes_every_section_beside_the_previous_run(tmp_path
     assert {"order", "product", "payment", "gateway"} <= set(a["backend_calls_per_checkout"]["by_service"])
     assert a["outbox"]["lag_samples"] > 0 and a["outbox"]["lag_at_end_seconds"] is not None
     assert a["outbox"]["relay_ceiling_events_per_second"] is not None
-    # Each service probed on its liveness port (the target) and on its own port (shown).
+    # Each service probed on its liveness port (the target) and on its own port (shown), and its
+    # readiness on the liveness port (every service but the gateway, which has no readiness).
     liveness = {f"{name} (liveness port)" for name in SERVICES}
     assert set(a["healthz"]) == set(b["healthz"]) == SERVICES | liveness
+    assert set(a["readyz"]) == set(b["readyz"]) == SERVICES - {"gateway"}
     for scenario in (a, b):
         assert all(not scenario["healthz"][name]["failed"] for name in liveness), scenario["healthz"]
+        assert all(not probe["failed"] for probe in scenario["readyz"].values()), scenario["readyz"]
     # Every service's event loop was timed (cloudshop.liveness.LoopLag) and reported.
     assert SERVICES <= set(a["event_loop_lag"]) and SERVICES <= set(b["event_loop_lag"])
     assert {"postgres", "dynalite", "kafka", "elasticmq", "moto"} | SERVICES <= set(a["peak_rss_mib"])
@@ -120,6 +123,7 @@ def test_the_table_without_the_overload_scenario_keeps_the_sweeper_check() -> No
         "backend_calls_per_checkout": {"by_kind": {"dynamodb": 10.0}, "by_service": {"order": {"dynamodb": 7.0}}},
         "peak_rss_mib": {"order": 120.0},
         "healthz": {"order": {"max_ms": 20.0}},
+        "readyz": {"order": {"max_ms": 10.0}},
     }
     sweep = {
         "waited_seconds": 1.0,

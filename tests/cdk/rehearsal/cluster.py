@@ -307,17 +307,16 @@ class Cluster:
             cwd=scratch,
             log=self.work / "pods" / f"{pod.name}.log",
         ).start()
-        probe = (pod.container.get("readinessProbe") or {}).get("httpGet")
-        if probe is None:
-            raise RehearsalError(f"pod {pod.namespace}/{pod.name} has no HTTP readinessProbe to wait for")
-        pod.child.wait_http(
-            f"http://{HOST}:{pod.local_port(probe['port'])}{probe.get('path', '/')}", timeout=READY_TIMEOUT
-        )
-        # Then what the kubelet probes for liveness answers too, on the port the manifest names.
-        liveness = (pod.container.get("livenessProbe") or {}).get("httpGet")
-        if liveness is not None:
+        # As the kubelet does: the start-up probe first, then readiness (required: it is what the
+        # rehearsal waits for), then liveness, each on the port the manifest names.
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = (pod.container.get(kind) or {}).get("httpGet")
+            if probe is None:
+                if kind == "readinessProbe":
+                    raise RehearsalError(f"pod {pod.namespace}/{pod.name} has no HTTP readinessProbe to wait for")
+                continue
             pod.child.wait_http(
-                f"http://{HOST}:{pod.local_port(liveness['port'])}{liveness.get('path', '/')}", timeout=READY_TIMEOUT
+                f"http://{HOST}:{pod.local_port(probe['port'])}{probe.get('path', '/')}", timeout=READY_TIMEOUT
             )
 
     def evidence(self) -> str:

@@ -170,19 +170,41 @@ def is_sqs_batch(event: Any) -> bool:
     return all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
 
 
-def lambda_handler(app: FastAPI, *, service: str, sqs_batch: Handler | None = None) -> Handler:
+def lambda_handler(
+    app: FastAPI | None = None,
+    *,
+    service: str,
+    sqs_batch: Handler | None = None,
+    build_app: Callable[[], FastAPI] | None = None,
+) -> Handler:
     """HTTP API events go to `app`; SQS batches to `sqs_batch` when the function has a queue.
 
-    Call it after the app is built: the libraries the app has imported by then are the ones traced.
+    Call it after the app is built: the libraries the app has imported by then are the ones traced
+    (and the others once imported). Given `build_app` instead of `app`, the first HTTP event builds
+    the app (inside `cold_start()` too): a function whose queue is its busiest trigger then starts
+    an SQS sandbox without FastAPI, and an HTTP sandbox pays the same build on its first request.
     """
+    if (app is None) == (build_app is None):
+        raise TypeError("lambda_handler takes an app or a build_app, one of them")
     from aws_lambda_powertools import Logger, Tracer
-    from mangum import Mangum
 
     logger = Logger(service=service)
     tracer = Tracer(service=service, auto_patch=False)
     if not tracer.disabled:
         patch_loaded_modules()
-    asgi = Mangum(app, lifespan="off")
+
+    @functools.cache
+    def asgi() -> Handler:
+        from mangum import Mangum
+
+        if app is not None:
+            return Mangum(app, lifespan="off")  # type: ignore[return-value]
+        assert build_app is not None
+        with cold_start():
+            return Mangum(build_app(), lifespan="off")  # type: ignore[return-value]
+
+    if app is not None:
+        asgi()  # built now, with the rest of the cold start
 
     @logger.inject_lambda_context(clear_state=True)
     @tracer.capture_lambda_handler
@@ -201,6 +223,6 @@ def lambda_handler(app: FastAPI, *, service: str, sqs_batch: Handler | None = No
             attributes = {"faas.trigger": "pubsub", "messaging.batch.message_count": len(event["Records"])}
             with tracing.span(f"{service} sqs batch", kind=tracing.SpanKind.CONSUMER, root=True, attributes=attributes):
                 return sqs_batch(event, context)
-        return asgi(event, context)  # type: ignore[arg-type]
+        return asgi()(event, context)
 
     return handler

@@ -1,22 +1,23 @@
 """Wire the notification service once: uvicorn (`app.py`), the Lambda handler, the local poller and
-the tests all build from here."""
+the tests all build from here.
+
+FastAPI and the routes are imported by `build_app`, not with this module: the Lambda function builds
+its app on its first HTTP event, so a sandbox started by the queue (its busiest trigger) never loads
+them (see `functions.notification.handler`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
-
 from cloudshop import aws, aws_sync
-from cloudshop.auth import TokenVerifier
 from cloudshop.settings import Settings
-from cloudshop.web import create_app
-from functions.notification.api import router
 from functions.notification.mailer import SesMailer
 from functions.notification.repository import DynamoDBNotificationStore
 from functions.notification.service import NotificationService
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from functions.notification.consumer import OrderEventConsumer
 
 
@@ -28,6 +29,10 @@ def build_service(settings: Settings) -> NotificationService:
 
 
 def build_app(settings: Settings, *, service: NotificationService | None = None) -> FastAPI:
+    from cloudshop.auth import TokenVerifier
+    from cloudshop.web import create_app
+    from functions.notification.api import router
+
     notifications = service or build_service(settings)
     dynamodb = notifications.store.client
     return create_app(

@@ -345,3 +345,19 @@ def test_neither_settings_nor_aws_clients_import_boto3_or_pydantic_settings() ->
     )
     answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert answer.stdout.strip() == "[]"
+
+
+# The notification function's queue is its busiest trigger: a sandbox it starts does not load FastAPI
+# (the HTTP app is built by the first HTTP event; tests/services/test_notification_handler.py).
+HTTP_ONLY_MODULES = ("fastapi", "starlette.applications", "mangum")
+
+
+def test_the_notification_function_starts_without_fastapi() -> None:
+    probe = (
+        "import sys; import functions.notification.handler; "
+        f"print(sorted(m for m in {HTTP_ONLY_MODULES!r} if m in sys.modules))"
+    )
+    environment = lambda_environment("notification") | {"PYTHONPATH": str(REPO)}
+    answer = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, cwd=REPO)
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    assert answer.stdout.strip().splitlines()[-1] == "[]"

@@ -159,7 +159,9 @@ def test_deployments_leave_the_replica_count_to_the_autoscaler(overlay: str) -> 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("workload", WORKLOADS, ids=workload_ids)
-def test_pods_probe_start_up_on_the_service_port_and_liveness_and_readiness_on_their_own(overlay: str, workload: Workload) -> None:
+def test_pods_probe_start_up_on_the_service_port_and_liveness_and_readiness_on_their_own(
+    overlay: str, workload: Workload
+) -> None:
     c = container(render(overlay), workload)
 
     assert c["ports"] == [

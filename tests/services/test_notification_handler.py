@@ -9,6 +9,7 @@ moto server never see each other's events.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 import urllib.request
@@ -167,6 +168,29 @@ def test_an_http_event_without_a_token_gets_a_problem(handler: Handler) -> None:
     answer = handler(event, Context())
 
     assert answer["statusCode"] == 401 and answer["headers"]["content-type"] == "application/problem+json"
+
+
+def test_batches_are_handled_without_the_http_app_and_the_first_http_event_builds_it_once(
+    handler: Handler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The queue's sandboxes never need FastAPI: the app is built by the first HTTP event (see the
+    # handler module), once.
+    module = sys.modules["functions.notification.handler"]
+    built: list[object] = []
+    build_app = module.build_app
+
+    def counted(*args: Any, **kwargs: Any) -> object:
+        built.append(build_app(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(module, "build_app", counted)
+    assert handler(Customer().batch("sqs_order_events.json"), Context()) == {"batchItemFailures": []}
+    assert built == []
+    event = json.loads((EVENTS / "apigw_v2_list_notifications.json").read_text())
+    del event["headers"]["authorization"]
+    assert handler(event, Context())["statusCode"] == 401
+    assert handler(event, Context())["statusCode"] == 401
+    assert len(built) == 1
 
 
 # --- the local poller on the real queue ---------------------------------------------------------------

@@ -18,8 +18,9 @@ Lifecycle: the service starts it with a pipe on its stdin and ends it by closing
 service dies, however, the kernel closes the pipe and this process exits too (it never outlives
 what it vouches for). It prints the port it bound on its first line of stdout.
 
-Standard library only, run with `python -S <this file>`: it starts in a few milliseconds and weighs
-a few MB, and it imports nothing the service's code could slow down or break.
+Standard library only, run with `python -S <this file>`: it starts in ~50 ms here, takes ~13 MB of
+RSS (6 MB of it its own, the rest the interpreter's shared pages), and imports nothing the
+service's code could slow down or break.
 """
 
 from __future__ import annotations

@@ -349,15 +349,29 @@ def test_neither_settings_nor_aws_clients_import_boto3_or_pydantic_settings() ->
 
 # The notification function's queue is its busiest trigger: a sandbox it starts does not load FastAPI
 # (the HTTP app is built by the first HTTP event; tests/services/test_notification_handler.py).
-HTTP_ONLY_MODULES = ("fastapi", "starlette.applications", "mangum")
+HTTP_ONLY_MODULES = ("fastapi", "starlette.applications", "mangum", "prometheus_client")
 
 
-def test_the_notification_function_starts_without_fastapi() -> None:
-    probe = (
-        "import sys; import functions.notification.handler; "
-        f"print(sorted(m for m in {HTTP_ONLY_MODULES!r} if m in sys.modules))"
+def test_the_notification_function_starts_without_fastapi_and_still_traces_and_logs_its_batches() -> None:
+    probe = textwrap.dedent(
+        f"""
+        import json, logging, sys
+        import functions.notification.handler
+        from cloudshop import tracing
+
+        print(json.dumps({{
+            "loaded": sorted(m for m in {HTTP_ONLY_MODULES!r} if m in sys.modules),
+            "traced": tracing.enabled(),
+            "formatter": type(logging.getLogger().handlers[0].formatter).__name__,
+        }}))
+        """
     )
     environment = lambda_environment("notification") | {"PYTHONPATH": str(REPO)}
     answer = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, cwd=REPO)
     assert answer.returncode == 0, answer.stderr[-3000:]
-    assert answer.stdout.strip().splitlines()[-1] == "[]"
+    # No FastAPI, yet the process is set up as the app would set it up: spans on, JSON log lines.
+    assert json.loads(answer.stdout.strip().splitlines()[-1]) == {
+        "loaded": [],
+        "traced": True,
+        "formatter": "JsonFormatter",
+    }

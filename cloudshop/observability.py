@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from typing import TYPE_CHECKING, Any
 
 from cloudshop.tracing import current_trace_id
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 REQUEST_ID_HEADER = "x-request-id"
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -27,25 +30,44 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 # Every call a process makes to a backend, counted where each kind of call is made: the async
 # DynamoDB client (`cloudshop.dynamodb`), boto3 clients (`cloudshop.aws`, kind = the AWS service),
 # SQL engines (`cloudshop.sql`), service-to-service and gateway HTTP (`cloudshop.clients`,
-# `cloudshop.gateway`) and the Kafka producer (`cloudshop.stream`). One counter per process, not per
-# app: a process runs one service, and each app's registry exports it (`Metrics`), so every
-# service's `/metrics` answers what its process called. A logical call counts once, retries included.
-BACKEND_CALLS = Counter(
-    "cloudshop_backend_calls_total",
-    "Calls this process made to its backends, by kind (dynamodb, sql, http, s3, sqs, kafka, ses, ...)",
-    ["kind", "operation"],
-    registry=None,
-)
-_backend_call_children: dict[tuple[str, str], Any] = {}
+# `cloudshop.gateway`) and the Kafka producer (`cloudshop.stream`). One count per process, not per
+# app: a process runs one service, and each app's registry exports it (`Metrics`, as the counter
+# `cloudshop_backend_calls_total`), so every service's `/metrics` answers what its process called. A
+# logical call counts once, retries included. Plain integers under a lock, read at scrape time: no
+# prometheus_client (~20-50 ms to import) in a process that serves no `/metrics`, such as the
+# notification function's sandboxes started by its queue.
+_backend_calls: dict[tuple[str, str], int] = {}
+_backend_calls_lock = threading.Lock()
 
 
 def count_backend_call(kind: str, operation: str) -> None:
     """One call of `kind` (`dynamodb`, `sql`, `http`, ...) and `operation` (`PutItem`, `SELECT`,
-    the target service, ...). A dict lookup and an increment: cheap enough for every call."""
-    child = _backend_call_children.get((kind, operation))
-    if child is None:
-        child = _backend_call_children.setdefault((kind, operation), BACKEND_CALLS.labels(kind, operation))
-    child.inc()
+    the target service, ...). An increment under an uncontended lock: cheap enough for every call."""
+    key = (kind, operation)
+    with _backend_calls_lock:
+        _backend_calls[key] = _backend_calls.get(key, 0) + 1
+
+
+def backend_calls() -> dict[tuple[str, str], int]:
+    """(kind, operation) -> calls so far in this process."""
+    with _backend_calls_lock:
+        return dict(_backend_calls)
+
+
+class _BackendCallsCollector:
+    """Exports `backend_calls()` as the counter `cloudshop_backend_calls_total` at each scrape."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "cloudshop_backend_calls",
+            "Calls this process made to its backends, by kind (dynamodb, sql, http, s3, sqs, kafka, ses, ...)",
+            labels=["kind", "operation"],
+        )
+        for (kind, operation), calls in sorted(backend_calls().items()):
+            family.add_metric([kind, operation], calls)
+        yield family
 
 
 def new_request_id() -> str:
@@ -89,9 +111,11 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 
 class Metrics:
     """Per-app registry, so several apps can live in one process (tests) without clashing. Each also
-    exports the process's `cloudshop_backend_calls_total` (`BACKEND_CALLS`)."""
+    exports the process's `cloudshop_backend_calls_total` (`count_backend_call`)."""
 
     def __init__(self, service: str) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "http_requests_total",
@@ -106,10 +130,12 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
-        self.registry.register(BACKEND_CALLS)
+        self.registry.register(_BackendCallsCollector())  # type: ignore[arg-type]
         self.service = service
 
     def counter(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+        from prometheus_client import Counter
+
         return Counter(name, documentation, list(labels), registry=self.registry)
 
 

@@ -754,6 +754,14 @@ def rows_for(result: dict[str, Any], lambda_imports: dict[str, Any] | None) -> l
     def add(key: str, metric: str, value: Any, target: str = "", met: bool | None = None) -> None:
         rows.append(Row(section, key, metric, value, target, met))
 
+    def probe_rows(key: str, path: str, where: str, probes: list[dict[str, Any]]) -> None:
+        """The worst sample of a set of probes, and how many were over 100 ms or failed."""
+        worst = max(((h["max_ms"] or 0.0) for h in probes), default=None)
+        slow = sum(h["over_100ms"] + sum(h["failed"].values()) for h in probes)
+        met = None if worst is None else worst < HEALTHZ_BUDGET_MS
+        add(f"{key}_max_ms", f"{path} max, {where} (ms)", worst, "< 100", met)
+        add(f"{key}_over_100ms", f"{path} samples over 100 ms or failed ({where})", slow, "0", slow == 0)
+
     a, b, sweep = result["a"], result["b"], result["after_sweeper"]
     cpu, outbox = a["cpu_ms_per_checkout"], a["outbox"]
     orders_ms = a["post_orders_ms"]
@@ -835,36 +843,10 @@ def rows_for(result: dict[str, Any], lambda_imports: dict[str, Any] | None) -> l
         for name, n in b["refused_by_service"].items():
             if n:
                 add(f"b.refused.{name}", f"requests {name} refused (503)", n)
-        probes = liveness_probes(b["healthz"])
-        worst = max(((h["max_ms"] or 0.0) for h in probes), default=None)
-        slow_probes = sum(h["over_100ms"] + sum(h["failed"].values()) for h in probes)
-        add(
-            "b.healthz_max_ms",
-            "/healthz max, every service's liveness port (ms)",
-            worst,
-            "< 100",
-            None if worst is None else worst < HEALTHZ_BUDGET_MS,
-        )
-        add(
-            "b.healthz_over_100ms",
-            "/healthz samples over 100 ms or failed (liveness ports)",
-            slow_probes,
-            "0",
-            slow_probes == 0,
-        )
+        probe_rows("b.healthz", "/healthz", "every service's liveness port", liveness_probes(b["healthz"]))
         for name, health in b["healthz"].items():
             add(f"b.healthz_max_ms.{name}", f"/healthz {name} max (ms)", health["max_ms"])
-        readiness = list(b["readyz"].values())
-        worst = max(((h["max_ms"] or 0.0) for h in readiness), default=None)
-        slow_probes = sum(h["over_100ms"] + sum(h["failed"].values()) for h in readiness)
-        add(
-            "b.readyz_max_ms",
-            "/readyz max, every service's probe port (ms)",
-            worst,
-            "< 100",
-            None if worst is None else worst < HEALTHZ_BUDGET_MS,
-        )
-        add("b.readyz_over_100ms", "/readyz samples over 100 ms or failed", slow_probes, "0", slow_probes == 0)
+        probe_rows("b.readyz", "/readyz", "every service's probe port", list(b["readyz"].values()))
         for name, mib in b["peak_rss_mib"].items():
             add(f"b.rss.{name}", f"peak RSS {name} (MiB)", mib)
 

@@ -26,6 +26,17 @@ from cloudshop.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 
 
+def in_a_function(service: str, code: str, *args: str, **env: str) -> str:
+    """The last line `code` prints, run in a fresh interpreter with `service`'s deployed environment
+    (`lambda_environment`, plus `env`) and this repository's code."""
+    environment = lambda_environment(service) | {"PYTHONPATH": str(REPO), **env}
+    answer = subprocess.run(
+        [sys.executable, "-c", code, *args], env=environment, capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    return answer.stdout.strip().splitlines()[-1]
+
+
 def test_a_cold_start_turns_the_collector_back_on_and_freezes_what_it_built() -> None:
     # Given the collector is on
     assert gc.isenabled()
@@ -188,10 +199,7 @@ def test_a_function_imports_neither_botocore_clients_nor_boto3_nor_pydantic_sett
         f"import sys; import functions.{service}.handler; "
         "print(sorted(m for m in ('boto3', 'botocore.client', 's3transfer', 'pydantic_settings') if m in sys.modules))"
     )
-    environment = lambda_environment(service) | {"PYTHONPATH": str(REPO)}
-    answer = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, cwd=REPO)
-    assert answer.returncode == 0, answer.stderr[-3000:]
-    assert answer.stdout.strip().splitlines()[-1] == "[]"
+    assert in_a_function(service, probe) == "[]"
 
 
 # PyJWT, with the `cryptography.x509` its algorithms import, was ~20 ms of these functions' cold start,
@@ -208,10 +216,7 @@ def test_a_function_whose_busiest_path_checks_no_token_starts_without_pyjwt(serv
         f"import sys; import functions.{service}.handler; "
         f"print(sorted(m for m in {PYJWT_MODULES!r} if m in sys.modules))"
     )
-    environment = lambda_environment(service) | {"PYTHONPATH": str(REPO)}
-    answer = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, cwd=REPO)
-    assert answer.returncode == 0, answer.stderr[-3000:]
-    assert answer.stdout.strip().splitlines()[-1] == "[]"
+    assert in_a_function(service, probe) == "[]"
 
 
 def test_the_product_function_serves_its_catalog_without_pyjwt_and_still_checks_an_admins_token(
@@ -226,8 +231,9 @@ def test_the_product_function_serves_its_catalog_without_pyjwt_and_still_checks_
     schema = make_engine(database)
     apply_schema(schema)
     schema.dispose()
-    environment = lambda_environment("product") | {"PYTHONPATH": str(REPO), "DATABASE_URL": database}
-    admin = TokenIssuer(environment["JWT_PRIVATE_KEY"], issuer="cloudshop", access_ttl_seconds=300).access_token(
+    environment = lambda_environment("product")  # one fresh key pair: the function's, and the admin's signer
+    keys = {name: environment[name] for name in ("JWT_PRIVATE_KEY", "JWT_PUBLIC_KEY")}
+    admin = TokenIssuer(keys["JWT_PRIVATE_KEY"], issuer="cloudshop", access_ttl_seconds=300).access_token(
         user_id="admin-1", role="admin", email="admin@example.com", session_id="s-1"
     )
     listing = json.loads((REPO / "tests" / "events" / "apigw_v2_list_products.json").read_text())
@@ -262,16 +268,9 @@ def test_the_product_function_serves_its_catalog_without_pyjwt_and_still_checks_
         """
     )
     # When it serves a catalog read, then a deletion with a forged token and with the admin's token
-    answer = subprocess.run(
-        [sys.executable, "-c", probe, json.dumps(listing), json.dumps(deletion), admin],
-        env=environment,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
+    outcome = json.loads(
+        in_a_function("product", probe, json.dumps(listing), json.dumps(deletion), admin, DATABASE_URL=database, **keys)
     )
-    assert answer.returncode == 0, answer.stderr[-3000:]
-    outcome = json.loads(answer.stdout.strip().splitlines()[-1])
     # Then the read loaded no PyJWT, the forged token is refused, and the admin's is verified (the
     # product it names does not exist)
     assert outcome == {"listing": 200, "after_listing": [], "forged": 401, "admin": 404}, outcome
@@ -319,17 +318,7 @@ def test_a_function_imports_no_sqlalchemy_to_start_nor_to_serve_a_request(servic
         print(json.dumps({{"status": answer["statusCode"], "sql": operations, "loaded": loaded, "served": served}}))
         """
     )
-    environment = lambda_environment(service) | {"PYTHONPATH": str(REPO), "DATABASE_URL": database}
-    answer = subprocess.run(
-        [sys.executable, "-c", probe, json.dumps(event)],
-        env=environment,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
-    assert answer.returncode == 0, answer.stderr[-3000:]
-    outcome = json.loads(answer.stdout.strip().splitlines()[-1])
+    outcome = json.loads(in_a_function(service, probe, json.dumps(event), DATABASE_URL=database))
     assert "SELECT" in outcome["sql"], outcome  # the request did reach the database
     assert outcome["loaded"] == outcome["served"] == [], outcome
     if service == "product":
@@ -366,11 +355,8 @@ def test_the_notification_function_starts_without_fastapi_and_still_traces_and_l
         }}))
         """
     )
-    environment = lambda_environment("notification") | {"PYTHONPATH": str(REPO)}
-    answer = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, cwd=REPO)
-    assert answer.returncode == 0, answer.stderr[-3000:]
     # No FastAPI, yet the process is set up as the app would set it up: spans on, JSON log lines.
-    assert json.loads(answer.stdout.strip().splitlines()[-1]) == {
+    assert json.loads(in_a_function("notification", probe)) == {
         "loaded": [],
         "traced": True,
         "formatter": "JsonFormatter",

@@ -48,8 +48,9 @@ class LoopLag:
     process not scheduled on a busy machine).
 
     A task on the loop sleeps `interval` seconds at a time and records how late it woke
-    (`event_loop_lag_seconds`). While it is overdue, the lag is at least how overdue it is: a stalled
-    loop reads as late at once, not only once it runs again. `seconds()` may be read from any thread.
+    (`event_loop_lag_seconds`), and publishes each sample (`publish_to`). While a sample is overdue,
+    the lag is at least how overdue it is, so a stalled loop reads as late at once, not only once it
+    runs again: `HealthBoard.lag()` computes that in the probe's process.
     """
 
     def __init__(
@@ -92,13 +93,6 @@ class LoopLag:
             self._task = None
         self._due = None
         self._publish()
-
-    def seconds(self) -> float:
-        """The loop's lag now: the last sample's, or how overdue the next one is, whichever is more."""
-        due = self._due
-        if due is None:
-            return self._last
-        return max(self._last, self._clock() - due)
 
     async def _sample(self, due: float) -> None:
         while True:

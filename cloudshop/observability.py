@@ -19,10 +19,12 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from cloudshop.tracing import current_trace_id
+from cloudshop.tracing import configure_tracing, current_trace_id
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
+
+    from cloudshop.settings import Settings
 
 REQUEST_ID_HEADER = "x-request-id"
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -107,6 +109,14 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     for noisy in ("botocore", "boto3", "urllib3", "kafka", "httpx", "httpcore", "werkzeug", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def configure_process(service: str, settings: Settings) -> bool:
+    """What every service process sets up once, whatever it serves: JSON log lines, and tracing when
+    the settings ask for it (whether it is on). `cloudshop.web.create_app` calls it, and so does a
+    Lambda handler that serves events before, or without, building its app."""
+    configure_logging(service, settings.log_level)
+    return configure_tracing(service, settings)
 
 
 class Metrics:

@@ -39,10 +39,10 @@ from cloudshop.auth import SERVICE_TOKEN_HEADER, InternalTokens, Principal, Toke
 from cloudshop.errors import PROBLEM_CONTENT_TYPE, CloudshopError, Forbidden, Unauthorized, problem
 from cloudshop.estate import ESTATE
 from cloudshop.liveness import Liveness, liveness_options
-from cloudshop.observability import Metrics, RequestContextMiddleware, configure_logging
+from cloudshop.observability import Metrics, RequestContextMiddleware, configure_process
 from cloudshop.paths import ID_MAX, ID_PATTERN, BadPath, request_path
 from cloudshop.settings import Settings
-from cloudshop.tracing import ServerSpanMiddleware, configure_tracing
+from cloudshop.tracing import ServerSpanMiddleware
 
 log = logging.getLogger("cloudshop.web")
 
@@ -292,8 +292,7 @@ def create_app(
     internal_tokens: InternalTokens | None = None,
     state: dict[str, Any] | None = None,
 ) -> FastAPI:
-    configure_logging(service, settings.log_level)
-    tracing_on = configure_tracing(service, settings)
+    tracing_on = configure_process(service, settings)
     app = FastAPI(
         title=f"cloudshop {service} service",
         version="1.0.0",

@@ -34,15 +34,13 @@ def _app() -> FastAPI:
 
 
 with cold_start():
-    from cloudshop.observability import configure_logging
+    from cloudshop.observability import configure_process
     from cloudshop.settings import get_settings
-    from cloudshop.tracing import configure_tracing
     from functions.notification.bootstrap import build_app, build_consumer, build_service
 
     settings = get_settings()
     # What building the app does for the whole process, done now: a batch is logged and traced as a
     # request is, though only the first HTTP event builds the app.
-    configure_logging("notification", settings.log_level)
-    configure_tracing("notification", settings)
+    configure_process("notification", settings)
     notifications = build_service(settings)
     handler = lambda_handler(build_app=_app, service="notification", sqs_batch=_process_batch)

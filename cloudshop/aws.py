@@ -154,7 +154,7 @@ def condition_failed(exc: Exception) -> bool:
 class ClientOnFirstUse:
     """Stands in for `client(api, settings)` and builds that client on first use.
 
-    For a client that only some routes use (S3 for product images, SES for the order email): building
+    For a client that only some routes use (S3 for the product function's image routes): building
     one loads its service model and endpoint rules, 40-80 ms of a Lambda cold start here.
     """
 

@@ -86,20 +86,22 @@ class ErrorAnswer:
     retryable: bool
 
 
-def error_answer(status: int, content: bytes, query_error: str | None) -> ErrorAnswer:
+def error_answer(status: int, content: bytes, query_error: str | None, error_type: str | None = None) -> ErrorAnswer:
     """Read a non-200 answer.
 
     The code is the short name of the body's `__type` (`com.amazonaws.dynamodb.v20120810#
-    ValidationException`: `ValidationException`), or, when the answer carries the
+    ValidationException`: `ValidationException`); failing that, the first part of the
+    `x-amzn-errortype` header (`error_type`: where REST-JSON APIs such as SESv2 put it,
+    `MessageRejected:http://internal.amazon.com/...`); and when the answer carries the
     `x-amzn-query-error` header (`query_error`: SQS, an API that spoke the query protocol before
-    JSON), its first part (`AWS.SimpleQueueService.NonExistentQueue`), as botocore reports both."""
+    JSON), its first part (`AWS.SimpleQueueService.NonExistentQueue`), as botocore reports them."""
     try:
         body = json.loads(content) if content else {}
     except ValueError:
         body = {}
     if not isinstance(body, dict):
         body = {}
-    name = str(body.get("__type", "")).rsplit("#", 1)[-1]
+    name = str(body.get("__type", "")).rsplit("#", 1)[-1] or (error_type or "").split(":", 1)[0]
     code = name or f"HTTP{status}"
     query_code = (query_error or "").split(";")
     if len(query_code) == 2 and query_code[0]:
@@ -214,7 +216,7 @@ class SigV4Signer:
         self,
         *,
         host: str,
-        target: str,
+        target: str | None,
         body: bytes,
         access_key: str,
         secret_key: str,
@@ -222,22 +224,25 @@ class SigV4Signer:
         now: float,
         extra: dict[str, str] | None = None,
         content_type: str = JSON_1_0,
+        path: str = "/",
     ) -> dict[str, str]:
         """The headers of the signed request (Host included, so the signed host is the one sent).
         `extra` are signed headers whose names sort after `x-amz-target`, in order (SQS's
-        `x-amzn-query-mode`); `content_type` names the protocol's version (Secrets Manager speaks 1.1)."""
+        `x-amzn-query-mode`); `content_type` names the protocol's version (Secrets Manager speaks 1.1).
+        A REST-JSON API (SESv2) names the operation by its `path` instead of a `target` (None)."""
         amz_date = amz_date_of(now)
         headers = {"content-type": content_type, "host": host, "x-amz-date": amz_date}
         if token:
             headers["x-amz-security-token"] = token
-        headers["x-amz-target"] = target
+        if target is not None:
+            headers["x-amz-target"] = target
         if extra:
             headers.update(extra)
         # Already in sorted order: content-type < host < x-amz-date < x-amz-security-token < x-amz-target
         # < x-amzn-*.
         headers["authorization"] = self.authorization(
             method="POST",
-            path="/",
+            path=path,
             query="",
             headers=headers,
             payload_hash=hashlib.sha256(body).hexdigest(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cloudshop import aws, aws_sync
+from cloudshop import aws_sync
 from cloudshop.settings import Settings
 from functions.notification.mailer import SesMailer
 from functions.notification.repository import DynamoDBNotificationStore
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def build_service(settings: Settings) -> NotificationService:
     return NotificationService(
         store=DynamoDBNotificationStore(aws_sync.dynamodb_for(settings), table=settings.notifications_table),
-        mailer=SesMailer(aws.ClientOnFirstUse("ses", settings), sender=settings.ses_sender),
+        mailer=SesMailer(aws_sync.ses_for(settings), sender=settings.ses_sender),
     )
 
 

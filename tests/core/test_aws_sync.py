@@ -1,6 +1,7 @@
 """The blocking AWS clients of the Lambda functions (`cloudshop.aws_sync`): DynamoDB's contract run
-against moto and dynalite, Secrets Manager against moto, and the failures (a dropped keep-alive
-connection, an outage, throttling) against servers that misbehave on purpose."""
+against moto and dynalite, Secrets Manager and SES against moto, SES's request compared with
+botocore's, and the failures (a dropped keep-alive connection, an outage, throttling) against servers
+that misbehave on purpose."""
 
 from __future__ import annotations
 
@@ -9,15 +10,27 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 
 from cloudshop.aws import condition_failed, from_item, to_item
 from cloudshop.aws_json import DynamoDBError, DynamoDBUnavailable
-from cloudshop.aws_sync import BlockingDynamoDB, Credentials, SecretRefused, dynamodb_for, secrets_manager_for
+from cloudshop.aws_sync import (
+    BlockingDynamoDB,
+    BlockingSesV2,
+    Credentials,
+    SecretRefused,
+    SesRefused,
+    dynamodb_for,
+    secrets_manager_for,
+    ses_for,
+)
 from cloudshop.errors import DependencyUnavailable
 from cloudshop.retries import RetryBudget
 from cloudshop.settings import Settings
@@ -118,25 +131,54 @@ def test_a_secret_is_read_and_a_missing_one_is_refused_by_name(settings: Setting
     assert refused.value.code == "ResourceNotFoundException"
 
 
+SES_MESSAGE = {
+    "FromEmailAddress": "orders@cloudshop.local",
+    "Destination": {"ToAddresses": ["buyer@example.com"]},
+    "Content": {
+        "Simple": {
+            "Subject": {"Data": "Order confirmed", "Charset": "UTF-8"},
+            "Body": {"Text": {"Data": "2 x Ceramic Mug Set", "Charset": "UTF-8"}},
+        }
+    },
+}
+
+
+def test_an_email_from_a_verified_sender_is_sent_and_one_from_another_is_refused_by_name(settings: Settings) -> None:
+    sender = f"orders-{uuid.uuid4().hex[:8]}@cloudshop.local"
+    boto3.client("ses", endpoint_url=settings.aws_endpoint_url, region_name=settings.aws_region).verify_email_identity(
+        EmailAddress=sender
+    )
+    ses = ses_for(settings)
+    assert ses.send_email(**{**SES_MESSAGE, "FromEmailAddress": sender})["MessageId"]
+    with pytest.raises(SesRefused) as refused:
+        ses.send_email(**{**SES_MESSAGE, "FromEmailAddress": f"nobody-{uuid.uuid4().hex[:8]}@cloudshop.local"})
+    assert refused.value.code == "MessageRejected"
+
+
 class Misbehaving(BaseHTTPRequestHandler):
     """Answers as `plan` says, one entry per request: "close" drops the connection unanswered,
-    anything else is (status, JSON body)."""
+    anything else is (status, JSON body) or (status, JSON body, headers). `requests` keeps what came:
+    (path, headers, body)."""
 
     protocol_version = "HTTP/1.1"
     plan: list[Any] = []
-    seen: list[str] = []
+    seen: list[str | None] = []
+    requests: list[tuple[str, dict[str, str], bytes]] = []
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["content-length"]))
+        body = self.rfile.read(int(self.headers["content-length"]))
         self.seen.append(self.headers["x-amz-target"])
+        self.requests.append((self.path, {name.lower(): value for name, value in self.headers.items()}, body))
         step = self.plan.pop(0) if self.plan else (200, {})
         if step == "close":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        status, body = step
+        status, body, headers = step if len(step) == 3 else (*step, {})
         payload = json.dumps(body).encode()
         self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.send_header("content-type", "application/x-amz-json-1.0")
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
@@ -148,7 +190,7 @@ class Misbehaving(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def misbehaving() -> Iterator[type[Misbehaving]]:
-    handler = type("Handler", (Misbehaving,), {"plan": [], "seen": []})
+    handler = type("Handler", (Misbehaving,), {"plan": [], "seen": [], "requests": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -211,3 +253,99 @@ def test_an_unreachable_endpoint_is_unavailable_after_bounded_attempts() -> None
         db.get_item(TableName="t", Key={})
     assert outage.value.code == "ConnectionError"
     assert isinstance(outage.value, DependencyUnavailable)
+
+
+# --- SES: the REST-JSON protocol ------------------------------------------------------------------------
+NOW = datetime(2026, 3, 1, 12, 30, 5, tzinfo=UTC)
+
+
+def ses_of(server: type[Misbehaving], credentials: Credentials = TEST_CREDENTIALS, **options: Any) -> BlockingSesV2:
+    return BlockingSesV2(
+        endpoint=server.endpoint,  # type: ignore[attr-defined]
+        region="eu-west-1",
+        credentials=lambda: credentials,
+        sleep=lambda _: None,
+        clock=NOW.timestamp,
+        **options,
+    )
+
+
+class Captured(Exception):
+    def __init__(self, request: Any) -> None:
+        self.request = request
+
+
+@pytest.mark.parametrize("token", [None, "SESSION-TOKEN"])
+def test_an_email_is_the_request_boto3_sends_signed_byte_for_byte_as_botocore_signs(
+    token: str | None, misbehaving: type[Misbehaving], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: NOW.replace(tzinfo=None))
+    credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    misbehaving.plan += [(200, {"MessageId": "m-1"})]
+    assert ses_of(misbehaving, credentials).send_email(**SES_MESSAGE) == {"MessageId": "m-1"}
+    [(path, headers, body)] = misbehaving.requests
+
+    endpoint = misbehaving.endpoint  # type: ignore[attr-defined]
+    boto = boto3.client(
+        "sesv2",
+        region_name="eu-west-1",
+        endpoint_url=endpoint,
+        aws_access_key_id=credentials.access_key,
+        aws_secret_access_key=credentials.secret_key,
+        aws_session_token=token,
+    )
+
+    def capture(request: Any, **_: Any) -> None:
+        raise Captured(request)
+
+    boto.meta.events.register("before-send.sesv2", capture)
+    with pytest.raises(Captured) as captured:
+        boto.send_email(**SES_MESSAGE)
+    reference = captured.value.request
+    expected = {
+        name.lower(): value.decode() if isinstance(value, bytes) else value for name, value in reference.headers.items()
+    }
+
+    # What boto3 sends: the operation's path, the same JSON, the signed headers and their values
+    assert endpoint + path == reference.url
+    assert json.loads(body) == json.loads(reference.body)
+    assert (
+        headers["authorization"].split("SignedHeaders=")[1].split(",")[0]
+        == (expected["authorization"].split("SignedHeaders=")[1].split(",")[0])
+    )
+    for name in ("content-type", "x-amz-date", "x-amz-security-token"):
+        assert headers.get(name) == expected.get(name), name
+    assert "x-amz-target" not in headers
+    # and signed as botocore's SigV4Auth signs those very bytes (our JSON is compact)
+    again = AWSRequest(method="POST", url=reference.url, data=body, headers={"content-type": headers["content-type"]})
+    SigV4Auth(credentials, "ses", "eu-west-1").add_auth(again)
+    assert headers["authorization"] == again.headers["Authorization"]
+
+
+def test_ses_throttling_named_in_the_error_type_header_is_retried_then_unavailable(
+    misbehaving: type[Misbehaving],
+) -> None:
+    throttled = (429, {"message": "Maximum sending rate exceeded."}, {"x-amzn-errortype": "TooManyRequestsException:"})
+    misbehaving.plan += [throttled] * 5
+    with pytest.raises(DependencyUnavailable):
+        ses_of(misbehaving, max_attempts=3).send_email(**SES_MESSAGE)
+    assert len(misbehaving.requests) == 3
+
+
+def test_an_ses_refusal_is_read_from_the_error_type_header_and_not_retried(misbehaving: type[Misbehaving]) -> None:
+    rejected = (
+        400,
+        {"message": "Email address is not verified."},
+        {"x-amzn-errortype": "MessageRejected:http://internal.amazon.com/coral/com.amazonaws.sesv2/"},
+    )
+    misbehaving.plan += [rejected]
+    with pytest.raises(SesRefused) as refused:
+        ses_of(misbehaving).send_email(**SES_MESSAGE)
+    assert (refused.value.code, refused.value.message) == ("MessageRejected", "Email address is not verified.")
+    assert len(misbehaving.requests) == 1
+
+
+def test_ses_is_reached_at_its_email_endpoint_of_the_region() -> None:
+    # SES signs as `ses` but answers at `email.<region>` (the host of its v1 and v2 APIs alike).
+    ses = ses_for(Settings(aws_region="ap-south-1", aws_endpoint_url=None))
+    assert ses.endpoint == "https://email.ap-south-1.amazonaws.com"

@@ -32,8 +32,9 @@ class Context:
         return 30_000
 
 
-def load_handler(module: str, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
-    """Import a handler the way Lambda does: a fresh interpreter state configured from the environment."""
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """`settings` as a function's environment variables (what CDK writes, secrets as values)."""
+    environment = {}
     for name, value in settings.model_dump().items():
         if value is None or name in ("admin_email", "admin_password"):
             continue
@@ -42,7 +43,14 @@ def load_handler(module: str, settings: Settings, monkeypatch: pytest.MonkeyPatc
             plain = json.dumps(
                 {k: v.get_secret_value() if hasattr(v, "get_secret_value") else v for k, v in plain.items()}
             )
-        monkeypatch.setenv(name.upper(), str(plain))
+        environment[name.upper()] = str(plain)
+    return environment
+
+
+def load_handler(module: str, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
+    """Import a handler the way Lambda does: a fresh interpreter state configured from the environment."""
+    for name, value in settings_environment(settings).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     settings_module.get_settings.cache_clear()
     for loaded in [m for m in sys.modules if m.startswith(module.rsplit(".", 1)[0])]:

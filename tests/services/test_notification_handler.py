@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 import threading
 import time
 import urllib.request
@@ -26,7 +27,8 @@ from cloudshop.provision import provision_mail
 from cloudshop.settings import Settings
 from functions.notification.bootstrap import build_service
 from functions.notification.poller import build_poller, poll_forever
-from tests.services.test_lambda_handlers import Context, load_handler
+from tests.core.test_lambda_cold_start import in_a_function
+from tests.services.test_lambda_handlers import Context, load_handler, settings_environment
 
 EVENTS = Path(__file__).parent.parent / "events"
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -103,6 +105,50 @@ def test_a_batch_of_order_events_is_stored_and_the_paid_order_emailed(
     [email] = sent_emails(notification_settings, customer.email)
     assert email["source"] == notification_settings.ses_sender
     assert "confirmed" in email["subject"] and "2 x Ceramic Mug Set" in email["body"]
+
+
+def test_a_new_sandbox_stores_and_emails_its_first_batch_without_building_a_botocore_client(
+    notification_settings: Settings, tmp_path: Path
+) -> None:
+    # Building botocore's SES client (its service model and endpoint rules) cost each queue sandbox
+    # 60-95 ms of its first batch here, and each email 1.5 ms of CPU: the email goes out through
+    # cloudshop.aws_sync's SES client, and every other call of a batch through its DynamoDB client.
+    customer = Customer()
+    probe = textwrap.dedent(
+        """
+        import gc, json, sys
+        from functions.notification.handler import handler
+
+        class Context:
+            function_name = "cloudshop-bench-notification"
+            memory_limit_in_mb = 512
+            invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:cloudshop-bench-notification"
+            aws_request_id = "c0ffee00-0000-4000-8000-000000000000"
+
+            def get_remaining_time_in_millis(self):
+                return 30_000
+
+        answer = handler(json.loads(sys.argv[1]), Context())
+        # (Powertools' idempotency package imports boto3, and with it botocore.client, but makes no client.)
+        base = getattr(sys.modules.get("botocore.client"), "BaseClient", ())
+        clients = sorted(type(o).__name__ for o in gc.get_objects() if base and isinstance(o, base))
+        print(json.dumps({"answer": answer, "botocore_clients": clients}))
+        """
+    )
+    environment = settings_environment(notification_settings) | {
+        "TRACE_FILE": str(tmp_path / "spans.jsonl"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+    }
+
+    outcome = json.loads(
+        in_a_function("notification", probe, json.dumps(customer.batch("sqs_order_events.json")), **environment)
+    )
+
+    assert outcome == {"answer": {"batchItemFailures": []}, "botocore_clients": []}, outcome
+    assert [n["event_type"] for n in stored(notification_settings, customer.user_id)] == ["order.paid", "order.created"]
+    [email] = sent_emails(notification_settings, customer.email)
+    assert email["source"] == notification_settings.ses_sender
+    assert "2 x Ceramic Mug Set" in email["body"]
 
 
 def test_an_event_delivered_twice_is_handled_once(handler: Handler, notification_settings: Settings) -> None:

@@ -1,5 +1,10 @@
 """SQS transport of the notification service: batches of order events with partial-batch failure
-reporting, each event handled once per `event_id` (Powertools idempotency on DynamoDB).
+reporting, each event handled once per `event_id`.
+
+Storing a notification is once by itself (a conditional put), so only an event that sends an email
+(`order.paid`) goes through Powertools idempotency on DynamoDB, which holds the event while the
+email goes out and remembers that it went. Its record costs two more writes per event (put, then
+update), which the other events (`order.created`, half of a checkout's) no longer pay.
 
 A message that is not a valid `OrderEventV1` is a poison message: it fails on every delivery, is
 reported in `batchItemFailures` while the rest of the batch goes through, and after the queue's
@@ -20,6 +25,7 @@ from pydantic import ValidationError
 
 from cloudshop import tracing
 from cloudshop.events import OrderEventV1
+from functions.notification.model import Notification
 from functions.notification.service import NotificationService
 
 log = logging.getLogger("cloudshop.notification")
@@ -72,8 +78,13 @@ class OrderEventConsumer:
         }
         # The child of the span that wrote the event: the checkout's trace goes on here.
         with tracing.consumer_span(event.traceparent, f"order-events process {event.event_type}", attributes):
+            if not self.service.sends_email(event):
+                return self._result(self.service.handle(event))
             return self._handle_once(event=event.model_dump(mode="json"))  # type: ignore[no-any-return]
 
     def _handle(self, event: dict[str, Any]) -> dict[str, Any]:
-        notification = self.service.handle(OrderEventV1.model_validate(event))
+        return self._result(self.service.handle(OrderEventV1.model_validate(event)))
+
+    @staticmethod
+    def _result(notification: Notification) -> dict[str, Any]:
         return {"event_id": notification.event_id, "user_id": notification.user_id}

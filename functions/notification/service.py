@@ -19,9 +19,14 @@ class NotificationService:
         self.store = store
         self.mailer = mailer
 
+    def sends_email(self, event: OrderEventV1) -> bool:
+        """Whether handling `event` sends an email: the one effect of `handle` that is not once by itself."""
+        return email_for(event) is not None
+
     def handle(self, event: OrderEventV1) -> Notification:
         """Store the notification, then send the email. Either failing raises, so the message is
-        retried; storing is idempotent, and the caller deduplicates whole events by `event_id`."""
+        retried; storing is once by itself (a conditional put), and the caller deduplicates events
+        that send an email by `event_id`."""
         notification = notification_for(event, now=datetime.now(UTC))
         self.store.add(notification)
         email = email_for(event)

@@ -30,11 +30,12 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 
 from cloudshop import aws, aws_sync
+from cloudshop.provision import provision_mail
 from cloudshop.settings import Settings
 from functions.notification.bootstrap import build_consumer, build_service
 from functions.notification.idempotency import BlockingDynamoDBPersistenceLayer
 from tests.services.test_lambda_handlers import Context
-from tests.services.test_notification_handler import Customer
+from tests.services.test_notification_handler import Customer, sent_emails
 
 KEY_PREFIX = "notification-contract"
 LAYERS = ("powertools", "blocking")
@@ -301,11 +302,12 @@ def test_a_payload_hash_stored_by_one_layer_is_checked_by_the_other(
 
 
 # --- the consumer's wiring ----------------------------------------------------------------------------
-def test_the_consumer_keeps_its_records_without_a_botocore_client(
+def test_the_consumer_keeps_its_records_and_sends_its_email_without_a_botocore_client(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given no botocore client can be made (the first one cost a sandbox's first batch ~75 ms of CPU)
+    # Given no botocore client can be made (the first one cost a sandbox's first batch 60-95 ms)
     settings = make_settings(dynamodb="dynalite", sqs="moto")
+    provision_mail(settings)
     service = build_service(settings)
 
     def no_botocore(api: str, _: Settings) -> Any:
@@ -316,8 +318,9 @@ def test_the_consumer_keeps_its_records_without_a_botocore_client(
     handle = service.handle
     monkeypatch.setattr(service, "handle", lambda event: handled.append(event.event_id) or handle(event))
     consumer = build_consumer(settings, service=service)
-    batch = Customer().batch("sqs_order_events.json")
-    batch["Records"] = batch["Records"][:1]  # order.created: no email, so no SES client either
+    customer = Customer()
+    batch = customer.batch("sqs_order_events.json")
+    batch["Records"] = batch["Records"][1:]  # order.paid: stored, and emailed
 
     # When the batch is delivered twice
     first = consumer.process_batch(batch, Context())  # type: ignore[arg-type]
@@ -326,3 +329,34 @@ def test_the_consumer_keeps_its_records_without_a_botocore_client(
     # Then its event was handled once, the second time answered from the record the first one kept
     assert first == again == {"batchItemFailures": []}
     assert len(handled) == 1
+    assert len(sent_emails(settings, customer.email)) == 1
+
+
+def test_an_event_that_sends_no_email_is_stored_once_without_an_idempotency_record(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a consumer whose idempotency layer counts the records it would write
+    settings = make_settings(dynamodb="dynalite", sqs="moto")
+    provision_mail(settings)
+    service = build_service(settings)
+    consumer = build_consumer(settings, service=service)
+    records: list[str] = []
+    put_record = BlockingDynamoDBPersistenceLayer._put_record
+    monkeypatch.setattr(
+        BlockingDynamoDBPersistenceLayer,
+        "_put_record",
+        lambda layer, data_record: records.append(data_record.idempotency_key) or put_record(layer, data_record),
+    )
+    customer = Customer()
+    batch = customer.batch("sqs_order_events.json")
+    created, paid = batch["Records"]
+
+    # When an order.created event (no email) is delivered twice, then an order.paid one
+    for records_of in ([created], [created], [paid]):
+        assert consumer.process_batch({**batch, "Records": records_of}, Context()) == {"batchItemFailures": []}  # type: ignore[arg-type]
+
+    # Then the first is stored once with no idempotency record (its conditional put is enough), and
+    # only the second, which emails, is held by one
+    notifications, _ = service.list_for(customer.user_id, limit=10, cursor=None)
+    assert [n.event_type for n in notifications] == ["order.paid", "order.created"]
+    assert len(records) == 1

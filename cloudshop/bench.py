@@ -67,6 +67,7 @@ from cloudshop.local.runner import (
     HEALTH_PORT_OFFSET,
     SERVICES,
     Platform,
+    PollerProcess,
     free_port_range,
     say,
     settings_from_env,
@@ -321,6 +322,14 @@ class Bench:
         return {name: f"http://127.0.0.1:{self.platform.port(offset)}" for name, (offset, _, _) in SERVICES.items()}
 
     @property
+    def metrics_urls(self) -> dict[str, str]:
+        """Whose `/metrics` count backend calls: every service, and the notification poller, which
+        serves the calls of the notification function's batches (and its own receives and deletes,
+        the event source mapping's part in AWS)."""
+        pollers = [p for p in self.platform.processes if isinstance(p, PollerProcess)]
+        return self.service_urls | {p.name: f"http://127.0.0.1:{p.port}" for p in pollers}
+
+    @property
     def probe_urls(self) -> dict[str, str]:
         """What is sampled: `/healthz` on each service's liveness port (`LIVENESS_PORT`) and on its own
         port, and `/readyz` on the liveness port (`READINESS_PORT`), as the kubelet probes them."""
@@ -495,7 +504,7 @@ def calls_per_checkout(made: dict[str, dict[tuple[str, str], float]], checkouts:
 
 
 def scenario_a(bench: Bench, *, buyers: int, seconds: float, profile_cpu: bool, out_dir: Path) -> dict[str, Any]:
-    urls = bench.service_urls
+    urls = bench.metrics_urls
     before = scrape_all(urls)
     cpu_before = bench.cpu()
     sampler = Sampler(health_urls=bench.probe_urls, processes=bench.processes, order_url=urls["order"])

@@ -72,6 +72,19 @@ class _BackendCallsCollector:
         yield family
 
 
+def serve_backend_calls(port: int = 0) -> int:
+    """Serve `cloudshop_backend_calls_total` alone at http://127.0.0.1:`port`/metrics, from a thread,
+    for a process without an HTTP app of its own (the local notification poller: the notification
+    function's batches, which the bench counts per checkout). Port 0 takes a free one; returns the
+    port bound."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(_BackendCallsCollector())  # type: ignore[arg-type]
+    server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+    return int(server.server_port)
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex
 

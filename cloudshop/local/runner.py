@@ -154,17 +154,18 @@ class PollerProcess(ManagedServer):
     name: ClassVar[str] = "notification-poller"
 
     def __init__(self, *, env: dict[str, str], logs: Path) -> None:
-        super().__init__(logs, port=0)
+        super().__init__(logs)  # its port: the backend calls it made, on /metrics (for make bench)
         self.env = env
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-m", "functions.notification.poller"]
+        return [sys.executable, "-m", "functions.notification.poller", "--metrics-port", str(self.port)]
 
     def _environment(self) -> dict[str, str]:
         return {**os.environ, **self.env, "SERVICE_NAME": "notification-poller", "PYTHONUNBUFFERED": "1"}
 
     def _is_ready(self) -> bool:
-        return True
+        with urllib.request.urlopen(f"http://{HOST}:{self.port}/metrics", timeout=2) as answer:
+            return bool(answer.status == 200)
 
 
 class WindowsConsumerProcess(ManagedServer):

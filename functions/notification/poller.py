@@ -12,10 +12,16 @@ handled ~30 events/s, below what the relay sends at the bench's checkout rate. T
 and moto's `SendMessage` walks every message of the queue, so the relay's sends slowed as it grew.
 
     python -m functions.notification.poller     # configured from the environment, like the Lambda
+    python -m functions.notification.poller --metrics-port 9105   # and its backend calls on /metrics
+
+`--metrics-port` serves the process's `cloudshop_backend_calls_total` (the function's DynamoDB and
+SES calls, and the receives and deletes this stand-in makes for the event source mapping), which
+`make bench` reads to count the notification work of each checkout.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import threading
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudshop import aws
-from cloudshop.observability import configure_logging
+from cloudshop.observability import configure_logging, serve_backend_calls
 from cloudshop.settings import Settings, get_settings
 
 log = logging.getLogger("cloudshop.notification.poller")
@@ -188,9 +194,16 @@ def poll_forever(
         thread.join()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m functions.notification.poller", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--metrics-port", type=int, help="serve this process's backend calls on 127.0.0.1:PORT/metrics")
+    args = parser.parse_args(argv)
     settings = get_settings()
     configure_logging("notification-poller", settings.log_level)
+    if args.metrics_port is not None:
+        serve_backend_calls(args.metrics_port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -21,7 +21,7 @@ from cloudshop.clients import AsyncServiceClient, ServiceClient
 from cloudshop.dynamodb import dynamodb_for
 from cloudshop.estate import ESTATE
 from cloudshop.gateway import build_gateway
-from cloudshop.observability import Metrics
+from cloudshop.observability import Metrics, count_backend_call, serve_backend_calls
 from cloudshop.settings import Settings
 from cloudshop.sql import make_engine
 from cloudshop.stream import KafkaEventPublisher
@@ -236,3 +236,15 @@ def test_every_service_app_exports_the_process_backend_calls(settings: Settings)
         exported = client.get("/metrics").text
 
     assert 'cloudshop_backend_calls_total{kind="sqs",operation="ListQueues"}' in exported
+
+
+def test_a_process_without_an_app_serves_its_backend_calls_on_a_port_of_its_own() -> None:
+    # What the local notification poller does, so that the bench counts the notification work too
+    port = serve_backend_calls(0)
+    operation = f"Op{uuid.uuid4().hex[:8]}"
+    count_backend_call("ses", operation)
+    count_backend_call("ses", operation)
+
+    page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+    assert f'cloudshop_backend_calls_total{{kind="ses",operation="{operation}"}} 2.0' in page

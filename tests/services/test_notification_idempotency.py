@@ -30,10 +30,13 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.idempotency.persistence.base import BasePersistenceLayer
 
 from cloudshop import aws, aws_sync
+from cloudshop.aws_sync import BlockingSesV2, Credentials
+from cloudshop.local.servers import free_port
 from cloudshop.provision import provision_mail
 from cloudshop.settings import Settings
 from functions.notification.bootstrap import build_consumer, build_service
 from functions.notification.idempotency import BlockingDynamoDBPersistenceLayer
+from functions.notification.mailer import SesMailer
 from tests.services.test_lambda_handlers import Context
 from tests.services.test_notification_handler import Customer, sent_emails
 
@@ -360,3 +363,38 @@ def test_an_event_that_sends_no_email_is_stored_once_without_an_idempotency_reco
     notifications, _ = service.list_for(customer.user_id, limit=10, cursor=None)
     assert [n.event_type for n in notifications] == ["order.paid", "order.created"]
     assert len(records) == 1
+
+
+def test_an_email_that_cannot_go_out_fails_alone_and_goes_out_once_when_ses_is_back(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # Given the consumer while SES is unreachable (nothing listens on its port)
+    settings = make_settings(dynamodb="dynalite", sqs="moto")
+    provision_mail(settings)
+    service = build_service(settings)
+    reachable = service.mailer
+    service.mailer = SesMailer(
+        BlockingSesV2(
+            endpoint=f"http://127.0.0.1:{free_port()}",
+            region=settings.aws_region,
+            credentials=lambda: Credentials("testing", "testing", None),
+            sleep=lambda _: None,
+        ),
+        sender=settings.ses_sender,
+    )
+    consumer = build_consumer(settings, service=service)
+    customer = Customer()
+    batch = customer.batch("sqs_order_events.json")
+    paid = batch["Records"][1]["messageId"]
+
+    # When the batch arrives, then only the paid event (its email) fails: it stays on the queue
+    assert consumer.process_batch(batch, Context()) == {"batchItemFailures": [{"itemIdentifier": paid}]}  # type: ignore[arg-type]
+    assert sent_emails(settings, customer.email) == []
+
+    # When SES is back and the queue delivers the batch again, then the email goes out once and
+    # each notification is stored once
+    service.mailer = reachable
+    assert consumer.process_batch(batch, Context()) == {"batchItemFailures": []}  # type: ignore[arg-type]
+    assert len(sent_emails(settings, customer.email)) == 1
+    notifications, _ = service.list_for(customer.user_id, limit=10, cursor=None)
+    assert [n.event_type for n in notifications] == ["order.paid", "order.created"]

@@ -37,6 +37,23 @@ def in_a_function(service: str, code: str, *args: str, **env: str) -> str:
     return answer.stdout.strip().splitlines()[-1]
 
 
+def lambda_context_source(service: str) -> str:
+    """Source of a `Context` class holding what the handlers read of Lambda's context object, for
+    the code a test runs `in_a_function`."""
+    return textwrap.dedent(
+        f"""
+        class Context:
+            function_name = "cloudshop-bench-{service}"
+            memory_limit_in_mb = 512
+            invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:cloudshop-bench-{service}"
+            aws_request_id = "c0ffee00-0000-4000-8000-000000000000"
+
+            def get_remaining_time_in_millis(self):
+                return 30_000
+        """
+    )
+
+
 def test_a_cold_start_turns_the_collector_back_on_and_freezes_what_it_built() -> None:
     # Given the collector is on
     assert gc.isenabled()
@@ -242,19 +259,10 @@ def test_the_product_function_serves_its_catalog_without_pyjwt_and_still_checks_
     deletion["rawPath"] = deletion["requestContext"]["http"]["path"] = "/api/v1/products/no-such-product"
     deletion["requestContext"]["http"]["method"] = "DELETE"
     deletion["rawQueryString"], deletion["queryStringParameters"] = "", {}
-    probe = textwrap.dedent(
+    probe = lambda_context_source("product") + textwrap.dedent(
         f"""
         import json, sys
         from functions.product.handler import handler
-
-        class Context:
-            function_name = "cloudshop-bench-product"
-            memory_limit_in_mb = 512
-            invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:cloudshop-bench-product"
-            aws_request_id = "c0ffee00-0000-4000-8000-000000000000"
-
-            def get_remaining_time_in_millis(self):
-                return 30_000
 
         def loaded():
             return sorted(m for m in {PYJWT_MODULES!r} if m in sys.modules)
@@ -295,7 +303,7 @@ def test_a_function_imports_no_sqlalchemy_to_start_nor_to_serve_a_request(servic
     event = json.loads((REPO / "tests" / "events" / "apigw_v2_list_products.json").read_text())
     event["rawPath"] = event["requestContext"]["http"]["path"] = SQL_REQUESTS[service]
     event["rawQueryString"], event["queryStringParameters"] = "", {}
-    probe = textwrap.dedent(
+    probe = lambda_context_source(service) + textwrap.dedent(
         f"""
         import json, sys
         from cloudshop import sql
@@ -303,15 +311,6 @@ def test_a_function_imports_no_sqlalchemy_to_start_nor_to_serve_a_request(servic
         sql.PROCESS_HOOKS.append(lambda statement: operations.append(statement.operation))
         from functions.{service}.handler import handler
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("sqlalchemy", "alembic"))
-
-        class Context:
-            function_name = "cloudshop-bench-{service}"
-            memory_limit_in_mb = 512
-            invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:cloudshop-bench-{service}"
-            aws_request_id = "c0ffee00-0000-4000-8000-000000000000"
-
-            def get_remaining_time_in_millis(self):
-                return 30_000
 
         answer = handler(json.loads(sys.argv[1]), Context())
         served = sorted(m for m in sys.modules if m.split(".")[0] in ("sqlalchemy", "alembic"))

@@ -27,7 +27,7 @@ from cloudshop.provision import provision_mail
 from cloudshop.settings import Settings
 from functions.notification.bootstrap import build_service
 from functions.notification.poller import build_poller, poll_forever
-from tests.core.test_lambda_cold_start import in_a_function
+from tests.core.test_lambda_cold_start import in_a_function, lambda_context_source
 from tests.services.test_lambda_handlers import Context, load_handler, settings_environment
 
 EVENTS = Path(__file__).parent.parent / "events"
@@ -114,19 +114,10 @@ def test_a_new_sandbox_stores_and_emails_its_first_batch_without_building_a_boto
     # 60-95 ms of its first batch here, and each email 1.5 ms of CPU: the email goes out through
     # cloudshop.aws_sync's SES client, and every other call of a batch through its DynamoDB client.
     customer = Customer()
-    probe = textwrap.dedent(
+    probe = lambda_context_source("notification") + textwrap.dedent(
         """
         import gc, json, sys
         from functions.notification.handler import handler
-
-        class Context:
-            function_name = "cloudshop-bench-notification"
-            memory_limit_in_mb = 512
-            invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:cloudshop-bench-notification"
-            aws_request_id = "c0ffee00-0000-4000-8000-000000000000"
-
-            def get_remaining_time_in_millis(self):
-                return 30_000
 
         answer = handler(json.loads(sys.argv[1]), Context())
         # (Powertools' idempotency package imports boto3, and with it botocore.client, but makes no client.)

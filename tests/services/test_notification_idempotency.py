@@ -305,13 +305,19 @@ def test_a_payload_hash_stored_by_one_layer_is_checked_by_the_other(
 
 
 # --- the consumer's wiring ----------------------------------------------------------------------------
-def test_the_consumer_keeps_its_records_and_sends_its_email_without_a_botocore_client(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given no botocore client can be made (the first one cost a sandbox's first batch 60-95 ms)
+@pytest.fixture
+def consumer_settings(make_settings: Callable[..., Settings]) -> Settings:
+    """DynamoDB on dynalite (the full profile's), and SES (moto) with the sender verified."""
     settings = make_settings(dynamodb="dynalite", sqs="moto")
     provision_mail(settings)
-    service = build_service(settings)
+    return settings
+
+
+def test_the_consumer_keeps_its_records_and_sends_its_email_without_a_botocore_client(
+    consumer_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given no botocore client can be made (the first one cost a sandbox's first batch 60-95 ms)
+    service = build_service(consumer_settings)
 
     def no_botocore(api: str, _: Settings) -> Any:
         raise AssertionError(f"a botocore {api} client was made")
@@ -320,7 +326,7 @@ def test_the_consumer_keeps_its_records_and_sends_its_email_without_a_botocore_c
     handled: list[str] = []
     handle = service.handle
     monkeypatch.setattr(service, "handle", lambda event: handled.append(event.event_id) or handle(event))
-    consumer = build_consumer(settings, service=service)
+    consumer = build_consumer(consumer_settings, service=service)
     customer = Customer()
     batch = customer.batch("sqs_order_events.json")
     batch["Records"] = batch["Records"][1:]  # order.paid: stored, and emailed
@@ -332,17 +338,15 @@ def test_the_consumer_keeps_its_records_and_sends_its_email_without_a_botocore_c
     # Then its event was handled once, the second time answered from the record the first one kept
     assert first == again == {"batchItemFailures": []}
     assert len(handled) == 1
-    assert len(sent_emails(settings, customer.email)) == 1
+    assert len(sent_emails(consumer_settings, customer.email)) == 1
 
 
 def test_an_event_that_sends_no_email_is_stored_once_without_an_idempotency_record(
-    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+    consumer_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a consumer whose idempotency layer counts the records it would write
-    settings = make_settings(dynamodb="dynalite", sqs="moto")
-    provision_mail(settings)
-    service = build_service(settings)
-    consumer = build_consumer(settings, service=service)
+    service = build_service(consumer_settings)
+    consumer = build_consumer(consumer_settings, service=service)
     records: list[str] = []
     put_record = BlockingDynamoDBPersistenceLayer._put_record
     monkeypatch.setattr(
@@ -366,35 +370,33 @@ def test_an_event_that_sends_no_email_is_stored_once_without_an_idempotency_reco
 
 
 def test_an_email_that_cannot_go_out_fails_alone_and_goes_out_once_when_ses_is_back(
-    make_settings: Callable[..., Settings],
+    consumer_settings: Settings,
 ) -> None:
     # Given the consumer while SES is unreachable (nothing listens on its port)
-    settings = make_settings(dynamodb="dynalite", sqs="moto")
-    provision_mail(settings)
-    service = build_service(settings)
+    service = build_service(consumer_settings)
     reachable = service.mailer
     service.mailer = SesMailer(
         BlockingSesV2(
             endpoint=f"http://127.0.0.1:{free_port()}",
-            region=settings.aws_region,
+            region=consumer_settings.aws_region,
             credentials=lambda: Credentials("testing", "testing", None),
             sleep=lambda _: None,
         ),
-        sender=settings.ses_sender,
+        sender=consumer_settings.ses_sender,
     )
-    consumer = build_consumer(settings, service=service)
+    consumer = build_consumer(consumer_settings, service=service)
     customer = Customer()
     batch = customer.batch("sqs_order_events.json")
     paid = batch["Records"][1]["messageId"]
 
     # When the batch arrives, then only the paid event (its email) fails: it stays on the queue
     assert consumer.process_batch(batch, Context()) == {"batchItemFailures": [{"itemIdentifier": paid}]}  # type: ignore[arg-type]
-    assert sent_emails(settings, customer.email) == []
+    assert sent_emails(consumer_settings, customer.email) == []
 
     # When SES is back and the queue delivers the batch again, then the email goes out once and
     # each notification is stored once
     service.mailer = reachable
     assert consumer.process_batch(batch, Context()) == {"batchItemFailures": []}  # type: ignore[arg-type]
-    assert len(sent_emails(settings, customer.email)) == 1
+    assert len(sent_emails(consumer_settings, customer.email)) == 1
     notifications, _ = service.list_for(customer.user_id, limit=10, cursor=None)
     assert [n.event_type for n in notifications] == ["order.paid", "order.created"]

@@ -27,6 +27,8 @@ port (shown, not a target: its answer waits for turns of the event loop; named b
 as before the liveness ports existed), and the resident memory of
 every process. `--warmup-seconds` of load before A are not
 measured. With `--profile-cpu`, py-spy samples every service during A (top frames in the results).
+Every checkout is traced, as under `cloudshop up`; `--trace-sample-ratio 0` (or any share) shows
+what tracing costs the CPU figures.
 
 Written: the JSON (`--out`) and a Markdown table beside it (same name, `.md`): every metric with its
 target, this run's value and the previous run's (read from the JSON being replaced). The Lambda
@@ -377,12 +379,14 @@ class Bench:
         return json.loads(summary.read_text()), children_cpu_seconds() - cpu_before
 
 
-def start_platform(platform: Platform, *, abandoned_seconds: float) -> dict[str, str]:
-    """Servers, estate, data and services, as `cloudshop up` starts them; returns the services' env."""
+def start_platform(platform: Platform, *, abandoned_seconds: float, trace_sample_ratio: float = 1.0) -> dict[str, str]:
+    """Servers, estate, data and services, as `cloudshop up` starts them; returns the services' env.
+    `trace_sample_ratio` is the share of checkouts traced (`cloudshop up` traces every one)."""
     say(f"{platform.profile}: starting the platform in {platform.state_dir}")
     env = platform.settings_env(platform.start_servers())
     env |= {
         "LOG_LEVEL": "WARNING",
+        "TRACE_SAMPLE_RATIO": f"{trace_sample_ratio:g}",
         # The run outlasts the default 15-minute access token on a slow machine.
         "ACCESS_TOKEN_TTL_SECONDS": "7200",
         # The sweeper settles B's abandoned checkouts within the bench's patience, not in 2 minutes.
@@ -670,7 +674,9 @@ def run_profile(profile: str, args: argparse.Namespace, out_dir: Path) -> dict[s
     state = Path(tempfile.mkdtemp(prefix=f"cloudshop-bench-{profile}-"))
     platform = Platform(profile=profile, state_dir=state, base_port=free_port_range())
     try:
-        env = start_platform(platform, abandoned_seconds=args.abandoned_seconds)
+        env = start_platform(
+            platform, abandoned_seconds=args.abandoned_seconds, trace_sample_ratio=args.trace_sample_ratio
+        )
         gateway = f"http://127.0.0.1:{platform.base_port}"
         buyers = max(args.buyers, args.overload_buyers)
         say(f"{profile}: registering {buyers} buyers ...")
@@ -903,7 +909,8 @@ def markdown(report: dict[str, Any], previous: dict[str, Any] | None) -> str:
         "# Checkout benchmark",
         "",
         f"Run {report['started_at']} on {report['machine']['cpu_count']} CPUs ({report['machine']['k6']}, load "
-        f"average {report['machine']['load_average_before'][0]} before the run); "
+        f"average {report['machine']['load_average_before'][0]} before the run, "
+        f"{report.get('trace_sample_ratio', 1.0):.0%} of checkouts traced); "
         "targets are reported, never asserted. "
         + (f"Previous run: {previous.get('started_at', '?')}." if previous else "No previous run to compare with."),
         "",
@@ -966,7 +973,15 @@ def main(argv: list[str] | None = None) -> int:
         "--lambda-imports", type=Path, help="bench_imports JSON (default: lambda-imports.json beside --out)"
     )
     parser.add_argument("--profile-cpu", action=argparse.BooleanOptionalAction, default=False, help="py-spy during A")
+    parser.add_argument(
+        "--trace-sample-ratio",
+        type=float,
+        default=1.0,
+        help="share of checkouts traced, 0 to 1 (default 1, as `cloudshop up`): what tracing costs the CPU figures",
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.trace_sample_ratio <= 1:
+        parser.error(f"--trace-sample-ratio {args.trace_sample_ratio:g}: a share, from 0 to 1")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     previous = read_previous(args.out)
     k6 = k6_binary()
@@ -980,6 +995,7 @@ def main(argv: list[str] | None = None) -> int:
             # Other work on the machine skews every number here; the load before the run tells.
             "load_average_before": [round(load, 2) for load in os.getloadavg()],
         },
+        "trace_sample_ratio": args.trace_sample_ratio,
         "targets": {
             "a": "≥ 80 checkouts/s, POST /orders p95 ≤ 250 ms, 0 errors, ≤ 12 CPU ms per checkout "
             "over gateway + order + product + payment, outbox lag ≤ 5 s at the end",

@@ -145,7 +145,22 @@ def test_the_table_without_the_overload_scenario_keeps_the_sweeper_check() -> No
     report = {
         "started_at": "2026-01-01T00:00:00+00:00",
         "machine": {"cpu_count": 2, "k6": "k6 v1", "load_average_before": [0.5]},
+        "trace_sample_ratio": 0.05,
         "rows": {"full": [asdict(row) for row in rows]},
         "results": {"full": {"a": a}},
     }
-    assert "### A: after the sweeper" in markdown(report, None)
+    table = markdown(report, None)
+    assert "### A: after the sweeper" in table
+    assert "5% of checkouts traced" in table
+
+
+def test_a_trace_share_outside_0_to_1_is_refused_before_anything_starts() -> None:
+    refused = subprocess.run(
+        [sys.executable, "-m", "cloudshop.bench", "--trace-sample-ratio", "1.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "--trace-sample-ratio 1.5: a share, from 0 to 1" in refused.stderr

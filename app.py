@@ -11,6 +11,7 @@ This is the only place that reads the environment. Inputs:
 - `CLOUDSHOP_RESOURCE_PREFIX`: physical-name prefix (default `cloudshop-<env>-`).
 - `CLOUDSHOP_ALARM_EMAIL`: subscribed to the alarm topic. `CLOUDSHOP_SES_SENDER`: verified SES sender.
 - `CLOUDSHOP_JWT_KEY_GENERATION`: bump after putting a new signing key (cdk/README.md, rotation).
+- `CLOUDSHOP_TRACE_SAMPLE_RATIO`: share of new traces every function and pod keeps (default 1: all).
 - `CLOUDSHOP_CLUSTER_ADMIN_ROLE_ARNS`: comma-separated IAM roles given cluster-admin on EKS.
 - `CLOUDSHOP_ANALYTICS_CLIENT_CIDRS`: comma-separated sources of the analytics link (the Terraform
   output `analytics_client_cidrs`); set, it turns MSK public access on (never on the first deploy,
@@ -75,6 +76,8 @@ def main() -> None:
             overrides[field] = value
     if generation := _optional("CLOUDSHOP_JWT_KEY_GENERATION"):
         overrides["jwt_key_generation"] = int(generation)
+    if ratio := _optional("CLOUDSHOP_TRACE_SAMPLE_RATIO"):
+        overrides["trace_sample_ratio"] = float(ratio)
     if admins := _optional("CLOUDSHOP_CLUSTER_ADMIN_ROLE_ARNS"):
         overrides["cluster_admin_role_arns"] = tuple(a.strip() for a in admins.split(",") if a.strip())
     if cidrs := _optional("CLOUDSHOP_ANALYTICS_CLIENT_CIDRS"):

@@ -31,6 +31,7 @@ def service_settings(
         "LOG_LEVEL": "INFO",
         **resource_settings(config.prefix),
         "JWT_PUBLIC_KEY": data.auth.public_key_pem,
+        "TRACE_SAMPLE_RATIO": f"{config.trace_sample_ratio:g}",
     }
     if access.internal_token:
         env["INTERNAL_TOKEN_SECRET_ARNS"] = json.dumps(internal_token_arns(service, data=data), sort_keys=True)

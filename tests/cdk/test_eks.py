@@ -303,6 +303,7 @@ def test_deploy_time_settings_reach_the_pods_through_a_configmap(synth) -> None:
         assert name in data, name
     assert {k: data[k] for k in resource_settings(synth.config.prefix)} == resource_settings(synth.config.prefix)
     assert (data["KAFKA_SECURITY_PROTOCOL"], data["KAFKA_SASL_MECHANISM"]) == ("SASL_SSL", "AWS_MSK_IAM")
+    assert float(data["TRACE_SAMPLE_RATIO"]) == synth.config.trace_sample_ratio  # the environment's share
     # Per pod (SERVICE_NAME) or git's choice (LOG_LEVEL); and no pod may find a secret it cannot read.
     assert not {"SERVICE_NAME", "LOG_LEVEL", "JWT_PRIVATE_KEY", "JWT_PRIVATE_KEY_SECRET_ARN"} & set(data)
     assert not {"DATABASE_URL", "DATABASE_SECRET_ARN"} & set(data), "no workload uses SQL"

@@ -9,6 +9,7 @@ import pytest
 from aws_cdk.assertions import Match
 
 from cdk.access import SERVICE_ACCESS
+from cdk.config import preset
 from cloudshop.estate import ESTATE, LAMBDA_SERVICES, ServiceName
 from cloudshop.settings import Settings, resource_settings
 
@@ -132,3 +133,16 @@ def test_spans_go_to_the_adot_collector_layer_over_otlp(synth, service: str) -> 
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://localhost:4318"
     assert ":layer:aws-otel-collector-amd64-" in json.dumps(function_of(synth, service)["Layers"][1])
     assert Settings(tracing_enabled=env["TRACING_ENABLED"]).tracing_enabled
+
+
+@pytest.mark.parametrize("service", LAMBDA_SERVICES)
+def test_a_function_keeps_the_share_of_traces_its_environment_is_configured_for(synth, service: str) -> None:
+    env = environment(synth, service)
+    assert Settings(trace_sample_ratio=env["TRACE_SAMPLE_RATIO"]).trace_sample_ratio == synth.config.trace_sample_ratio
+
+
+def test_the_trace_share_is_configurable_per_environment_and_must_be_a_share() -> None:
+    assert preset("dev").trace_sample_ratio == preset("prod").trace_sample_ratio == 1.0  # every trace by default
+    assert preset("prod", trace_sample_ratio=0.05).trace_sample_ratio == 0.05
+    with pytest.raises(ValueError, match="trace_sample_ratio"):
+        preset("prod", trace_sample_ratio=1.5)

@@ -20,6 +20,7 @@ checks its dependencies every 2.5 s on its loop and publishes each round's answe
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import select
 import subprocess
@@ -31,6 +32,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Histogram
 
 from cloudshop import liveness_process
+from cloudshop.errors import problem
 from cloudshop.liveness_process import HealthBoard
 
 log = logging.getLogger("cloudshop.liveness")
@@ -271,6 +273,6 @@ class Liveness:
                 status, body = await readiness()
             except Exception:  # a round that raises is a failed round, not the end of the rounds
                 log.exception("readiness round failed")
-                status, body = 503, b'{"title": "Not ready", "status": 503, "detail": "The readiness checks raised."}'
+                status, body = 503, json.dumps(problem(503, "Not ready", "The readiness checks raised.")).encode()
             listener.publish_readiness(status, body)
             await asyncio.sleep(self.readiness_interval)

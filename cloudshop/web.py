@@ -230,10 +230,6 @@ class Readiness:
         self._run: asyncio.Future[dict[str, str]] | None = None
         self._threads = anyio.CapacityLimiter(max(1, len(self.checks)))
 
-    async def run(self, *, timeout: float) -> dict[str, str]:
-        """A whole round of the checks, each bounded by `timeout`: failing check -> why, as `failures`."""
-        return await self._run_all(timeout)
-
     async def answer(self) -> tuple[int, dict[str, Any]]:
         """`/readyz`'s status and body for the failures of a fresh round, or of the last one."""
         return self.answer_for(await self.failures())
@@ -247,14 +243,15 @@ class Readiness:
         """Failing check -> why (exception type, or `Timeout`); empty when every check passed."""
         run = self._run
         if run is None or run.done() or run.get_loop() is not asyncio.get_running_loop():
-            run = self._run = asyncio.ensure_future(self._run_all(self.timeout))
+            run = self._run = asyncio.ensure_future(self.run(timeout=self.timeout))
         wait = self.answer_within if self.last is not None else self.timeout + 0.5
         await asyncio.wait({run}, timeout=wait)
         if run.done():
             return run.result()
         return self.last if self.last is not None else {name: "Timeout" for name in self.checks}
 
-    async def _run_all(self, timeout: float) -> dict[str, str]:
+    async def run(self, *, timeout: float) -> dict[str, str]:
+        """A whole round of the checks, each bounded by `timeout`: failing check -> why, as `failures`."""
         results: dict[str, str | None] = {}
 
         async def one(name: str, check: ReadinessCheck) -> None:
